@@ -1,0 +1,426 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+// The `cdm` command line: train, synthesize, evaluate, info.
+// Exit codes: 0 success, 1 bad input or failure, 2 usage error, 130 training interrupted (checkpoint saved).
+#include "cdmDataset.h"
+#include "cdmError.h"
+#include "cdmImageIO.h"
+#include "cdmMetrics.h"
+#include "cdmModel.h"
+#include "cdmTrainer.h"
+
+#include "itkMultiThreaderBase.h"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+namespace
+{
+std::atomic<bool> g_StopRequested{ false };
+
+extern "C" void
+RequestStop(int)
+{
+  g_StopRequested = true;
+  std::signal(SIGINT, SIG_DFL); // a second Ctrl-C ends the process at once
+}
+
+std::vector<std::string>
+SplitList(const std::string & text)
+{
+  std::vector<std::string> items;
+  std::stringstream        stream(text);
+  std::string              item;
+  while (std::getline(stream, item, ','))
+  {
+    if (!item.empty())
+    {
+      items.push_back(item);
+    }
+  }
+  return items;
+}
+
+std::string
+FormatSeconds(double seconds)
+{
+  std::ostringstream out;
+  if (seconds >= 3600)
+  {
+    out << static_cast<int>(seconds / 3600) << "h" << std::setw(2) << std::setfill('0')
+        << static_cast<int>(seconds / 60) % 60 << "m";
+  }
+  else if (seconds >= 60)
+  {
+    out << static_cast<int>(seconds / 60) << "m" << std::setw(2) << std::setfill('0') << static_cast<int>(seconds) % 60
+        << "s";
+  }
+  else
+  {
+    out << std::fixed << std::setprecision(1) << seconds << "s";
+  }
+  return out.str();
+}
+
+/** torch's intra-op threads follow ITK's global default unless --threads says otherwise. */
+void
+ConfigureThreads(int threads)
+{
+  cdm::SetNumberOfThreads(threads > 0 ? threads
+                                      : static_cast<int>(itk::MultiThreaderBase::GetGlobalDefaultNumberOfThreads()));
+}
+
+struct TrainArguments
+{
+  cdm::TrainingOptions Options;
+  std::string          Data;
+  std::string          Sources;
+  int                  Threads{ 0 };
+};
+
+int
+RunTrain(const TrainArguments & arguments)
+{
+  ConfigureThreads(arguments.Threads);
+  cdm::TrainingOptions options = arguments.Options;
+  if (arguments.Sources.empty())
+  {
+    options.Sources.clear();
+    for (const auto & m : cdm::KnownModalities())
+    {
+      if (m != options.Target)
+      {
+        options.Sources.push_back(m);
+      }
+    }
+  }
+  else
+  {
+    options.Sources = SplitList(arguments.Sources);
+  }
+  std::vector<std::string> modalities = options.Sources;
+  modalities.push_back(options.Target);
+  // Validate names before reading any data.
+  cdm::ModelConfig::FromPreset(options.Preset, options.Dimension, options.Sources, options.Target);
+
+  const cdm::DatasetScan scan = cdm::ScanBraTSFolder(arguments.Data, modalities);
+  std::cout << "[cdm train] reading " << scan.Cases.size() << " case(s) from " << arguments.Data << std::endl;
+  const cdm::Dataset data = cdm::Dataset::Load(scan, cdm::ReadVolume);
+  for (const auto & skipped : data.Skipped())
+  {
+    std::cerr << "[cdm train] skipped case " << skipped << std::endl;
+  }
+  if (data.Cases().empty())
+  {
+    throw cdm::InputError("no usable case in '" + arguments.Data + "'; expected <case>/<case>-<modality>.nii.gz for " +
+                          std::to_string(modalities.size()) + " modalities");
+  }
+  std::cout << "[cdm train] " << data.Cases().size() << " case(s), target " << options.Target << " from "
+            << arguments.Sources << ", " << options.Dimension << "D '" << options.Preset << "' model on "
+            << cdm::ResolveDevice(options.Device) << std::endl;
+
+  std::signal(SIGINT, RequestStop);
+  std::signal(SIGTERM, RequestStop);
+  auto       lastPrint = std::chrono::steady_clock::now() - std::chrono::seconds(10);
+  const auto progress = [&](const cdm::TrainingProgress & p) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!p.HasValidation && p.Iteration != p.Iterations && now - lastPrint < std::chrono::seconds(1))
+    {
+      return;
+    }
+    lastPrint = now;
+    std::cout << "[cdm train] stage " << std::left << std::setw(8) << p.Stage << std::right << " iter " << p.Iteration
+              << "/" << p.Iterations << "  loss " << std::fixed << std::setprecision(5) << p.Loss << "  "
+              << std::setprecision(2) << p.IterationsPerSecond << " it/s  ETA " << FormatSeconds(p.EtaSeconds);
+    if (p.HasValidation)
+    {
+      std::cout << "  | val PSNR " << std::setprecision(2) << p.ValidationPSNR << " dB  SSIM " << std::setprecision(4)
+                << p.ValidationSSIM;
+    }
+    std::cout << std::defaultfloat << std::endl;
+  };
+  const cdm::TrainingReport report = cdm::Train(data, options, progress, &g_StopRequested);
+  if (report.Interrupted)
+  {
+    const auto & last = report.Stages.back();
+    std::cerr << "[cdm train] interrupted in stage " << last.Stage << " after iteration " << last.LastIteration
+              << "; checkpoint " << cdm::CheckpointPath(options.Output) << "; continue with --resume" << std::endl;
+    return 130;
+  }
+  for (const auto & stage : report.Stages)
+  {
+    std::cout << "[cdm train] stage " << stage.Stage << ": loss " << stage.FirstLoss << " -> " << stage.LastLoss
+              << " (iterations " << stage.FirstIteration << "-" << stage.LastIteration << ", "
+              << FormatSeconds(stage.Seconds) << "), validation PSNR " << stage.ValidationPSNR << " dB SSIM "
+              << stage.ValidationSSIM << std::endl;
+  }
+  std::cout << "[cdm train] constant-image baseline: PSNR " << report.ConstantBaselinePSNR << " dB SSIM "
+            << report.ConstantBaselineSSIM << std::endl;
+  std::cout << "[cdm train] wrote " << options.Output << " in " << FormatSeconds(report.Seconds) << std::endl;
+  return 0;
+}
+
+struct SynthesizeArguments
+{
+  std::string              Model;
+  std::vector<std::string> Sources;
+  std::string              Output;
+  std::string              Uncertainty;
+  std::string              Device{ "auto" };
+  cdm::SynthesisOptions    Options;
+  int64_t                  Tile{ 0 };
+  int                      Threads{ 0 };
+  bool                     Quiet{ false };
+};
+
+int
+RunSynthesize(const SynthesizeArguments & arguments)
+{
+  ConfigureThreads(arguments.Threads);
+  const auto            start = std::chrono::steady_clock::now();
+  const cdm::Model      model = cdm::Model::Load(arguments.Model, arguments.Device);
+  cdm::SourceVolumes    sources;
+  for (const auto & item : arguments.Sources)
+  {
+    const size_t equals = item.find('=');
+    if (equals == std::string::npos || equals == 0 || equals + 1 == item.size())
+    {
+      throw cdm::InputError("--source '" + item + "': expected NAME=FILE, e.g. t1n=case-t1n.nii.gz");
+    }
+    const std::string name = item.substr(0, equals);
+    const std::string path = item.substr(equals + 1);
+    if (model.Config().SourceIndex(name) < 0)
+    {
+      std::string expected;
+      for (const auto & s : model.Config().Sources)
+      {
+        expected += (expected.empty() ? "" : ", ") + s;
+      }
+      throw cdm::InputError("--source " + name + "=" + path + ": modality '" + name +
+                            "' is not an input of model '" + arguments.Model + "'; expected " + expected);
+    }
+    if (sources.count(name))
+    {
+      throw cdm::InputError("--source: modality '" + name + "' is given twice");
+    }
+    sources[name] = cdm::ReadVolume(path);
+  }
+  cdm::SynthesisOptions options = arguments.Options;
+  options.TileSize = { arguments.Tile, arguments.Tile, arguments.Tile };
+  const auto progress = [&](double fraction, const std::string & what) {
+    if (!arguments.Quiet)
+    {
+      std::cout << "\r[cdm synthesize] " << what << " " << std::setw(3) << static_cast<int>(100 * fraction) << "%"
+                << std::flush;
+    }
+  };
+  const cdm::SynthesisResult result = model.Synthesize(sources, options, progress);
+  if (!arguments.Quiet)
+  {
+    std::cout << std::endl;
+  }
+  cdm::WriteVolume(result.Image, arguments.Output);
+  if (!arguments.Uncertainty.empty())
+  {
+    // One sample has no spread: its uncertainty map is zero.
+    cdm::Volume uncertainty = result.Uncertainty.Voxels.empty() ? result.Image.EmptyCopy("uncertainty") : result.Uncertainty;
+    cdm::WriteVolume(uncertainty, arguments.Uncertainty);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cout << "[cdm synthesize] wrote " << arguments.Output << " (" << model.Config().Target << ", "
+            << result.Image.Size[0] << "x" << result.Image.Size[1] << "x" << result.Image.Size[2] << ", "
+            << options.Samples << " sample(s), " << model.DeviceName() << ") in " << FormatSeconds(seconds)
+            << std::endl;
+  return 0;
+}
+
+struct EvaluateArguments
+{
+  std::string Reference;
+  std::string Prediction;
+  std::string Mask;
+  std::string Normalize{ "percentile" };
+  bool        Json{ false };
+};
+
+int
+RunEvaluate(const EvaluateArguments & arguments)
+{
+  cdm::Volume reference = cdm::ReadVolume(arguments.Reference);
+  cdm::Volume prediction = cdm::ReadVolume(arguments.Prediction);
+  cdm::CheckFinite(reference);
+  cdm::CheckFinite(prediction);
+  double range = 1.0;
+  if (arguments.Normalize == "percentile")
+  {
+    // Each image by the engine's own robust rule, so that the figures do not depend on intensity units.
+    const cdm::NormalizationRule rule;
+    rule.Apply(reference.Voxels, rule.ComputeScale(reference));
+    rule.Apply(prediction.Voxels, rule.ComputeScale(prediction));
+  }
+  else
+  {
+    const auto [low, high] = std::minmax_element(reference.Voxels.begin(), reference.Voxels.end());
+    range = std::max(1e-12, static_cast<double>(*high - *low));
+  }
+  cdm::Volume mask;
+  if (!arguments.Mask.empty())
+  {
+    mask = cdm::ReadVolume(arguments.Mask);
+  }
+  const cdm::ImageMetrics metrics =
+    cdm::CompareVolumes(reference, prediction, range, arguments.Mask.empty() ? nullptr : &mask);
+  if (arguments.Json)
+  {
+    const nlohmann::json j = { { "psnr", metrics.PSNR },   { "ssim", metrics.SSIM },
+                               { "mae", metrics.MAE },     { "voxels", metrics.Voxels },
+                               { "data_range", range },    { "normalize", arguments.Normalize },
+                               { "reference", arguments.Reference }, { "prediction", arguments.Prediction } };
+    std::cout << j.dump(2) << std::endl;
+  }
+  else
+  {
+    std::cout << std::fixed << "PSNR " << std::setprecision(3) << metrics.PSNR << " dB\nSSIM " << std::setprecision(4)
+              << metrics.SSIM << "\nMAE  " << std::setprecision(5) << metrics.MAE << "\nvoxels " << metrics.Voxels
+              << std::endl;
+  }
+  return 0;
+}
+
+int
+RunInfo(const std::string & path)
+{
+  const cdm::ModelFileInfo info = cdm::ReadModelFileInfo(path);
+  const cdm::ModelConfig & c = info.Config;
+  std::string              sources;
+  for (const auto & s : c.Sources)
+  {
+    sources += (sources.empty() ? "" : ", ") + s;
+  }
+  std::cout << "model file     " << path << " (" << info.FileBytes << " bytes, " << info.Tensors << " tensors, "
+            << info.Parameters << " parameters)\n"
+            << "format version " << c.FormatVersion << "\n"
+            << "kind           " << c.ModelKind << ", preset " << c.Preset << ", " << c.Dimension << "D"
+            << (c.Dimension == 2 ? ", slices along axis " + std::to_string(c.SliceAxis) : std::string()) << "\n"
+            << "task           " << sources << " -> " << c.Target << (c.SourcesOptional ? " (sources optional)" : "")
+            << "\n"
+            << "representation " << c.Network.RepresentationDim << "-d, MDN " << c.Diffusion.TrainSteps
+            << " steps (" << c.Diffusion.Schedule << ", sampling " << c.Diffusion.SamplingSteps << ")\n"
+            << "receptive field radius " << c.UNetReceptiveRadius() << " voxels, alignment " << c.UNetAlignment()
+            << "\n"
+            << "header:\n"
+            << c.ToJson(2) << std::endl;
+  return 0;
+}
+} // namespace
+
+int
+main(int argc, char ** argv)
+{
+  CLI::App app{ "cdm: synthesize a missing MRI contrast with the Cross-conditioned Diffusion Model (itk-cdm)" };
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "itk-cdm " CDM_VERSION_STRING);
+
+  TrainArguments train;
+  auto *         trainCommand = app.add_subcommand("train", "Train a CDM model on a folder of BraTS-layout cases");
+  trainCommand->add_option("--data", train.Data, "Folder of cases: <case>/<case>-<modality>.nii.gz")->required();
+  trainCommand->add_option("--target", train.Options.Target, "Modality to synthesize (t1n, t1c, t2w, t2f)")->required();
+  trainCommand->add_option("--sources", train.Sources, "Comma-separated source modalities (default: the other three)");
+  trainCommand->add_option("--dim", train.Options.Dimension, "Network dimension")->check(CLI::IsMember({ 2, 3 }))->capture_default_str();
+  trainCommand->add_option("--preset", train.Options.Preset, "Network sizes")->check(CLI::IsMember({ "tiny", "small", "paper" }))->capture_default_str();
+  trainCommand->add_option("--stage", train.Options.Stage, "Stage(s) to train")->check(CLI::IsMember({ "all", "mrm", "cunet", "mdn", "finetune" }))->capture_default_str();
+  trainCommand->add_option("--iterations", train.Options.Iterations, "Iterations per stage")->check(CLI::PositiveNumber)->capture_default_str();
+  trainCommand->add_flag("--resume", train.Options.Resume, "Continue from OUT.ckpt");
+  trainCommand->add_option("--device", train.Options.Device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  trainCommand->add_option("--seed", train.Options.Seed, "Random seed (repeatable runs on CPU)")->capture_default_str();
+  trainCommand->add_option("--out", train.Options.Output, "Model file to write (.cdm)")->required();
+  trainCommand->add_option("--batch-size", train.Options.BatchSize, "Batch size (0: the preset's)")->capture_default_str();
+  trainCommand->add_option("--patch-size", train.Options.PatchSize, "Patch edge in voxels (0: whole slices in 2D, the preset's in 3D)")->capture_default_str();
+  trainCommand->add_option("--learning-rate", train.Options.LearningRate, "Adam learning rate (0: the preset's)")->capture_default_str();
+  trainCommand->add_option("--validation-interval", train.Options.ValidationInterval, "Iterations between validations")->check(CLI::PositiveNumber)->capture_default_str();
+  trainCommand->add_option("--checkpoint-interval", train.Options.CheckpointInterval, "Iterations between checkpoints")->check(CLI::PositiveNumber)->capture_default_str();
+  trainCommand->add_option("--validation-fraction", train.Options.ValidationFraction, "Fraction of cases held out")->check(CLI::Range(0.0, 0.9))->capture_default_str();
+  trainCommand->add_option("--slice-axis", train.Options.SliceAxis, "Axis a 2D model slices along (0, 1, 2)")->check(CLI::Range(0, 2))->capture_default_str();
+  trainCommand->add_option("--source-dropout", train.Options.SourceDropout, "Probability of hiding each source (missing-modality training)")->check(CLI::Range(0.0, 0.9))->capture_default_str();
+  trainCommand->add_option("--threads", train.Threads, "CPU threads (default: ITK's global default)");
+
+  SynthesizeArguments synthesize;
+  auto * synthesizeCommand = app.add_subcommand("synthesize", "Synthesize the target modality from source images");
+  synthesizeCommand->add_option("--model", synthesize.Model, "Model file (.cdm)")->required();
+  synthesizeCommand->add_option("--source", synthesize.Sources, "NAME=FILE, once per source modality")->required();
+  synthesizeCommand->add_option("--output", synthesize.Output, "Output image")->required();
+  synthesizeCommand->add_option("--samples", synthesize.Options.Samples, "Representation samples K (mean output)")->check(CLI::PositiveNumber)->capture_default_str();
+  synthesizeCommand->add_option("--uncertainty", synthesize.Uncertainty, "Also write the voxel-wise standard deviation over samples");
+  synthesizeCommand->add_option("--seed", synthesize.Options.Seed, "Seed of the starting noise")->capture_default_str();
+  synthesizeCommand->add_option("--eta", synthesize.Options.Eta, "DDIM eta (default: the model's, 0 = deterministic steps)");
+  synthesizeCommand->add_option("--tile", synthesize.Tile, "Tile edge in voxels (0: whole image)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  synthesizeCommand->add_option("--device", synthesize.Device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  synthesizeCommand->add_option("--threads", synthesize.Threads, "CPU threads (default: ITK's global default)");
+  synthesizeCommand->add_flag("--quiet", synthesize.Quiet, "No progress output");
+
+  EvaluateArguments evaluate;
+  auto * evaluateCommand = app.add_subcommand("evaluate", "PSNR, SSIM and MAE of a prediction against a reference");
+  evaluateCommand->add_option("--reference", evaluate.Reference, "Reference image")->required();
+  evaluateCommand->add_option("--prediction", evaluate.Prediction, "Predicted image")->required();
+  evaluateCommand->add_option("--mask", evaluate.Mask, "Mask image (nonzero = inside)");
+  evaluateCommand->add_option("--normalize", evaluate.Normalize, "percentile: each image by the model's robust rule, data range 1; none: raw values, data range of the reference")->check(CLI::IsMember({ "percentile", "none" }))->capture_default_str();
+  evaluateCommand->add_flag("--json", evaluate.Json, "Print JSON");
+
+  std::string infoPath;
+  auto *      infoCommand = app.add_subcommand("info", "Print a model file's header");
+  infoCommand->add_option("model", infoPath, "Model file (.cdm)")->required();
+
+  try
+  {
+    app.parse(argc, argv);
+  }
+  catch (const CLI::CallForHelp & e)
+  {
+    return app.exit(e);
+  }
+  catch (const CLI::CallForAllHelp & e)
+  {
+    return app.exit(e);
+  }
+  catch (const CLI::CallForVersion & e)
+  {
+    return app.exit(e);
+  }
+  catch (const CLI::ParseError & e)
+  {
+    app.exit(e);
+    return 2;
+  }
+
+  try
+  {
+    if (*trainCommand)
+    {
+      return RunTrain(train);
+    }
+    if (*synthesizeCommand)
+    {
+      return RunSynthesize(synthesize);
+    }
+    if (*evaluateCommand)
+    {
+      return RunEvaluate(evaluate);
+    }
+    return RunInfo(infoPath);
+  }
+  catch (const std::exception & e)
+  {
+    std::cerr << "cdm: error: " << e.what() << std::endl;
+    return 1;
+  }
+}

@@ -1,0 +1,22 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef cdmAtomicFile_h
+#define cdmAtomicFile_h
+
+// Atomic file writes, used by every writer of the project (model files, checkpoints, images).
+#include <functional>
+#include <string>
+
+namespace cdm
+{
+
+/** Calls `write` with a temporary path beside `path` (same folder and extension), then renames it onto `path`,
+ *  so that readers never see a partial file. The temporary file is removed when `write` throws. */
+void
+WriteAtomically(const std::string & path, const std::function<void(const std::string & temporaryPath)> & write);
+
+} // namespace cdm
+
+#endif

@@ -1,0 +1,167 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef cdmModel_h
+#define cdmModel_h
+
+#include "cdmModelConfig.h"
+#include "cdmVolume.h"
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cdm
+{
+
+/** Progress of long work: a fraction in [0, 1] and what is being done. */
+using ProgressCallback = std::function<void(double fraction, const std::string & what)>;
+
+/** Source images keyed by modality name (e.g. "t1n"). */
+using SourceVolumes = std::map<std::string, Volume>;
+
+/** \brief The representation z of one image: one D-vector per cell, for each of K samples.
+ *
+ * A 3D model (or a 2D model on a 2D image) has one cell; a 2D model on a 3D volume has one cell per slice
+ * along the model's slice axis. SourceScales carries each source's normalisation scale so that the
+ * synthesis normalises exactly as the sampler did. */
+struct Representation
+{
+  int64_t                       Cells{ 1 };
+  int                           Dim{ 0 };
+  int                           Samples{ 1 };
+  std::vector<float>            Values; ///< [Samples][Cells][Dim]
+  std::map<std::string, double> SourceScales;
+
+  /** The mean over samples, [Cells][Dim]. */
+  std::vector<float>
+  Mean() const;
+};
+
+/** \brief Options of the MDN sampler and the synthesis. */
+struct SynthesisOptions
+{
+  int                    Samples{ 1 };      ///< K representation samples (K > 1 gives an uncertainty map)
+  uint64_t               Seed{ 0 };         ///< seeds the starting noise z_T: the same seed, the same output
+  double                 Eta{ -1.0 };       ///< DDIM eta; negative = the model's default
+  std::array<int64_t, 3> TileSize{ { 0, 0, 0 } }; ///< C-UNet tile edge per axis in voxels; 0 = whole extent
+  int                    SlicesPerBatch{ 16 };    ///< 2D model on a volume: slices per device call
+};
+
+/** \brief What a synthesis returns: the target image and, for K > 1, the voxel-wise standard deviation. */
+struct SynthesisResult
+{
+  Volume Image;
+  Volume Uncertainty; ///< empty Voxels unless requested with Samples > 1
+};
+
+/** \brief An index region of an image (x, y, z), used to synthesise only part of the output. */
+struct Region
+{
+  std::array<int64_t, 3> Index{ { 0, 0, 0 } };
+  std::array<int64_t, 3> Size{ { 0, 0, 0 } };
+};
+
+/** \brief A CDM model: its networks, schedule and normalisation rule, on a device.
+ *
+ * Loading and inference are thread-compatible: const methods may run concurrently on one Model.
+ * Copies share the same networks. */
+class Model
+{
+public:
+  /** A freshly initialised model (seeded). Device: "auto" (CUDA when present), "cpu" or "cuda[:N]". */
+  static Model
+  Create(const ModelConfig & config, uint64_t seed, const std::string & device = "auto");
+
+  /** Reads and validates a `.cdm` file. Throws ModelFileError with the file name and the problem. */
+  static Model
+  Load(const std::string & path, const std::string & device = "auto");
+
+  /** Writes a `.cdm` file atomically (temporary name, then rename). */
+  void
+  Save(const std::string & path) const;
+
+  const ModelConfig &
+  Config() const;
+
+  /** The device the networks live on, e.g. "cpu" or "cuda:0". */
+  std::string
+  DeviceName() const;
+
+  /** Number of trainable scalars over all networks. */
+  int64_t
+  NumberOfParameters() const;
+
+  /** Checks sources against the model: known names, required ones present, shared geometry, finite voxels,
+   *  a dimension the model can run. Throws InputError naming the source and what was expected. */
+  void
+  CheckSources(const SourceVolumes & sources) const;
+
+  /** MRM feature encoder on an image of the target modality: z = FE(target). */
+  Representation
+  Encode(const Volume & target) const;
+
+  /** Source encoder + MDN sampling: K samples of z_hat from the sources. */
+  Representation
+  SampleRepresentation(const SourceVolumes & sources, const SynthesisOptions & options = {}) const;
+
+  /** C-UNet synthesis guided by a representation, restricted to `region` of the output (whole image when its
+   *  size is zero). Tiles are aligned and padded by the receptive-field halo, so any region equals the same
+   *  part of the whole-image synthesis. The returned volumes span `region` only. */
+  SynthesisResult
+  SynthesizeRegion(const SourceVolumes &    sources,
+                   const Representation &   representation,
+                   const Region &           region,
+                   const SynthesisOptions & options = {},
+                   const ProgressCallback & progress = {}) const;
+
+  /** The whole chain: normalise, sample z, synthesise, denormalise. */
+  SynthesisResult
+  Synthesize(const SourceVolumes &    sources,
+             const SynthesisOptions & options = {},
+             const ProgressCallback & progress = {}) const;
+
+  /** Implementation (LibTorch types live only in src/). */
+  struct Impl;
+  explicit Model(std::shared_ptr<Impl> impl);
+  Impl &
+  GetImpl() const
+  {
+    return *m_Impl;
+  }
+
+private:
+  std::shared_ptr<Impl> m_Impl;
+};
+
+/** "cpu" or "cuda:0" for a requested "auto|cpu|cuda[:N]"; throws InputError when CUDA is asked for and absent. */
+std::string
+ResolveDevice(const std::string & requested);
+
+/** True when LibTorch sees a CUDA device. */
+bool
+CudaAvailable();
+
+/** Sets LibTorch's intra-op thread count (<= 0 leaves it unchanged). */
+void
+SetNumberOfThreads(int threads);
+
+/** Summary of a `.cdm` file's header without building the networks (for `cdm info`). */
+struct ModelFileInfo
+{
+  ModelConfig Config;
+  int64_t     FileBytes{ 0 };
+  int64_t     Tensors{ 0 };
+  int64_t     Parameters{ 0 };
+};
+ModelFileInfo
+ReadModelFileInfo(const std::string & path);
+
+} // namespace cdm
+
+#endif

@@ -1,0 +1,100 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef cdmModelConfig_h
+#define cdmModelConfig_h
+
+#include "cdmNormalization.h"
+
+#include <string>
+#include <vector>
+
+namespace cdm
+{
+
+/** \brief Sizes of the four networks (DESIGN.md section 1). A preset fills them; every field is stored in the model. */
+struct NetworkConfig
+{
+  int              RepresentationDim{ 32 };  ///< D, the length of z
+  int              RepresentationGrid{ 1 };  ///< cells per axis of z (1 = the paper's global vector)
+  int              UNetChannels{ 8 };        ///< C-UNet channels at full resolution
+  std::vector<int> UNetMultipliers{ 1, 2 };  ///< channel multiplier per UNet level (levels - 1 downsamplings)
+  int              UNetBlocks{ 1 };          ///< residual blocks per UNet level
+  int              EncoderChannels{ 8 };     ///< MRM feature encoder / source encoder stem channels
+  int              EncoderLevels{ 2 };       ///< stride-2 downsamplings in the encoders
+  int              EncoderBlocks{ 1 };       ///< residual blocks per encoder level
+  int              DenoiserWidth{ 64 };      ///< MDN hidden width
+  int              DenoiserBlocks{ 2 };      ///< MDN residual MLP blocks
+  int              MaskPatchSize{ 4 };       ///< MRM masking patch edge (voxels)
+  double           MaskRatio{ 0.6 };         ///< fraction of patches MRM masks
+};
+
+/** \brief The diffusion schedule and sampler of the MDN. */
+struct DiffusionConfig
+{
+  std::string Schedule{ "diffir" }; ///< "diffir": linspace(sqrt(b0), sqrt(b1), T)^2; "linear": linspace(b0, b1, T)
+  int         TrainSteps{ 4 };      ///< T
+  int         SamplingSteps{ 4 };   ///< DDIM steps at inference (strided when < T)
+  double      BetaStart{ 0.1 };
+  double      BetaEnd{ 0.99 };
+  double      Eta{ 0.0 };           ///< default DDIM eta (0 = deterministic reverse steps)
+};
+
+/** \brief Everything needed to rebuild a model: the JSON header of a `.cdm` file. */
+struct ModelConfig
+{
+  static constexpr int CurrentFormatVersion = 1;
+
+  int                      FormatVersion{ CurrentFormatVersion };
+  std::string              ModelKind{ "cdm" };
+  std::string              Preset{ "tiny" };
+  unsigned int             Dimension{ 2 };
+  int                      SliceAxis{ 2 };   ///< axis a 2D model slices 3D volumes along (0 x, 1 y, 2 z)
+  std::vector<std::string> Sources{ "t1n", "t2w", "t2f" };
+  std::string              Target{ "t1c" };
+  bool                     SourcesOptional{ false }; ///< trained with source dropout: any non-empty subset works
+  NetworkConfig            Network;
+  DiffusionConfig          Diffusion;
+  NormalizationRule        Normalization;
+  double                   TargetScale{ 1.0 }; ///< output intensity of a normalised 1.0 (median training scale)
+  std::string              ProvenanceJson{ "{}" }; ///< training provenance (free-form JSON object)
+
+  /** A configuration from a named preset: "tiny" (tests), "small" (CPU benchmark), "paper" (DiffIR scale).
+   *  Throws InputError for an unknown preset, dimension or modality list. */
+  static ModelConfig
+  FromPreset(const std::string & preset, unsigned int dimension, const std::vector<std::string> & sources,
+             const std::string & target);
+
+  /** Serialises to one JSON object (the `cdm` entry of the file header). */
+  std::string
+  ToJson(int indent = -1) const;
+
+  /** Parses and validates; throws ModelFileError naming the bad field. */
+  static ModelConfig
+  FromJson(const std::string & json);
+
+  /** Throws InputError when a field is out of range or inconsistent. */
+  void
+  Validate() const;
+
+  /** Index of a source modality in Sources, or -1. */
+  int
+  SourceIndex(const std::string & name) const;
+
+  /** The factor every spatial size is aligned to: 2^(number of C-UNet downsamplings). */
+  int64_t
+  UNetAlignment() const;
+
+  /** The C-UNet's receptive-field radius in voxels (an upper bound, from the architecture). */
+  int64_t
+  UNetReceptiveRadius() const;
+};
+
+/** The modality names of the BraTS 2023 layout. */
+const std::vector<std::string> &
+KnownModalities();
+
+} // namespace cdm
+
+#endif

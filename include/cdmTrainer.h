@@ -1,0 +1,95 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef cdmTrainer_h
+#define cdmTrainer_h
+
+#include "cdmDataset.h"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace cdm
+{
+
+/** \brief What `cdm train` asks for. Zero-valued sizes mean "the preset's default". */
+struct TrainingOptions
+{
+  std::vector<std::string> Sources{ "t1n", "t2w", "t2f" };
+  std::string              Target{ "t1c" };
+  unsigned int             Dimension{ 2 };
+  std::string              Preset{ "tiny" };
+  std::string              Stage{ "all" }; ///< all | mrm | cunet | mdn | finetune
+  int                      Iterations{ 200 }; ///< per stage
+  bool                     Resume{ false };
+  std::string              Device{ "auto" };
+  uint64_t                 Seed{ 0 };
+  std::string              Output; ///< the `.cdm` file; its checkpoint is Output + ".ckpt"
+  int                      BatchSize{ 0 };
+  int                      PatchSize{ 0 };
+  double                   LearningRate{ 0.0 };
+  int                      ValidationInterval{ 50 };
+  int                      CheckpointInterval{ 50 };
+  double                   ValidationFraction{ 0.2 };
+  int                      SliceAxis{ 2 };
+  double                   SourceDropout{ 0.0 }; ///< > 0 trains for missing sources (availability masks)
+};
+
+/** \brief One progress report (a line of `cdm train`). */
+struct TrainingProgress
+{
+  std::string Stage;
+  int         Iteration{ 0 };
+  int         Iterations{ 0 };
+  double      Loss{ 0.0 };
+  double      IterationsPerSecond{ 0.0 };
+  double      EtaSeconds{ 0.0 };
+  bool        HasValidation{ false };
+  double      ValidationPSNR{ 0.0 };
+  double      ValidationSSIM{ 0.0 };
+};
+
+/** \brief What a stage did: its loss at the start and the end (means over a few iterations) and validation. */
+struct StageReport
+{
+  std::string Stage;
+  int         FirstIteration{ 0 };
+  int         LastIteration{ 0 };
+  double      FirstLoss{ 0.0 };
+  double      LastLoss{ 0.0 };
+  double      ValidationPSNR{ 0.0 };
+  double      ValidationSSIM{ 0.0 };
+  double      Seconds{ 0.0 };
+};
+
+struct TrainingReport
+{
+  std::vector<StageReport> Stages;
+  bool                     Interrupted{ false };
+  double                   Seconds{ 0.0 };
+  /** Validation PSNR/SSIM of predicting the mean foreground intensity everywhere (the constant baseline). */
+  double                   ConstantBaselinePSNR{ 0.0 };
+  double                   ConstantBaselineSSIM{ 0.0 };
+};
+
+/** The checkpoint a training run writes beside its output (weights, optimiser state, progress). */
+std::string
+CheckpointPath(const std::string & output);
+
+/** Trains the stages asked for, checkpointing every CheckpointInterval iterations, at the end of each stage and
+ *  when `stopRequested` becomes true (then it returns with Interrupted set). With Resume, it continues from the
+ *  checkpoint: the per-iteration random streams depend only on (seed, stage, iteration), so an interrupted and
+ *  resumed run ends with the same weights as an uninterrupted one on the same device. */
+TrainingReport
+Train(const Dataset &                                        data,
+      const TrainingOptions &                                options,
+      const std::function<void(const TrainingProgress &)> &  progress = {},
+      const std::atomic<bool> *                              stopRequested = nullptr);
+
+} // namespace cdm
+
+#endif

@@ -1,0 +1,61 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef cdmVolume_h
+#define cdmVolume_h
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cdm
+{
+
+/** \brief A scalar image the core engine works on: float voxels with ITK's physical geometry.
+ *
+ * Voxels are stored with x fastest (ITK's buffer order): index = x + X * (y + Y * z).
+ * A 2D image has Dimension 2 and Size[2] == 1. No ITK type appears here so that the core
+ * engine builds without ITK; the ITK filters copy to and from this struct. */
+struct Volume
+{
+  unsigned int            Dimension{ 3 };
+  std::array<int64_t, 3>  Size{ { 1, 1, 1 } };
+  std::array<double, 3>   Spacing{ { 1.0, 1.0, 1.0 } };
+  std::array<double, 3>   Origin{ { 0.0, 0.0, 0.0 } };
+  std::array<double, 9>   Direction{ { 1, 0, 0, 0, 1, 0, 0, 0, 1 } };
+  std::vector<float>      Voxels;
+  /** Where the data came from (a file name or a modality), used in error messages. */
+  std::string             Description;
+
+  int64_t
+  NumberOfVoxels() const
+  {
+    return Size[0] * Size[1] * Size[2];
+  }
+
+  /** Allocates Voxels (zero-filled) for the current Size. */
+  void
+  Allocate()
+  {
+    Voxels.assign(static_cast<size_t>(NumberOfVoxels()), 0.0f);
+  }
+
+  /** A volume of the same geometry (size, spacing, origin, direction), zero-filled. */
+  Volume
+  EmptyCopy(const std::string & description) const;
+};
+
+/** True when both volumes share size, spacing, origin and direction (within a relative tolerance).
+ *  Otherwise false, and `why` (when given) says which property differs and how. */
+bool
+SameGeometry(const Volume & a, const Volume & b, std::string * why = nullptr, double tolerance = 1e-4);
+
+/** Throws InputError naming the volume's Description when a voxel is NaN or infinite, or no voxels exist. */
+void
+CheckFinite(const Volume & volume);
+
+} // namespace cdm
+
+#endif

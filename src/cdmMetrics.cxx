@@ -1,0 +1,174 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#include "cdmMetrics.h"
+#include "cdmError.h"
+
+#include <cmath>
+#include <limits>
+
+namespace cdm
+{
+
+namespace
+{
+constexpr double SsimSigma = 1.5;
+constexpr int    SsimRadius = 5; // an 11-tap window, as in Wang et al. 2004
+
+/** Gaussian smoothing along one axis; borders renormalise the truncated window (no zero bias). */
+void
+SmoothAxis(std::vector<double> & image, const std::array<int64_t, 3> & size, int axis)
+{
+  std::vector<double> kernel(2 * SsimRadius + 1);
+  for (int k = -SsimRadius; k <= SsimRadius; ++k)
+  {
+    kernel[k + SsimRadius] = std::exp(-0.5 * k * k / (SsimSigma * SsimSigma));
+  }
+  const int64_t stride = axis == 0 ? 1 : (axis == 1 ? size[0] : size[0] * size[1]);
+  const int64_t length = size[axis];
+  std::vector<double> line(length);
+  std::vector<double> out(image.size());
+  for (int64_t z = 0; z < size[2]; ++z)
+  {
+    for (int64_t y = 0; y < size[1]; ++y)
+    {
+      for (int64_t x = 0; x < size[0]; ++x)
+      {
+        const int64_t position[3] = { x, y, z };
+        const int64_t index = x + size[0] * (y + size[1] * z);
+        double        sum = 0.0;
+        double        weight = 0.0;
+        for (int k = -SsimRadius; k <= SsimRadius; ++k)
+        {
+          const int64_t p = position[axis] + k;
+          if (p < 0 || p >= length)
+          {
+            continue;
+          }
+          sum += kernel[k + SsimRadius] * image[index + k * stride];
+          weight += kernel[k + SsimRadius];
+        }
+        out[index] = sum / weight;
+      }
+    }
+  }
+  image.swap(out);
+}
+
+void
+Smooth(std::vector<double> & image, const std::array<int64_t, 3> & size, bool slicewise)
+{
+  for (int axis = 0; axis < 3; ++axis)
+  {
+    if (size[axis] > 1 && !(slicewise && axis == 2))
+    {
+      SmoothAxis(image, size, axis);
+    }
+  }
+}
+} // namespace
+
+ImageMetrics
+CompareImages(const std::vector<float> &     reference,
+              const std::vector<float> &     prediction,
+              const std::array<int64_t, 3> & size,
+              double                         dataRange,
+              const std::vector<uint8_t> *   mask,
+              bool                           slicewise)
+{
+  const auto n = static_cast<size_t>(size[0] * size[1] * size[2]);
+  if (reference.size() != n || prediction.size() != n)
+  {
+    throw InputError("metrics: reference has " + std::to_string(reference.size()) + " voxels and prediction " +
+                     std::to_string(prediction.size()) + "; expected both " + std::to_string(n));
+  }
+  if (mask && mask->size() != n)
+  {
+    throw InputError("metrics: mask has " + std::to_string(mask->size()) + " voxels; expected " + std::to_string(n));
+  }
+  if (!(dataRange > 0.0))
+  {
+    throw InputError("metrics: data range must be positive");
+  }
+  std::vector<double> x(reference.begin(), reference.end());
+  std::vector<double> y(prediction.begin(), prediction.end());
+  std::vector<double> xx(n), yy(n), xy(n);
+  for (size_t i = 0; i < n; ++i)
+  {
+    xx[i] = x[i] * x[i];
+    yy[i] = y[i] * y[i];
+    xy[i] = x[i] * y[i];
+  }
+  ImageMetrics metrics;
+  double       squared = 0.0;
+  double       absolute = 0.0;
+  for (size_t i = 0; i < n; ++i)
+  {
+    if (mask && !(*mask)[i])
+    {
+      continue;
+    }
+    const double d = x[i] - y[i];
+    squared += d * d;
+    absolute += std::abs(d);
+    ++metrics.Voxels;
+  }
+  if (metrics.Voxels == 0)
+  {
+    throw InputError("metrics: the mask selects no voxel; expected a non-empty mask");
+  }
+  const auto   count = static_cast<double>(metrics.Voxels);
+  const double mse = squared / count;
+  metrics.MAE = absolute / count;
+  metrics.PSNR = mse > 0.0 ? 10.0 * std::log10(dataRange * dataRange / mse) : std::numeric_limits<double>::infinity();
+
+  Smooth(x, size, slicewise);
+  Smooth(y, size, slicewise);
+  Smooth(xx, size, slicewise);
+  Smooth(yy, size, slicewise);
+  Smooth(xy, size, slicewise);
+  const double c1 = (0.01 * dataRange) * (0.01 * dataRange);
+  const double c2 = (0.03 * dataRange) * (0.03 * dataRange);
+  double       ssimSum = 0.0;
+  for (size_t i = 0; i < n; ++i)
+  {
+    if (mask && !(*mask)[i])
+    {
+      continue;
+    }
+    const double vx = xx[i] - x[i] * x[i];
+    const double vy = yy[i] - y[i] * y[i];
+    const double cxy = xy[i] - x[i] * y[i];
+    ssimSum += ((2 * x[i] * y[i] + c1) * (2 * cxy + c2)) / ((x[i] * x[i] + y[i] * y[i] + c1) * (vx + vy + c2));
+  }
+  metrics.SSIM = ssimSum / count;
+  return metrics;
+}
+
+ImageMetrics
+CompareVolumes(const Volume & reference, const Volume & prediction, double dataRange, const Volume * mask)
+{
+  std::string why;
+  if (!SameGeometry(reference, prediction, &why))
+  {
+    throw InputError("metrics: " + why);
+  }
+  std::vector<uint8_t> maskValues;
+  if (mask)
+  {
+    if (!SameGeometry(reference, *mask, &why))
+    {
+      throw InputError("metrics: " + why);
+    }
+    maskValues.resize(mask->Voxels.size());
+    for (size_t i = 0; i < maskValues.size(); ++i)
+    {
+      maskValues[i] = mask->Voxels[i] != 0.0f;
+    }
+  }
+  return CompareImages(
+    reference.Voxels, prediction.Voxels, reference.Size, dataRange, mask ? &maskValues : nullptr, false);
+}
+
+} // namespace cdm

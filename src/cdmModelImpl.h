@@ -1,0 +1,113 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef cdmModelImpl_h
+#define cdmModelImpl_h
+
+// Internal header of the core engine (src/ only): the networks of a model and the tensor operations that training
+// and inference share, so that each rule (input layout, padding, sampling) is written once.
+#include "cdmDiffusion.h"
+#include "cdmModel.h"
+#include "cdmNetworks.h"
+#include "cdmSafetensors.h"
+
+#include <c10/core/Device.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cdm
+{
+
+struct Model::Impl
+{
+  Impl(const ModelConfig & config, const c10::Device & device);
+
+  ModelConfig                        Config;
+  c10::Device                        Device;
+  // Mutable: LibTorch's forward() is non-const, but running a network does not change the model.
+  mutable nn::ImageEncoder           MrmEncoder{ nullptr };
+  mutable nn::FeatureDecoder         MrmDecoder{ nullptr };
+  mutable nn::ImageEncoder           SourceEncoder{ nullptr };
+  mutable nn::Denoiser               Denoiser{ nullptr };
+  mutable nn::CrossConditionedUNet   UNet{ nullptr };
+  std::unique_ptr<DiffusionSchedule> Schedule;
+
+  /** The networks by their prefix in the model file. */
+  std::vector<std::pair<std::string, torch::nn::Module *>>
+  Networks() const;
+
+  /** Every parameter, named "<network>.<parameter>". */
+  safetensors::NamedTensors
+  NamedParameters() const;
+
+  /** Copies tensors into the parameters; throws ModelFileError naming a missing, extra or mis-shaped tensor. */
+  void
+  AssignParameters(const safetensors::NamedTensors & tensors, const std::string & path);
+
+  void
+  SetTraining(bool training);
+
+  /** Channels of the source input: one image and one availability channel per source. */
+  int64_t
+  SourceChannels() const
+  {
+    return 2 * static_cast<int64_t>(Config.Sources.size());
+  }
+
+  /** [2S, Z, Y, X] from normalised source voxels (missing sources: zero image, zero availability). */
+  at::Tensor
+  SourceTensor(const std::map<std::string, const std::vector<float> *> & normalised,
+               const std::array<int64_t, 3> &                            size) const;
+
+  /** Moves the slice axis of a [C, Z, Y, X] tensor to the front for a 2D model ([N, C, H, W]), or adds a batch
+   *  axis for a 3D model ([1, C, Z, Y, X]). */
+  at::Tensor
+  ToNetworkLayout(const at::Tensor & channelsZYX) const;
+  /** The inverse of ToNetworkLayout: [B, C, ...] -> [C, Z, Y, X]. */
+  at::Tensor
+  FromNetworkLayout(const at::Tensor & batch) const;
+  /** The tensor axis (0 = batch, 2.. = spatial) of network layout that holds volume axis 0 (x), 1 (y) or 2 (z). */
+  int64_t
+  LayoutAxis(int volumeAxis) const;
+
+  /** z = FE(target) for a [B, 1, ...] batch (padded inside to the encoder's alignment). */
+  at::Tensor
+  EncodeTarget(const at::Tensor & target) const;
+  /** c = E_src(sources) for a [B, 2S, ...] batch. */
+  at::Tensor
+  EncodeSources(const at::Tensor & sources) const;
+  /** The MDN reverse process from zStart given the condition (differentiable when called under autograd). */
+  at::Tensor
+  SampleRepresentation(const at::Tensor & condition, const at::Tensor & zStart, double eta,
+                       const DiffusionSchedule::NoiseSource & noise) const;
+  /** C-UNet on a [B, 2S, ...] batch whose spatial sizes are multiples of the UNet alignment. */
+  at::Tensor
+  SynthesizeBatch(const at::Tensor & sources, const at::Tensor & z) const;
+  /** MRM reconstruction of a masked target: {prediction, mask}; the mask uses torch's current random state. */
+  std::pair<at::Tensor, at::Tensor>
+  ReconstructMasked(const at::Tensor & target) const;
+};
+
+/** Zero-pads the high end of every spatial axis of a [B, C, ...] tensor to a multiple of `multiple`. */
+at::Tensor
+PadToMultiple(const at::Tensor & x, int64_t multiple);
+
+/** Crops the spatial axes of a [B, C, ...] tensor to the given sizes (from the low end). */
+at::Tensor
+CropTo(const at::Tensor & x, const std::vector<int64_t> & spatialSizes);
+
+/** Standard-normal noise of the given shape drawn on the CPU from a seeded generator (device independent). */
+at::Tensor
+SeededNoise(const std::vector<int64_t> & shape, uint64_t seed, const c10::Device & device);
+
+/** The torch device for "cpu" / "cuda" / "cuda:N" (after ResolveDevice). */
+c10::Device
+ToTorchDevice(const std::string & resolved);
+
+} // namespace cdm
+
+#endif

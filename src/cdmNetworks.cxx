@@ -1,0 +1,320 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#include "cdmNetworks.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace cdm
+{
+namespace nn
+{
+
+namespace
+{
+std::vector<int64_t>
+Repeat(int64_t value, int dimension)
+{
+  return std::vector<int64_t>(static_cast<size_t>(dimension), value);
+}
+
+/** Channels of the encoder after its stem and after each downsampling (length EncoderLevels + 1). */
+std::vector<int64_t>
+EncoderChannelList(const NetworkConfig & config)
+{
+  std::vector<int64_t> channels{ config.EncoderChannels };
+  for (int level = 0; level < config.EncoderLevels; ++level)
+  {
+    channels.push_back(std::min<int64_t>(channels.back() * 2, int64_t{ config.EncoderChannels } * 4));
+  }
+  return channels;
+}
+
+std::vector<int64_t>
+SpatialDims(const torch::Tensor & x)
+{
+  std::vector<int64_t> dims;
+  for (int64_t d = 2; d < x.dim(); ++d)
+  {
+    dims.push_back(d);
+  }
+  return dims;
+}
+
+/** Broadcasts a [B, C] tensor over the spatial axes of x. */
+torch::Tensor
+Broadcast(const torch::Tensor & values, const torch::Tensor & x)
+{
+  std::vector<int64_t> shape{ values.size(0), values.size(1) };
+  shape.resize(static_cast<size_t>(x.dim()), 1);
+  return values.view(shape);
+}
+} // namespace
+
+torch::Tensor
+Upsample2(const torch::Tensor & x)
+{
+  torch::Tensor y = x;
+  for (int64_t d = 2; d < x.dim(); ++d)
+  {
+    y = y.repeat_interleave(2, d);
+  }
+  return y;
+}
+
+ConvImpl::ConvImpl(int dimension, int64_t inChannels, int64_t outChannels, int64_t kernel, int64_t stride)
+  : m_Dimension(dimension)
+  , m_Kernel(kernel)
+  , m_Stride(stride)
+{
+  std::vector<int64_t> shape{ outChannels, inChannels };
+  for (int d = 0; d < dimension; ++d)
+  {
+    shape.push_back(kernel);
+  }
+  m_Weight = register_parameter("weight", torch::empty(shape));
+  m_Bias = register_parameter("bias", torch::empty({ outChannels }));
+  torch::NoGradGuard noGrad;
+  torch::nn::init::kaiming_uniform_(m_Weight, std::sqrt(5.0)); // PyTorch's default for convolutions
+  const double fanIn = static_cast<double>(m_Weight.numel() / outChannels);
+  m_Bias.uniform_(-1.0 / std::sqrt(fanIn), 1.0 / std::sqrt(fanIn));
+}
+
+torch::Tensor
+ConvImpl::forward(const torch::Tensor & x)
+{
+  const int64_t padding = m_Stride == 1 ? m_Kernel / 2 : 0;
+  return torch::convolution(x,
+                            m_Weight,
+                            m_Bias,
+                            Repeat(m_Stride, m_Dimension),
+                            Repeat(padding, m_Dimension),
+                            Repeat(1, m_Dimension),
+                            false,
+                            Repeat(0, m_Dimension),
+                            1);
+}
+
+ChannelNormImpl::ChannelNormImpl(int64_t channels)
+{
+  m_Weight = register_parameter("weight", torch::ones({ channels }));
+  m_Bias = register_parameter("bias", torch::zeros({ channels }));
+}
+
+torch::Tensor
+ChannelNormImpl::forward(const torch::Tensor & x)
+{
+  const torch::Tensor mean = x.mean(1, true);
+  const torch::Tensor variance = (x - mean).pow(2).mean(1, true);
+  const torch::Tensor normalised = (x - mean) * torch::rsqrt(variance + 1e-6);
+  return normalised * Broadcast(m_Weight.unsqueeze(0), x) + Broadcast(m_Bias.unsqueeze(0), x);
+}
+
+ResidualBlockImpl::ResidualBlockImpl(int dimension, int64_t inChannels, int64_t outChannels, int64_t conditionDim)
+{
+  m_Norm1 = register_module("norm1", ChannelNorm(inChannels));
+  m_Conv1 = register_module("conv1", Conv(dimension, inChannels, outChannels, 3));
+  m_Norm2 = register_module("norm2", ChannelNorm(outChannels));
+  m_Conv2 = register_module("conv2", Conv(dimension, outChannels, outChannels, 3));
+  if (inChannels != outChannels)
+  {
+    m_Skip = register_module("skip", Conv(dimension, inChannels, outChannels, 1));
+  }
+  if (conditionDim > 0)
+  {
+    m_Film = register_module("film", torch::nn::Linear(conditionDim, 2 * outChannels));
+    // Zero-initialised so that an untrained Condition Embedding is the identity.
+    torch::NoGradGuard noGrad;
+    m_Film->weight.zero_();
+    m_Film->bias.zero_();
+  }
+}
+
+torch::Tensor
+ResidualBlockImpl::forward(const torch::Tensor & x, const torch::Tensor & condition)
+{
+  torch::Tensor h = m_Conv1(torch::silu(m_Norm1(x)));
+  h = m_Norm2(h);
+  if (m_Film)
+  {
+    const auto gammaBeta = m_Film(condition).chunk(2, 1);
+    h = h * (1 + Broadcast(gammaBeta[0], h)) + Broadcast(gammaBeta[1], h);
+  }
+  h = m_Conv2(torch::silu(h));
+  return (m_Skip ? m_Skip(x) : x) + h;
+}
+
+ImageEncoderImpl::ImageEncoderImpl(int dimension, int64_t inChannels, const NetworkConfig & config)
+{
+  const std::vector<int64_t> channels = EncoderChannelList(config);
+  m_Stem = register_module("stem", Conv(dimension, inChannels, channels[0], 3));
+  for (int level = 0; level < config.EncoderLevels; ++level)
+  {
+    for (int b = 0; b < config.EncoderBlocks; ++b)
+    {
+      m_Blocks.push_back(register_module("block_" + std::to_string(level) + "_" + std::to_string(b),
+                                         ResidualBlock(dimension, channels[level], channels[level], 0)));
+    }
+    m_BlocksPerLevel.push_back(config.EncoderBlocks);
+    m_Downsamplers.push_back(register_module("down_" + std::to_string(level),
+                                             Conv(dimension, channels[level], channels[level + 1], 2, 2)));
+  }
+  m_FeatureChannels = channels.back();
+  m_Project = register_module("project", torch::nn::Linear(m_FeatureChannels, config.RepresentationDim));
+  m_Mix = register_module("mix", torch::nn::Linear(config.RepresentationDim, config.RepresentationDim));
+}
+
+std::pair<torch::Tensor, torch::Tensor>
+ImageEncoderImpl::forward(const torch::Tensor & x)
+{
+  torch::Tensor h = torch::leaky_relu(m_Stem(x), 0.1);
+  size_t        block = 0;
+  for (size_t level = 0; level < m_Downsamplers.size(); ++level)
+  {
+    for (int b = 0; b < m_BlocksPerLevel[level]; ++b)
+    {
+      h = m_Blocks[block++](h);
+    }
+    h = m_Downsamplers[level](h);
+  }
+  const torch::Tensor pooled = h.mean(SpatialDims(h));
+  const torch::Tensor z = m_Mix(torch::leaky_relu(m_Project(pooled), 0.1));
+  return { h, z };
+}
+
+FeatureDecoderImpl::FeatureDecoderImpl(int dimension, int64_t featureChannels, const NetworkConfig & config)
+{
+  const std::vector<int64_t> channels = EncoderChannelList(config);
+  const int64_t              d = config.RepresentationDim;
+  m_Blocks.push_back(register_module("block_in", ResidualBlock(dimension, featureChannels, channels.back(), d)));
+  for (int level = config.EncoderLevels - 1; level >= 0; --level)
+  {
+    m_Upsamplers.push_back(register_module("up_" + std::to_string(level),
+                                           Conv(dimension, channels[level + 1], channels[level], 3)));
+    m_Blocks.push_back(register_module("block_" + std::to_string(level),
+                                       ResidualBlock(dimension, channels[level], channels[level], d)));
+  }
+  m_Out = register_module("out", Conv(dimension, channels[0], 1, 3));
+}
+
+torch::Tensor
+FeatureDecoderImpl::forward(const torch::Tensor & features, const torch::Tensor & z)
+{
+  torch::Tensor h = m_Blocks[0](features, z);
+  for (size_t i = 0; i < m_Upsamplers.size(); ++i)
+  {
+    h = m_Upsamplers[i](Upsample2(h));
+    h = m_Blocks[i + 1](h, z);
+  }
+  return m_Out(torch::silu(h));
+}
+
+DenoiserImpl::DenoiserImpl(const NetworkConfig & config)
+{
+  const int64_t d = config.RepresentationDim;
+  const int64_t width = config.DenoiserWidth;
+  m_In = register_module("in", torch::nn::Linear(2 * d + EmbeddingDim, width));
+  for (int b = 0; b < config.DenoiserBlocks; ++b)
+  {
+    m_First.push_back(register_module("block_" + std::to_string(b) + "_a", torch::nn::Linear(width, width)));
+    m_Second.push_back(register_module("block_" + std::to_string(b) + "_b", torch::nn::Linear(width, width)));
+  }
+  m_Out = register_module("out", torch::nn::Linear(width, d));
+}
+
+torch::Tensor
+DenoiserImpl::forward(const torch::Tensor & zt, const torch::Tensor & condition, const torch::Tensor & t)
+{
+  // Sinusoidal timestep embedding (as in DDPM) of 1000 * t.
+  const int64_t       half = EmbeddingDim / 2;
+  const torch::Tensor frequencies =
+    torch::exp(-std::log(10000.0) * torch::arange(half, zt.options()) / static_cast<double>(half));
+  const torch::Tensor angles = (1000.0 * t).view({ -1, 1 }) * frequencies.view({ 1, -1 });
+  const torch::Tensor embedding = torch::cat({ torch::sin(angles), torch::cos(angles) }, 1);
+  torch::Tensor       h = torch::leaky_relu(m_In(torch::cat({ zt, condition, embedding }, 1)), 0.1);
+  for (size_t b = 0; b < m_First.size(); ++b)
+  {
+    h = h + m_Second[b](torch::leaky_relu(m_First[b](h), 0.1));
+  }
+  return m_Out(h);
+}
+
+CrossConditionedUNetImpl::CrossConditionedUNetImpl(int                   dimension,
+                                                   int64_t               inChannels,
+                                                   int64_t               conditionDim,
+                                                   const NetworkConfig & config)
+{
+  const auto           levels = static_cast<int>(config.UNetMultipliers.size());
+  std::vector<int64_t> channels;
+  for (const int multiplier : config.UNetMultipliers)
+  {
+    channels.push_back(int64_t{ config.UNetChannels } * multiplier);
+  }
+  m_Stem = register_module("stem", Conv(dimension, inChannels, channels[0], 3));
+  m_Down.resize(static_cast<size_t>(levels));
+  for (int level = 0; level < levels; ++level)
+  {
+    for (int b = 0; b < config.UNetBlocks; ++b)
+    {
+      m_Down[level].push_back(register_module("down_" + std::to_string(level) + "_" + std::to_string(b),
+                                              ResidualBlock(dimension, channels[level], channels[level], conditionDim)));
+    }
+    if (level + 1 < levels)
+    {
+      m_Downsamplers.push_back(register_module("downsample_" + std::to_string(level),
+                                               Conv(dimension, channels[level], channels[level + 1], 2, 2)));
+    }
+  }
+  m_Middle =
+    register_module("middle", ResidualBlock(dimension, channels.back(), channels.back(), conditionDim));
+  m_Up.resize(static_cast<size_t>(levels > 1 ? levels - 1 : 0));
+  for (int level = 0; level + 1 < levels; ++level)
+  {
+    m_UpConvs.push_back(register_module("upsample_" + std::to_string(level),
+                                        Conv(dimension, channels[level + 1], channels[level], 3)));
+    for (int b = 0; b < config.UNetBlocks; ++b)
+    {
+      const int64_t in = b == 0 ? 2 * channels[level] : channels[level];
+      m_Up[level].push_back(register_module("up_" + std::to_string(level) + "_" + std::to_string(b),
+                                            ResidualBlock(dimension, in, channels[level], conditionDim)));
+    }
+  }
+  m_OutNorm = register_module("out_norm", ChannelNorm(channels[0]));
+  m_Out = register_module("out", Conv(dimension, channels[0], 1, 3));
+}
+
+torch::Tensor
+CrossConditionedUNetImpl::forward(const torch::Tensor & x, const torch::Tensor & z)
+{
+  std::vector<torch::Tensor> skips;
+  torch::Tensor              h = m_Stem(x);
+  for (size_t level = 0; level < m_Down.size(); ++level)
+  {
+    for (auto & block : m_Down[level])
+    {
+      h = block(h, z);
+    }
+    skips.push_back(h);
+    if (level < m_Downsamplers.size())
+    {
+      h = m_Downsamplers[level](h);
+    }
+  }
+  h = m_Middle(h, z);
+  for (int level = static_cast<int>(m_Up.size()) - 1; level >= 0; --level)
+  {
+    h = m_UpConvs[level](Upsample2(h));
+    h = torch::cat({ h, skips[level] }, 1);
+    for (auto & block : m_Up[level])
+    {
+      h = block(h, z);
+    }
+  }
+  return m_Out(torch::silu(m_OutNorm(h)));
+}
+
+} // namespace nn
+} // namespace cdm

@@ -1,0 +1,102 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#include "cdmNormalization.h"
+#include "cdmError.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace cdm
+{
+
+double
+Percentile(std::vector<float> & values, double percent)
+{
+  if (values.empty())
+  {
+    throw InputError("percentile of an empty set of values");
+  }
+  const double position = std::clamp(percent, 0.0, 100.0) / 100.0 * static_cast<double>(values.size() - 1);
+  const auto   lower = static_cast<size_t>(std::floor(position));
+  const auto   upper = std::min(lower + 1, values.size() - 1);
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(lower), values.end());
+  const double low = values[lower];
+  if (upper == lower)
+  {
+    return low;
+  }
+  const double high = *std::min_element(values.begin() + static_cast<std::ptrdiff_t>(lower) + 1, values.end());
+  return low + (position - static_cast<double>(lower)) * (high - low);
+}
+
+namespace
+{
+double
+ForegroundThreshold(const Volume & volume, double fraction)
+{
+  std::vector<float> positive;
+  positive.reserve(volume.Voxels.size());
+  for (const float v : volume.Voxels)
+  {
+    if (v > 0.0f)
+    {
+      positive.push_back(v);
+    }
+  }
+  if (positive.empty())
+  {
+    throw InputError("'" + volume.Description + "': no positive voxel; expected an image with foreground");
+  }
+  return fraction * Percentile(positive, 99.0);
+}
+} // namespace
+
+std::vector<uint8_t>
+NormalizationRule::ForegroundMask(const Volume & volume) const
+{
+  const double         threshold = ForegroundThreshold(volume, ForegroundFraction);
+  std::vector<uint8_t> mask(volume.Voxels.size());
+  std::transform(volume.Voxels.begin(), volume.Voxels.end(), mask.begin(), [threshold](float v) {
+    return static_cast<uint8_t>(v > threshold);
+  });
+  return mask;
+}
+
+double
+NormalizationRule::ComputeScale(const Volume & volume) const
+{
+  if (Method != "foreground-percentile-scale")
+  {
+    throw InputError("normalisation method '" + Method + "' is unknown; expected 'foreground-percentile-scale'");
+  }
+  const double       threshold = ForegroundThreshold(volume, ForegroundFraction);
+  std::vector<float> foreground;
+  for (const float v : volume.Voxels)
+  {
+    if (v > threshold)
+    {
+      foreground.push_back(v);
+    }
+  }
+  const double scale = Percentile(foreground, UpperPercentile);
+  if (!(scale > 0.0) || !std::isfinite(scale))
+  {
+    throw InputError("'" + volume.Description + "': normalisation scale is not positive");
+  }
+  return scale;
+}
+
+void
+NormalizationRule::Apply(std::vector<float> & voxels, double scale) const
+{
+  const auto inverse = static_cast<float>(1.0 / scale);
+  const auto clip = static_cast<float>(Clip);
+  for (float & v : voxels)
+  {
+    v = std::clamp(v * inverse, 0.0f, clip);
+  }
+}
+
+} // namespace cdm

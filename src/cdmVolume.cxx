@@ -1,0 +1,113 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#include "cdmVolume.h"
+#include "cdmError.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+namespace cdm
+{
+
+Volume
+Volume::EmptyCopy(const std::string & description) const
+{
+  Volume copy;
+  copy.Dimension = Dimension;
+  copy.Size = Size;
+  copy.Spacing = Spacing;
+  copy.Origin = Origin;
+  copy.Direction = Direction;
+  copy.Description = description;
+  copy.Allocate();
+  return copy;
+}
+
+namespace
+{
+template <typename TArray>
+std::string
+Format(const TArray & values, size_t count)
+{
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < count; ++i)
+  {
+    out << (i ? ", " : "") << values[i];
+  }
+  out << "]";
+  return out.str();
+}
+
+bool
+Close(double a, double b, double tolerance)
+{
+  return std::abs(a - b) <= tolerance * std::max(1.0, std::max(std::abs(a), std::abs(b)));
+}
+} // namespace
+
+bool
+SameGeometry(const Volume & a, const Volume & b, std::string * why, double tolerance)
+{
+  const auto report = [&](const std::string & what, const std::string & va, const std::string & vb) {
+    if (why)
+    {
+      *why = what + " differs: " + va + " in '" + a.Description + "' but " + vb + " in '" + b.Description + "'";
+    }
+    return false;
+  };
+  if (a.Size != b.Size)
+  {
+    return report("size", Format(a.Size, 3), Format(b.Size, 3));
+  }
+  for (size_t i = 0; i < 3; ++i)
+  {
+    if (!Close(a.Spacing[i], b.Spacing[i], tolerance))
+    {
+      return report("spacing", Format(a.Spacing, 3), Format(b.Spacing, 3));
+    }
+  }
+  const double originTolerance = tolerance * std::max({ 1.0, a.Spacing[0], a.Spacing[1], a.Spacing[2] });
+  for (size_t i = 0; i < 3; ++i)
+  {
+    if (std::abs(a.Origin[i] - b.Origin[i]) > originTolerance * 10.0)
+    {
+      return report("origin", Format(a.Origin, 3), Format(b.Origin, 3));
+    }
+  }
+  for (size_t i = 0; i < 9; ++i)
+  {
+    if (std::abs(a.Direction[i] - b.Direction[i]) > tolerance)
+    {
+      return report("direction", Format(a.Direction, 9), Format(b.Direction, 9));
+    }
+  }
+  return true;
+}
+
+void
+CheckFinite(const Volume & volume)
+{
+  if (volume.Voxels.empty() || static_cast<int64_t>(volume.Voxels.size()) != volume.NumberOfVoxels())
+  {
+    throw InputError("'" + volume.Description + "': expected " + std::to_string(volume.NumberOfVoxels()) +
+                     " voxels, found " + std::to_string(volume.Voxels.size()));
+  }
+  for (size_t i = 0; i < volume.Voxels.size(); ++i)
+  {
+    if (!std::isfinite(volume.Voxels[i]))
+    {
+      const int64_t x = static_cast<int64_t>(i) % volume.Size[0];
+      const int64_t y = (static_cast<int64_t>(i) / volume.Size[0]) % volume.Size[1];
+      const int64_t z = static_cast<int64_t>(i) / (volume.Size[0] * volume.Size[1]);
+      throw InputError("'" + volume.Description + "': non-finite voxel (" + std::to_string(volume.Voxels[i]) +
+                       ") at index [" + std::to_string(x) + ", " + std::to_string(y) + ", " + std::to_string(z) +
+                       "]; expected finite intensities");
+    }
+  }
+}
+
+} // namespace cdm

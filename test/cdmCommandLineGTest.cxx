@@ -1,0 +1,298 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+// The `cdm` command line end to end on NIfTI files: train -> synthesize -> evaluate, and its refusals.
+#include "cdmImageIO.h"
+#include "cdmModel.h"
+#include "cdmTestData.h"
+#include "cdmTrainer.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace
+{
+namespace fs = std::filesystem;
+
+struct Result
+{
+  int         ExitCode{ -1 };
+  std::string Output; // stdout and stderr
+};
+
+Result
+RunCdm(const std::string & arguments)
+{
+  Result      result;
+  const std::string command = std::string(CDM_EXECUTABLE) + " " + arguments + " 2>&1";
+  FILE *      pipe = ::popen(command.c_str(), "r");
+  if (!pipe)
+  {
+    return result;
+  }
+  std::array<char, 4096> buffer{};
+  while (std::fgets(buffer.data(), static_cast<int>(buffer.size()), pipe))
+  {
+    result.Output += buffer.data();
+  }
+  const int status = ::pclose(pipe);
+  result.ExitCode = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+bool
+Contains(const std::string & text, const std::string & fragment)
+{
+  return text.find(fragment) != std::string::npos;
+}
+
+void
+WriteCase(const std::string & root, const std::string & name, const std::map<std::string, cdm::Volume> & images)
+{
+  fs::create_directories(root + "/" + name);
+  for (const auto & [modality, volume] : images)
+  {
+    cdm::WriteVolume(volume, root + "/" + name + "/" + name + "-" + modality + ".nii.gz");
+  }
+}
+
+class CommandLine : public ::testing::Test
+{
+protected:
+  static void
+  SetUpTestSuite()
+  {
+    s_Root = cdm::testing::MakeTemporaryDirectory("cli");
+    for (int i = 0; i < 6; ++i)
+    {
+      WriteCase(s_Root + "/data", "case" + std::to_string(i), cdm::testing::MakeCase(200 + i));
+    }
+    WriteCase(s_Root + "/test", "held", cdm::testing::MakeCase(777));
+    s_Model = s_Root + "/tiny.cdm";
+    s_Train = RunCdm("train --data " + s_Root + "/data --target t1c --preset tiny --iterations 100 --seed 3 --device cpu --out " + s_Model);
+  }
+  static void
+  TearDownTestSuite()
+  {
+    fs::remove_all(s_Root);
+  }
+
+  static std::string
+  Held(const std::string & modality)
+  {
+    return s_Root + "/test/held/held-" + modality + ".nii.gz";
+  }
+  static std::string
+  AllSources()
+  {
+    return "--source t1n=" + Held("t1n") + " --source t2w=" + Held("t2w") + " --source t2f=" + Held("t2f");
+  }
+
+  static std::string s_Root;
+  static std::string s_Model;
+  static Result      s_Train;
+};
+std::string CommandLine::s_Root;
+std::string CommandLine::s_Model;
+Result      CommandLine::s_Train;
+
+TEST_F(CommandLine, TrainSynthesizeEvaluateEndToEnd)
+{
+  ASSERT_EQ(s_Train.ExitCode, 0) << s_Train.Output;
+  EXPECT_TRUE(Contains(s_Train.Output, "stage finetune")) << s_Train.Output;
+  EXPECT_TRUE(Contains(s_Train.Output, "val PSNR")) << s_Train.Output;
+  ASSERT_TRUE(fs::exists(s_Model));
+
+  const std::string output = s_Root + "/held-t1c-cdm.nii.gz";
+  const Result      synthesis = RunCdm("synthesize --model " + s_Model + " " + AllSources() + " --output " + output + " --seed 1");
+  ASSERT_EQ(synthesis.ExitCode, 0) << synthesis.Output;
+  const cdm::Volume source = cdm::ReadVolume(Held("t1n"));
+  const cdm::Volume result = cdm::ReadVolume(output);
+  std::string       why;
+  EXPECT_TRUE(cdm::SameGeometry(source, result, &why, 1e-6)) << why;
+  EXPECT_EQ(result.Dimension, 3u);
+
+  // Against the reference, CDM beats a constant image of the mean foreground intensity.
+  const Result evaluation = RunCdm("evaluate --reference " + Held("t1c") + " --prediction " + output + " --json");
+  ASSERT_EQ(evaluation.ExitCode, 0) << evaluation.Output;
+  const nlohmann::json figures = nlohmann::json::parse(evaluation.Output);
+  cdm::Volume constant = cdm::ReadVolume(Held("t1c"));
+  const cdm::NormalizationRule rule;
+  const auto   mask = rule.ForegroundMask(constant);
+  double       sum = 0.0, count = 0.0;
+  for (size_t i = 0; i < mask.size(); ++i)
+  {
+    sum += mask[i] ? constant.Voxels[i] : 0.0;
+    count += mask[i];
+  }
+  for (size_t i = 0; i < mask.size(); ++i)
+  {
+    constant.Voxels[i] = mask[i] ? static_cast<float>(sum / count) : 0.0f;
+  }
+  cdm::WriteVolume(constant, s_Root + "/constant.nii.gz");
+  const nlohmann::json baseline = nlohmann::json::parse(
+    RunCdm("evaluate --reference " + Held("t1c") + " --prediction " + s_Root + "/constant.nii.gz --json").Output);
+  std::cout << "[ figures  ] CDM PSNR " << figures["psnr"] << " SSIM " << figures["ssim"] << "; constant PSNR "
+            << baseline["psnr"] << " SSIM " << baseline["ssim"] << std::endl;
+  EXPECT_GT(figures["psnr"].get<double>(), baseline["psnr"].get<double>() + 2.0);
+  EXPECT_GT(figures["ssim"].get<double>(), baseline["ssim"].get<double>());
+
+  // The same seed gives the same file; several samples give an uncertainty map.
+  const std::string again = s_Root + "/again.nii.gz";
+  ASSERT_EQ(RunCdm("synthesize --quiet --model " + s_Model + " " + AllSources() + " --output " + again + " --seed 1").ExitCode, 0);
+  EXPECT_EQ(cdm::ReadVolume(again).Voxels, result.Voxels);
+  const std::string uncertainty = s_Root + "/uncertainty.nii.gz";
+  const Result      sampled = RunCdm("synthesize --quiet --model " + s_Model + " " + AllSources() + " --output " + again +
+                                " --samples 3 --eta 1 --tile 16 --uncertainty " + uncertainty);
+  ASSERT_EQ(sampled.ExitCode, 0) << sampled.Output;
+  const cdm::Volume spread = cdm::ReadVolume(uncertainty);
+  EXPECT_GT(*std::max_element(spread.Voxels.begin(), spread.Voxels.end()), 0.0f);
+  EXPECT_GE(*std::min_element(spread.Voxels.begin(), spread.Voxels.end()), 0.0f);
+
+  const Result info = RunCdm("info " + s_Model);
+  ASSERT_EQ(info.ExitCode, 0) << info.Output;
+  EXPECT_TRUE(Contains(info.Output, "t1n, t2w, t2f -> t1c")) << info.Output;
+  EXPECT_TRUE(Contains(info.Output, "\"format_version\": 1")) << info.Output;
+}
+
+TEST_F(CommandLine, TwoDimensionalSourcesGiveATwoDimensionalOutput)
+{
+  ASSERT_EQ(s_Train.ExitCode, 0) << s_Train.Output;
+  const auto  slice = cdm::testing::MakeCase(31, { 40, 36, 1 });
+  std::string arguments;
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    cdm::WriteVolume(slice.at(m), s_Root + "/slice-" + m + ".nii.gz");
+    arguments += " --source " + m + "=" + s_Root + "/slice-" + m + ".nii.gz";
+  }
+  const Result run = RunCdm("synthesize --quiet --model " + s_Model + arguments + " --output " + s_Root + "/slice-out.nii.gz");
+  ASSERT_EQ(run.ExitCode, 0) << run.Output;
+  const cdm::Volume out = cdm::ReadVolume(s_Root + "/slice-out.nii.gz");
+  EXPECT_EQ(out.Dimension, 2u);
+  EXPECT_EQ(out.Size, (std::array<int64_t, 3>{ 40, 36, 1 }));
+  EXPECT_DOUBLE_EQ(out.Spacing[1], slice.at("t1n").Spacing[1]);
+}
+
+TEST_F(CommandLine, BadSourcesAreRefusedNamingTheFile)
+{
+  ASSERT_EQ(s_Train.ExitCode, 0) << s_Train.Output;
+  const std::string output = s_Root + "/refused.nii.gz";
+  auto              images = cdm::testing::MakeCase(777);
+
+  cdm::Volume respaced = images.at("t2w");
+  respaced.Spacing = { 2.0, 2.0, 2.0 };
+  cdm::WriteVolume(respaced, s_Root + "/respaced-t2w.nii.gz");
+  Result r = RunCdm("synthesize --model " + s_Model + " --source t1n=" + Held("t1n") + " --source t2w=" + s_Root +
+                    "/respaced-t2w.nii.gz --source t2f=" + Held("t2f") + " --output " + output);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "respaced-t2w.nii.gz") && Contains(r.Output, "spacing")) << r.Output;
+
+  r = RunCdm("synthesize --model " + s_Model + " --source t1n=" + Held("t1n") + " --source t2w=" + Held("t2w") + " --output " + output);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "'t2f' is missing")) << r.Output;
+
+  r = RunCdm("synthesize --model " + s_Model + " " + AllSources() + " --source flair=" + Held("t2f") + " --output " + output);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "'flair'") && Contains(r.Output, "expected t1n, t2w, t2f")) << r.Output;
+
+  cdm::Volume broken = images.at("t2f");
+  broken.Voxels[100] = std::numeric_limits<float>::infinity();
+  cdm::WriteVolume(broken, s_Root + "/broken-t2f.nii.gz");
+  r = RunCdm("synthesize --model " + s_Model + " --source t1n=" + Held("t1n") + " --source t2w=" + Held("t2w") +
+             " --source t2f=" + s_Root + "/broken-t2f.nii.gz --output " + output);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "broken-t2f.nii.gz") && Contains(r.Output, "non-finite")) << r.Output;
+
+  r = RunCdm("synthesize --model " + s_Root + "/absent.cdm " + AllSources() + " --output " + output);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "absent.cdm")) << r.Output;
+
+  r = RunCdm("synthesize --model " + s_Model + " " + AllSources() + " --output " + output + " --device cuda:9");
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "cuda:9")) << r.Output;
+  EXPECT_FALSE(fs::exists(output)) << "a refused run left an output file";
+}
+
+TEST_F(CommandLine, UsageErrorsExitWithTwoAndHelpWithZero)
+{
+  EXPECT_EQ(RunCdm("").ExitCode, 2);
+  EXPECT_EQ(RunCdm("train").ExitCode, 2);
+  EXPECT_EQ(RunCdm("synthesize --model m.cdm").ExitCode, 2);
+  EXPECT_EQ(RunCdm("train --data x --target t1c --out y --preset enormous").ExitCode, 2);
+  EXPECT_EQ(RunCdm("frobnicate").ExitCode, 2);
+  for (const std::string command : { "train", "synthesize", "evaluate", "info" })
+  {
+    const Result help = RunCdm(command + " --help");
+    EXPECT_EQ(help.ExitCode, 0) << command;
+    EXPECT_TRUE(Contains(help.Output, "Usage")) << help.Output;
+  }
+}
+
+TEST_F(CommandLine, TrainingReportsAndSkipsUnusableCases)
+{
+  const std::string root = s_Root + "/mixed";
+  WriteCase(root, "good0", cdm::testing::MakeCase(1));
+  WriteCase(root, "good1", cdm::testing::MakeCase(2));
+  auto incomplete = cdm::testing::MakeCase(3);
+  incomplete.erase("t2f");
+  WriteCase(root, "incomplete", incomplete);
+  auto misaligned = cdm::testing::MakeCase(4);
+  misaligned["t1c"].Origin[0] += 10.0;
+  WriteCase(root, "misaligned", misaligned);
+  const Result r = RunCdm("train --data " + root + " --target t1c --iterations 2 --validation-interval 2 --device cpu --out " + root + "/m.cdm");
+  ASSERT_EQ(r.ExitCode, 0) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "skipped case incomplete: missing incomplete-t2f.nii.gz")) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "skipped case misaligned") && Contains(r.Output, "origin differs")) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "2 case(s)")) << r.Output;
+  const Result none = RunCdm("train --data " + root + "/good0 --target t1c --out " + root + "/n.cdm");
+  EXPECT_EQ(none.ExitCode, 1) << none.Output;
+}
+
+TEST_F(CommandLine, SigintSavesACheckpointAndResumeFinishes)
+{
+  const std::string output = s_Root + "/interrupted.cdm";
+  const std::string log = s_Root + "/interrupted.log";
+  const pid_t       child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0)
+  {
+    std::freopen(log.c_str(), "w", stdout);
+    const std::string data = s_Root + "/data";
+    ::execl(CDM_EXECUTABLE, "cdm", "train", "--data", data.c_str(), "--target", "t1c", "--iterations", "100000",
+            "--checkpoint-interval", "100000", "--device", "cpu", "--out", output.c_str(), static_cast<char *>(nullptr));
+    ::_exit(127);
+  }
+  // Wait for the first progress line, then interrupt as Ctrl-C would.
+  bool started = false;
+  for (int i = 0; i < 1200 && !started; ++i)
+  {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::ifstream in(log);
+    const std::string text{ std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>() };
+    started = Contains(text, "stage mrm");
+  }
+  ASSERT_TRUE(started);
+  ::kill(child, SIGINT);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  EXPECT_TRUE(fs::exists(cdm::CheckpointPath(output)));
+  EXPECT_FALSE(fs::exists(output));
+
+  const Result resumed = RunCdm("train --data " + s_Root + "/data --target t1c --iterations 3 --resume --device cpu --out " + output);
+  ASSERT_EQ(resumed.ExitCode, 0) << resumed.Output;
+  EXPECT_TRUE(fs::exists(output));
+}
+} // namespace

@@ -1,0 +1,136 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+// The C-UNet is local (DESIGN.md section 1): its output at a voxel depends only on the inputs within the receptive
+// field radius, so aligned tiles padded by that halo reproduce the whole-image synthesis.
+#include "cdmModelImpl.h"
+#include "cdmTestData.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace
+{
+class Locality : public ::testing::TestWithParam<std::string>
+{};
+
+TEST_P(Locality, OutputIgnoresInputOutsideTheReceptiveField)
+{
+  const cdm::ModelConfig config = cdm::ModelConfig::FromPreset(GetParam(), 2, { "t1n", "t2w", "t2f" }, "t1c");
+  torch::manual_seed(0);
+  cdm::Model::Impl   impl(config, torch::kCPU);
+  c10::InferenceMode guard;
+  const int64_t      radius = config.UNetReceptiveRadius();
+  const int64_t      edge = 2 * radius + 3 * config.UNetAlignment() * 4;
+  const int64_t      size = (edge + config.UNetAlignment() - 1) / config.UNetAlignment() * config.UNetAlignment();
+  const at::Tensor   input = torch::rand({ 1, impl.SourceChannels(), size, size });
+  const at::Tensor   z = torch::randn({ 1, config.Network.RepresentationDim });
+  const int64_t      px = size / 2 + 1;
+  const int64_t      py = size / 2 - 2;
+  const float        reference = impl.SynthesizeBatch(input, z)[0][0][py][px].item<float>();
+
+  // Change everything farther than the radius (Chebyshev distance) from (py, px).
+  at::Tensor outside = torch::ones({ size, size });
+  outside.narrow(0, py - radius, 2 * radius + 1).narrow(1, px - radius, 2 * radius + 1).zero_();
+  const at::Tensor changedFar = input + 5.0 * torch::rand_like(input) * outside;
+  const float      far = impl.SynthesizeBatch(changedFar, z)[0][0][py][px].item<float>();
+  EXPECT_NEAR(far, reference, 1e-5) << "receptive radius " << radius;
+
+  // A change near the voxel does move it: the test can fail.
+  at::Tensor changedNear = input.clone();
+  changedNear.narrow(2, py - 1, 3).narrow(3, px - 1, 3).add_(3.0);
+  const float near = impl.SynthesizeBatch(changedNear, z)[0][0][py][px].item<float>();
+  EXPECT_GT(std::abs(near - reference), 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Presets, Locality, ::testing::Values("tiny", "small"));
+
+double
+MaxDifference(const cdm::Volume & a, const cdm::Volume & b)
+{
+  EXPECT_EQ(a.Voxels.size(), b.Voxels.size());
+  double difference = 0.0;
+  for (size_t i = 0; i < a.Voxels.size(); ++i)
+  {
+    difference = std::max(difference, static_cast<double>(std::abs(a.Voxels[i] - b.Voxels[i])));
+  }
+  return difference;
+}
+
+double
+Range(const cdm::Volume & v)
+{
+  const auto [low, high] = std::minmax_element(v.Voxels.begin(), v.Voxels.end());
+  return static_cast<double>(*high - *low);
+}
+
+struct TilingCase
+{
+  unsigned int           Dimension;
+  std::array<int64_t, 3> ImageSize;
+  int64_t                Tile;
+};
+
+class Tiling : public ::testing::TestWithParam<TilingCase>
+{};
+
+TEST_P(Tiling, TiledAndRegionSynthesisEqualWholeImageSynthesis)
+{
+  const TilingCase param = GetParam();
+  torch::manual_seed(4);
+  const cdm::Model model =
+    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", param.Dimension, { "t1n", "t2w", "t2f" }, "t1c"), 4, "cpu");
+  auto sources = cdm::testing::MakeCase(2, param.ImageSize);
+  sources.erase("t1c");
+  const cdm::Representation representation = model.SampleRepresentation(sources);
+  const cdm::SynthesisResult whole = model.SynthesizeRegion(sources, representation, cdm::Region{});
+  const double               range = Range(whole.Image);
+  ASSERT_GT(range, 0.0);
+
+  cdm::SynthesisOptions tiled;
+  tiled.TileSize = { param.Tile, param.Tile, param.Tile };
+  tiled.SlicesPerBatch = 2;
+  const cdm::SynthesisResult tiles = model.SynthesizeRegion(sources, representation, cdm::Region{}, tiled);
+  EXPECT_LE(MaxDifference(whole.Image, tiles.Image) / range, 1e-5);
+
+  // An odd sub-region equals the same part of the whole image, and carries its own origin.
+  cdm::Region region;
+  region.Index = { 5, 9, param.ImageSize[2] > 2 ? 1 : 0 };
+  region.Size = { param.ImageSize[0] - 12, param.ImageSize[1] - 17, param.ImageSize[2] > 2 ? param.ImageSize[2] - 3 : 1 };
+  const cdm::SynthesisResult part = model.SynthesizeRegion(sources, representation, region, tiled);
+  ASSERT_EQ(part.Image.Size, region.Size);
+  double difference = 0.0;
+  for (int64_t z = 0; z < region.Size[2]; ++z)
+  {
+    for (int64_t y = 0; y < region.Size[1]; ++y)
+    {
+      for (int64_t x = 0; x < region.Size[0]; ++x)
+      {
+        const auto & w = whole.Image;
+        const float  a = w.Voxels[static_cast<size_t>((x + region.Index[0]) +
+                                                     w.Size[0] * ((y + region.Index[1]) + w.Size[1] * (z + region.Index[2])))];
+        const float  b = part.Image.Voxels[static_cast<size_t>(x + region.Size[0] * (y + region.Size[1] * z))];
+        difference = std::max(difference, static_cast<double>(std::abs(a - b)));
+      }
+    }
+  }
+  EXPECT_LE(difference / range, 1e-5);
+  const auto & direction = whole.Image.Direction;
+  for (int r = 0; r < 3; ++r)
+  {
+    double expected = whole.Image.Origin[r];
+    for (int a = 0; a < 3; ++a)
+    {
+      expected += direction[3 * r + a] * region.Index[a] * whole.Image.Spacing[a];
+    }
+    EXPECT_NEAR(part.Image.Origin[r], expected, 1e-9);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes,
+                         Tiling,
+                         ::testing::Values(TilingCase{ 2, { 61, 47, 5 }, 16 },
+                                           TilingCase{ 2, { 64, 64, 1 }, 24 },
+                                           TilingCase{ 3, { 37, 29, 21 }, 12 }));
+} // namespace

@@ -1,0 +1,170 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#include "cdmDataset.h"
+#include "cdmError.h"
+#include "cdmMetrics.h"
+#include "cdmNormalization.h"
+#include "cdmTestData.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+namespace
+{
+TEST(Metrics, IdenticalImagesArePerfect)
+{
+  const auto                case0 = cdm::testing::MakeCase(1);
+  const cdm::Volume &       image = case0.at("t2w");
+  const cdm::ImageMetrics   m = cdm::CompareVolumes(image, image, 1000.0);
+  EXPECT_TRUE(std::isinf(m.PSNR));
+  EXPECT_NEAR(m.SSIM, 1.0, 1e-9);
+  EXPECT_EQ(m.MAE, 0.0);
+}
+
+TEST(Metrics, PsnrAndMaeFollowTheirDefinitionsInsideTheMask)
+{
+  const std::array<int64_t, 3> size{ 20, 10, 1 };
+  std::vector<float>           reference(200, 0.5f), prediction(200, 0.5f);
+  std::vector<uint8_t>         mask(200, 0);
+  for (int i = 0; i < 100; ++i)
+  {
+    prediction[static_cast<size_t>(i)] = 0.6f; // error 0.1 in the first half
+    mask[static_cast<size_t>(i)] = 1;
+  }
+  const cdm::ImageMetrics inside = cdm::CompareImages(reference, prediction, size, 1.0, &mask);
+  EXPECT_NEAR(inside.PSNR, 20.0, 1e-4); // 10 log10(1 / 0.01)
+  EXPECT_NEAR(inside.MAE, 0.1, 1e-6);
+  EXPECT_EQ(inside.Voxels, 100);
+  const cdm::ImageMetrics everywhere = cdm::CompareImages(reference, prediction, size, 1.0);
+  EXPECT_NEAR(everywhere.PSNR, 20.0 + 10.0 * std::log10(2.0), 1e-4);
+  const std::vector<uint8_t> emptyMask(200, 0);
+  EXPECT_THROW(cdm::CompareImages(reference, prediction, size, 1.0, &emptyMask), cdm::InputError);
+  EXPECT_THROW(cdm::CompareImages(reference, std::vector<float>(10), size, 1.0), cdm::InputError);
+}
+
+TEST(Metrics, SsimFallsWithNoiseAndBlur)
+{
+  const auto                case0 = cdm::testing::MakeCase(4, { 48, 48, 1 });
+  cdm::Volume               reference = case0.at("t1n");
+  const cdm::NormalizationRule rule;
+  rule.Apply(reference.Voxels, rule.ComputeScale(reference));
+  cdm::Volume               slightlyNoisy = reference, noisy = reference;
+  std::mt19937              random(3);
+  std::normal_distribution<float> noise(0.0f, 1.0f);
+  for (size_t i = 0; i < reference.Voxels.size(); ++i)
+  {
+    const float n = noise(random);
+    slightlyNoisy.Voxels[i] += 0.02f * n;
+    noisy.Voxels[i] += 0.2f * n;
+  }
+  const double a = cdm::CompareVolumes(reference, slightlyNoisy, 1.0).SSIM;
+  const double b = cdm::CompareVolumes(reference, noisy, 1.0).SSIM;
+  EXPECT_LT(a, 1.0);
+  EXPECT_GT(a, b);
+  EXPECT_GT(b, 0.0);
+}
+
+TEST(Normalization, ScaleFollowsTheIntensityUnitAndZeroStaysZero)
+{
+  const auto   case0 = cdm::testing::MakeCase(5);
+  cdm::Volume  image = case0.at("t2f");
+  cdm::Volume  scaled = image;
+  for (float & v : scaled.Voxels)
+  {
+    v *= 10.0f;
+  }
+  const cdm::NormalizationRule rule;
+  const double                 scale = rule.ComputeScale(image);
+  EXPECT_NEAR(rule.ComputeScale(scaled) / scale, 10.0, 1e-3);
+  std::vector<float> a = image.Voxels, b = scaled.Voxels;
+  rule.Apply(a, scale);
+  rule.Apply(b, rule.ComputeScale(scaled));
+  for (size_t i = 0; i < a.size(); ++i)
+  {
+    ASSERT_NEAR(a[i], b[i], 1e-4);
+    if (image.Voxels[i] == 0.0f)
+    {
+      ASSERT_EQ(a[i], 0.0f);
+    }
+    ASSERT_LE(a[i], rule.Clip);
+  }
+  cdm::Volume empty = image.EmptyCopy("empty.nii.gz");
+  EXPECT_THROW(rule.ComputeScale(empty), cdm::InputError);
+}
+
+TEST(Dataset, CasesThatDisagreeInGeometryOrHoldNonFiniteVoxelsAreRefused)
+{
+  cdm::Dataset data;
+  auto         good = cdm::testing::MakeCase(1);
+  data.AddCase("good", good);
+  EXPECT_EQ(data.Cases().size(), 1u);
+  auto shifted = good;
+  shifted["t2w"].Origin[1] += 5.0;
+  try
+  {
+    data.AddCase("shifted", shifted);
+    ADD_FAILURE() << "a case with a shifted origin was accepted";
+  }
+  catch (const cdm::InputError & e)
+  {
+    EXPECT_NE(std::string(e.what()).find("origin"), std::string::npos) << e.what();
+  }
+  auto respaced = good;
+  respaced["t1n"].Spacing[0] = 2.0;
+  EXPECT_THROW(data.AddCase("respaced", respaced), cdm::InputError);
+  auto turned = good;
+  turned["t2f"].Direction = { 1, 0, 0, 0, 1, 0, 0, 0, 1 };
+  EXPECT_THROW(data.AddCase("turned", turned), cdm::InputError);
+  auto broken = good;
+  broken["t1c"].Voxels[17] = std::nanf("");
+  try
+  {
+    data.AddCase("broken", broken);
+    ADD_FAILURE() << "a NaN voxel was accepted";
+  }
+  catch (const cdm::InputError & e)
+  {
+    EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(data.Cases().size(), 1u);
+}
+
+TEST(Dataset, ScanReportsCasesThatLackAFileByName)
+{
+  namespace fs = std::filesystem;
+  const std::string root = cdm::testing::MakeTemporaryDirectory("scan");
+  for (const std::string name : { "BraTS-001", "BraTS-002", "BraTS-003" })
+  {
+    fs::create_directories(root + "/" + name);
+    for (const std::string m : { "t1n", "t1c", "t2w", "t2f" })
+    {
+      if (name == "BraTS-002" && m == "t2f")
+      {
+        continue;
+      }
+      std::ofstream(root + "/" + name + "/" + name + "-" + m + (m == "t1n" ? ".nii" : ".nii.gz")) << "x";
+    }
+  }
+  const cdm::DatasetScan scan = cdm::ScanBraTSFolder(root, { "t1n", "t1c", "t2w", "t2f" });
+  ASSERT_EQ(scan.Cases.size(), 2u);
+  EXPECT_EQ(scan.Cases[0].Name, "BraTS-001");
+  EXPECT_EQ(scan.Cases[1].Name, "BraTS-003");
+  ASSERT_EQ(scan.Skipped.size(), 1u);
+  EXPECT_NE(scan.Skipped[0].find("BraTS-002: missing BraTS-002-t2f"), std::string::npos) << scan.Skipped[0];
+  EXPECT_THROW(cdm::ScanBraTSFolder(root + "/absent", { "t1n" }), cdm::InputError);
+  // A reader failure is reported by case name, never silently used.
+  const cdm::Dataset data = cdm::Dataset::Load(scan, [](const std::string & path) -> cdm::Volume {
+    throw cdm::InputError("cannot read image '" + path + "'");
+  });
+  EXPECT_TRUE(data.Cases().empty());
+  ASSERT_EQ(data.Skipped().size(), 3u);
+  EXPECT_NE(data.Skipped()[1].find("BraTS-001: cannot read image"), std::string::npos) << data.Skipped()[1];
+  fs::remove_all(root);
+}
+} // namespace

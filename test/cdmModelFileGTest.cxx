@@ -1,0 +1,154 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#include "cdmError.h"
+#include "cdmModelImpl.h"
+#include "cdmSafetensors.h"
+#include "cdmTestData.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace
+{
+namespace fs = std::filesystem;
+
+std::string
+ReadBytes(const std::string & path)
+{
+  std::ifstream in(path, std::ios::binary);
+  return { std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>() };
+}
+
+void
+WriteBytes(const std::string & path, const std::string & bytes)
+{
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+/** Expects Model::Load to throw ModelFileError whose message holds every given fragment. */
+void
+ExpectRefused(const std::string & path, const std::vector<std::string> & fragments)
+{
+  try
+  {
+    cdm::Model::Load(path, "cpu");
+    ADD_FAILURE() << "loading " << path << " did not fail";
+  }
+  catch (const cdm::ModelFileError & e)
+  {
+    for (const auto & fragment : fragments)
+    {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what() << " lacks '" << fragment << "'";
+    }
+  }
+}
+
+class ModelFile : public ::testing::Test
+{
+protected:
+  void
+  SetUp() override
+  {
+    m_Directory = cdm::testing::MakeTemporaryDirectory("modelfile");
+    m_Path = m_Directory + "/model.cdm";
+    cdm::ModelConfig config = cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c");
+    config.TargetScale = 1234.5;
+    m_Model = std::make_unique<cdm::Model>(cdm::Model::Create(config, 7, "cpu"));
+    m_Model->Save(m_Path);
+  }
+  void
+  TearDown() override
+  {
+    fs::remove_all(m_Directory);
+  }
+  std::string                 m_Directory;
+  std::string                 m_Path;
+  std::unique_ptr<cdm::Model> m_Model;
+};
+
+TEST_F(ModelFile, RoundTripGivesIdenticalOutputs)
+{
+  const cdm::Model loaded = cdm::Model::Load(m_Path, "cpu");
+  EXPECT_EQ(loaded.Config().ToJson(), m_Model->Config().ToJson());
+  auto sources = cdm::testing::MakeCase(3);
+  sources.erase("t1c");
+  cdm::SynthesisOptions options;
+  options.Seed = 9;
+  options.Samples = 2;
+  const cdm::SynthesisResult a = m_Model->Synthesize(sources, options);
+  const cdm::SynthesisResult b = loaded.Synthesize(sources, options);
+  EXPECT_EQ(a.Image.Voxels, b.Image.Voxels);
+  EXPECT_EQ(a.Uncertainty.Voxels, b.Uncertainty.Voxels);
+  // The file is in the safetensors layout: an 8-byte length, then a JSON header.
+  const std::string bytes = ReadBytes(m_Path);
+  uint64_t          length = 0;
+  std::memcpy(&length, bytes.data(), 8);
+  EXPECT_EQ(bytes[8], '{');
+  EXPECT_NE(bytes.substr(8, length).find("\"__metadata__\""), std::string::npos);
+  // Atomic writes leave no temporary file behind.
+  EXPECT_EQ(std::distance(fs::directory_iterator(m_Directory), fs::directory_iterator{}), 1);
+  const cdm::ModelFileInfo info = cdm::ReadModelFileInfo(m_Path);
+  EXPECT_EQ(info.Parameters, m_Model->NumberOfParameters());
+  EXPECT_DOUBLE_EQ(info.Config.TargetScale, 1234.5);
+}
+
+TEST_F(ModelFile, TruncatedFileIsRefused)
+{
+  const std::string bytes = ReadBytes(m_Path);
+  WriteBytes(m_Path, bytes.substr(0, bytes.size() / 2));
+  ExpectRefused(m_Path, { m_Path, "truncated" });
+  WriteBytes(m_Path, bytes.substr(0, 5));
+  ExpectRefused(m_Path, { m_Path, "truncated" });
+}
+
+TEST_F(ModelFile, CorruptedDataIsRefusedByTheChecksum)
+{
+  std::string bytes = ReadBytes(m_Path);
+  bytes[bytes.size() - 100] ^= 0x5a;
+  WriteBytes(m_Path, bytes);
+  ExpectRefused(m_Path, { m_Path, "corrupt", "checksum" });
+}
+
+TEST_F(ModelFile, CorruptedHeaderIsRefused)
+{
+  std::string bytes = ReadBytes(m_Path);
+  bytes[9] = '#';
+  WriteBytes(m_Path, bytes);
+  ExpectRefused(m_Path, { m_Path, "corrupt header" });
+}
+
+TEST_F(ModelFile, WrongFormatVersionIsRefused)
+{
+  cdm::safetensors::Header header;
+  const auto               tensors = cdm::safetensors::Read(m_Path, &header);
+  std::string              config = header.Metadata.at("cdm");
+  const std::string        field = "\"format_version\":1";
+  ASSERT_NE(config.find(field), std::string::npos);
+  config.replace(config.find(field), field.size(), "\"format_version\":99");
+  cdm::safetensors::Write(m_Path, { { "cdm", config } }, tensors);
+  ExpectRefused(m_Path, { m_Path, "format version 99", "expected 1" });
+}
+
+TEST_F(ModelFile, ShapeMismatchIsRefusedNamingTheTensor)
+{
+  cdm::safetensors::Header header;
+  const auto               tensors = cdm::safetensors::Read(m_Path, &header);
+  std::string              config = header.Metadata.at("cdm");
+  const std::string        field = "\"unet_channels\":8";
+  ASSERT_NE(config.find(field), std::string::npos);
+  config.replace(config.find(field), field.size(), "\"unet_channels\":12");
+  cdm::safetensors::Write(m_Path, { { "cdm", config } }, tensors);
+  ExpectRefused(m_Path, { m_Path, "tensor 'unet.", "has shape", "expects" });
+}
+
+TEST_F(ModelFile, MissingFileIsRefused)
+{
+  ExpectRefused(m_Directory + "/absent.cdm", { "absent.cdm", "cannot be opened" });
+}
+} // namespace

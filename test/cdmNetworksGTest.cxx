@@ -1,0 +1,100 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#include "cdmModelImpl.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace
+{
+struct ShapeCase
+{
+  std::string  Preset;
+  unsigned int Dimension;
+};
+
+class NetworkShapes : public ::testing::TestWithParam<ShapeCase>
+{};
+
+TEST_P(NetworkShapes, EveryNetworkGivesTheDocumentedShape)
+{
+  const ShapeCase        param = GetParam();
+  const cdm::ModelConfig config =
+    cdm::ModelConfig::FromPreset(param.Preset, param.Dimension, { "t1n", "t2w", "t2f" }, "t1c");
+  cdm::Model::Impl impl(config, torch::kCPU);
+  c10::InferenceMode guard;
+  const int64_t    batch = 2;
+  const int64_t    edge = param.Dimension == 2 ? 32 : 16;
+  std::vector<int64_t> spatial(param.Dimension, edge);
+  spatial.back() = edge + 8; // non-square: axes must not be mixed up
+  std::vector<int64_t> sourceShape{ batch, impl.SourceChannels() };
+  sourceShape.insert(sourceShape.end(), spatial.begin(), spatial.end());
+  std::vector<int64_t> targetShape{ batch, 1 };
+  targetShape.insert(targetShape.end(), spatial.begin(), spatial.end());
+  const at::Tensor sources = torch::rand(sourceShape);
+  const at::Tensor target = torch::rand(targetShape);
+  const int64_t    d = config.Network.RepresentationDim;
+
+  const at::Tensor z = impl.EncodeTarget(target);
+  EXPECT_EQ(z.sizes(), (std::vector<int64_t>{ batch, d }));
+  const at::Tensor c = impl.EncodeSources(sources);
+  EXPECT_EQ(c.sizes(), (std::vector<int64_t>{ batch, d }));
+  const auto reconstruction = impl.ReconstructMasked(target);
+  EXPECT_EQ(reconstruction.first.sizes(), target.sizes());
+  EXPECT_EQ(reconstruction.second.sizes(), target.sizes());
+  const double masked = reconstruction.second.mean().item<double>();
+  EXPECT_GT(masked, config.Network.MaskRatio - 0.3);
+  EXPECT_LT(masked, config.Network.MaskRatio + 0.3);
+  const at::Tensor denoised = impl.Denoiser->forward(torch::randn({ batch, d }), c, torch::full({ batch }, 0.5));
+  EXPECT_EQ(denoised.sizes(), (std::vector<int64_t>{ batch, d }));
+  const at::Tensor output = impl.SynthesizeBatch(sources, z);
+  EXPECT_EQ(output.sizes(), target.sizes());
+  EXPECT_TRUE(torch::isfinite(output).all().item<bool>());
+}
+
+INSTANTIATE_TEST_SUITE_P(Presets,
+                         NetworkShapes,
+                         ::testing::Values(ShapeCase{ "tiny", 2 },
+                                           ShapeCase{ "tiny", 3 },
+                                           ShapeCase{ "small", 2 },
+                                           ShapeCase{ "small", 3 },
+                                           ShapeCase{ "paper", 2 },
+                                           ShapeCase{ "paper", 3 }),
+                         [](const ::testing::TestParamInfo<ShapeCase> & info) {
+                           return info.param.Preset + std::to_string(info.param.Dimension) + "D";
+                         });
+
+TEST(NetworkConfig, PresetsGrowAndUnknownNamesAreRefused)
+{
+  const auto tiny = cdm::ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c");
+  const auto small = cdm::ModelConfig::FromPreset("small", 2, { "t1n" }, "t1c");
+  const auto paper = cdm::ModelConfig::FromPreset("paper", 2, { "t1n" }, "t1c");
+  EXPECT_LT(cdm::Model::Create(tiny, 0, "cpu").NumberOfParameters(), cdm::Model::Create(small, 0, "cpu").NumberOfParameters());
+  EXPECT_LT(cdm::Model::Create(small, 0, "cpu").NumberOfParameters(), cdm::Model::Create(paper, 0, "cpu").NumberOfParameters());
+  EXPECT_EQ(paper.Network.RepresentationDim, 256);
+  EXPECT_THROW(cdm::ModelConfig::FromPreset("huge", 2, { "t1n" }, "t1c"), cdm::InputError);
+  EXPECT_THROW(cdm::ModelConfig::FromPreset("tiny", 4, { "t1n" }, "t1c"), cdm::InputError);
+  EXPECT_THROW(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t1c" }, "t1c"), cdm::InputError);
+  EXPECT_THROW(cdm::ModelConfig::FromPreset("tiny", 2, { "pd" }, "t1c"), cdm::InputError);
+}
+
+TEST(NetworkConfig, JsonRoundTripKeepsEveryField)
+{
+  cdm::ModelConfig config = cdm::ModelConfig::FromPreset("small", 3, { "t2w", "t2f" }, "t1n");
+  config.Diffusion.Schedule = "linear";
+  config.Diffusion.TrainSteps = 1000;
+  config.Diffusion.SamplingSteps = 50;
+  config.Diffusion.BetaStart = 1e-4;
+  config.Diffusion.BetaEnd = 2e-2;
+  config.TargetScale = 812.5;
+  config.SliceAxis = 1;
+  config.ProvenanceJson = R"({"seed":3})";
+  const cdm::ModelConfig back = cdm::ModelConfig::FromJson(config.ToJson());
+  EXPECT_EQ(back.ToJson(), config.ToJson());
+  EXPECT_EQ(back.Diffusion.TrainSteps, 1000);
+  EXPECT_EQ(back.Sources, config.Sources);
+  EXPECT_DOUBLE_EQ(back.TargetScale, 812.5);
+}
+} // namespace

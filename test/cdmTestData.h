@@ -1,0 +1,40 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef cdmTestData_h
+#define cdmTestData_h
+
+#include "cdmDataset.h"
+#include "cdmVolume.h"
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace cdm
+{
+namespace testing
+{
+
+/** A small multi-contrast test case: an elliptic "brain" (grey matter rim, white matter, a CSF ventricle) with a
+ *  lesion (core, enhancing rim, oedema). Intensities per tissue follow MR contrast rules (CSF dark on T1 and FLAIR,
+ *  bright on T2; the rim enhances on t1c), with a per-case contrast parameter that every modality shows, a random
+ *  intensity unit per modality, and noise. Non-trivial spacing, origin and direction. Deterministic for a seed.
+ *  (The project's full phantom generator is `cdm phantom`; this one is for fast unit tests.) */
+std::map<std::string, Volume>
+MakeCase(uint64_t seed, const std::array<int64_t, 3> & size = { { 32, 32, 6 } });
+
+/** A data set of `cases` generated cases. */
+Dataset
+MakeDataset(int cases, uint64_t seed, const std::array<int64_t, 3> & size = { { 32, 32, 6 } });
+
+/** A fresh, empty temporary folder for one test. */
+std::string
+MakeTemporaryDirectory(const std::string & name);
+
+} // namespace testing
+} // namespace cdm
+
+#endif

@@ -1,0 +1,185 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+// Real LibTorch training of the `tiny` preset on generated multi-contrast cases.
+#include "cdmError.h"
+#include "cdmMetrics.h"
+#include "cdmModel.h"
+#include "cdmSafetensors.h"
+#include "cdmTestData.h"
+#include "cdmTrainer.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+namespace
+{
+namespace fs = std::filesystem;
+
+cdm::TrainingOptions
+TinyOptions(const std::string & output, int iterations)
+{
+  cdm::TrainingOptions options;
+  options.Output = output;
+  options.Iterations = iterations;
+  options.Device = "cpu";
+  options.Seed = 42;
+  options.ValidationInterval = iterations;
+  options.CheckpointInterval = 25;
+  options.ValidationFraction = 0.25;
+  return options;
+}
+
+/** PSNR inside the reference's foreground of a synthesis against the reference, both normalised by the rule. */
+double
+NormalisedPSNR(const cdm::Volume & reference, const cdm::Volume & prediction)
+{
+  const cdm::NormalizationRule rule;
+  cdm::Volume                  r = reference, p = prediction;
+  rule.Apply(r.Voxels, rule.ComputeScale(reference));
+  rule.Apply(p.Voxels, rule.ComputeScale(reference)); // the same scale: intensity errors count
+  const auto           mask = rule.ForegroundMask(reference);
+  return cdm::CompareImages(r.Voxels, p.Voxels, r.Size, 1.0, &mask).PSNR;
+}
+
+TEST(Training, TinyModelLowersEveryStageLossAndBeatsTheConstantBaseline)
+{
+  const std::string  directory = cdm::testing::MakeTemporaryDirectory("training");
+  const cdm::Dataset data = cdm::testing::MakeDataset(8, 100);
+  const auto         options = TinyOptions(directory + "/tiny.cdm", 120);
+  const cdm::TrainingReport report = cdm::Train(data, options);
+  ASSERT_FALSE(report.Interrupted);
+  ASSERT_EQ(report.Stages.size(), 4u);
+  for (const auto & stage : report.Stages)
+  {
+    EXPECT_LT(stage.LastLoss, stage.FirstLoss) << "stage " << stage.Stage;
+    EXPECT_TRUE(std::isfinite(stage.LastLoss));
+    std::cout << "[ stage    ] " << stage.Stage << " loss " << stage.FirstLoss << " -> " << stage.LastLoss
+              << ", validation PSNR " << stage.ValidationPSNR << " dB, SSIM " << stage.ValidationSSIM << ", "
+              << stage.Seconds << " s" << std::endl;
+  }
+  std::cout << "[ baseline ] constant image: PSNR " << report.ConstantBaselinePSNR << " dB, SSIM "
+            << report.ConstantBaselineSSIM << "; training " << report.Seconds << " s" << std::endl;
+  EXPECT_GT(report.Stages.back().ValidationPSNR, report.ConstantBaselinePSNR + 3.0);
+  EXPECT_GT(report.Stages.back().ValidationSSIM, report.ConstantBaselineSSIM);
+
+  // The written model synthesizes a held-out case better than its constant image.
+  const cdm::Model model = cdm::Model::Load(options.Output, "cpu");
+  EXPECT_NE(model.Config().ProvenanceJson.find("\"seed\":42"), std::string::npos);
+  auto sources = cdm::testing::MakeCase(999);
+  const cdm::Volume reference = sources.at("t1c");
+  sources.erase("t1c");
+  const cdm::SynthesisResult result = model.Synthesize(sources);
+  cdm::Volume                constant = reference;
+  const cdm::NormalizationRule rule;
+  const auto                 mask = rule.ForegroundMask(reference);
+  double                     sum = 0.0;
+  int64_t                    count = 0;
+  for (size_t i = 0; i < mask.size(); ++i)
+  {
+    sum += mask[i] ? reference.Voxels[i] : 0.0;
+    count += mask[i];
+  }
+  std::fill(constant.Voxels.begin(), constant.Voxels.end(), static_cast<float>(sum / count));
+  const double cdmPsnr = NormalisedPSNR(reference, result.Image);
+  const double constantPsnr = NormalisedPSNR(reference, constant);
+  std::cout << "[ held-out ] CDM PSNR " << cdmPsnr << " dB vs constant " << constantPsnr << " dB" << std::endl;
+  EXPECT_GT(cdmPsnr, constantPsnr + 3.0);
+  fs::remove_all(directory);
+}
+
+TEST(Training, InterruptedAndResumedRunEndsWithTheSameWeights)
+{
+  const std::string  directory = cdm::testing::MakeTemporaryDirectory("resume");
+  const cdm::Dataset data = cdm::testing::MakeDataset(4, 7);
+  auto               straight = TinyOptions(directory + "/straight.cdm", 12);
+  straight.CheckpointInterval = 5;
+  ASSERT_FALSE(cdm::Train(data, straight).Interrupted);
+
+  // The same run, stopped mid-way through the C-UNet stage as SIGINT would, then resumed.
+  auto              interrupted = straight;
+  interrupted.Output = directory + "/interrupted.cdm";
+  std::atomic<bool> stop{ false };
+  const auto        progress = [&](const cdm::TrainingProgress & p) {
+    if (p.Stage == "cunet" && p.Iteration == 7)
+    {
+      stop = true;
+    }
+  };
+  const cdm::TrainingReport first = cdm::Train(data, interrupted, progress, &stop);
+  ASSERT_TRUE(first.Interrupted);
+  EXPECT_EQ(first.Stages.back().Stage, "cunet");
+  EXPECT_EQ(first.Stages.back().LastIteration, 7);
+  EXPECT_FALSE(fs::exists(interrupted.Output));
+  ASSERT_TRUE(fs::exists(cdm::CheckpointPath(interrupted.Output)));
+
+  interrupted.Resume = true;
+  const cdm::TrainingReport second = cdm::Train(data, interrupted);
+  ASSERT_FALSE(second.Interrupted);
+  ASSERT_EQ(second.Stages.size(), 3u); // cunet (from its checkpoint), mdn, finetune
+  EXPECT_EQ(second.Stages[0].FirstIteration, 7);
+
+  const auto a = cdm::safetensors::Read(straight.Output);
+  const auto b = cdm::safetensors::Read(interrupted.Output);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+  {
+    ASSERT_EQ(a[i].first, b[i].first);
+    EXPECT_TRUE(a[i].second.equal(b[i].second)) << a[i].first << " differs after resuming";
+  }
+
+  // A checkpoint made for another task is refused.
+  auto other = interrupted;
+  other.Target = "t2f";
+  other.Sources = { "t1n", "t1c", "t2w" };
+  EXPECT_THROW(cdm::Train(data, other), cdm::InputError);
+  auto absent = interrupted;
+  absent.Output = directory + "/never-trained.cdm";
+  EXPECT_THROW(cdm::Train(data, absent), cdm::InputError);
+  fs::remove_all(directory);
+}
+
+TEST(Training, ThreeDimensionalModelTrainsOnPatches)
+{
+  const std::string  directory = cdm::testing::MakeTemporaryDirectory("training3d");
+  const cdm::Dataset data = cdm::testing::MakeDataset(3, 50, { 20, 20, 12 });
+  auto               options = TinyOptions(directory + "/tiny3d.cdm", 6);
+  options.Dimension = 3;
+  options.PatchSize = 16;
+  options.BatchSize = 2;
+  const cdm::TrainingReport report = cdm::Train(data, options);
+  ASSERT_EQ(report.Stages.size(), 4u);
+  const cdm::Model model = cdm::Model::Load(options.Output, "cpu");
+  EXPECT_EQ(model.Config().Dimension, 3u);
+  auto sources = cdm::testing::MakeCase(60, { 20, 20, 12 });
+  sources.erase("t1c");
+  const cdm::SynthesisResult result = model.Synthesize(sources);
+  EXPECT_EQ(result.Image.Size, (std::array<int64_t, 3>{ 20, 20, 12 }));
+  for (const float v : result.Image.Voxels)
+  {
+    ASSERT_TRUE(std::isfinite(v));
+  }
+  fs::remove_all(directory);
+}
+
+TEST(Training, BadOptionsAreRefused)
+{
+  const cdm::Dataset data = cdm::testing::MakeDataset(2, 1);
+  auto               options = TinyOptions("/tmp/cdm-never.cdm", 5);
+  options.Stage = "everything";
+  EXPECT_THROW(cdm::Train(data, options), cdm::InputError);
+  options = TinyOptions("", 5);
+  EXPECT_THROW(cdm::Train(data, options), cdm::InputError);
+  options = TinyOptions("/tmp/cdm-never.cdm", 5);
+  options.Target = "pd";
+  EXPECT_THROW(cdm::Train(data, options), cdm::InputError);
+  options = TinyOptions("/tmp/cdm-never.cdm", 5);
+  options.Device = "cuda:7";
+  if (!cdm::CudaAvailable())
+  {
+    EXPECT_THROW(cdm::Train(data, options), cdm::InputError);
+  }
+}
+} // namespace
