@@ -2,13 +2,14 @@
  *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
-// The `cdm` command line: train, synthesize, evaluate, info.
+// The `cdm` command line: train, synthesize, evaluate, phantom, info.
 // Exit codes: 0 success, 1 bad input or failure, 2 usage error, 130 training interrupted (checkpoint saved).
 #include "cdmDataset.h"
 #include "cdmError.h"
 #include "cdmImageIO.h"
 #include "cdmMetrics.h"
 #include "cdmModel.h"
+#include "cdmPhantom.h"
 #include "cdmTrainer.h"
 
 #include "itkMultiThreaderBase.h"
@@ -297,6 +298,58 @@ RunEvaluate(const EvaluateArguments & arguments)
   return 0;
 }
 
+struct PhantomArguments
+{
+  cdm::PhantomOptions Options;
+  std::string         Output;
+  std::string         Size;
+  int                 Cases{ 1 };
+  uint64_t            Seed{ 0 };
+  std::string         Prefix{ "PHANTOM" };
+};
+
+int
+RunPhantom(const PhantomArguments & arguments)
+{
+  ConfigureThreads(0);
+  cdm::PhantomOptions options = arguments.Options;
+  if (!arguments.Size.empty())
+  {
+    const std::vector<std::string> parts = SplitList(arguments.Size);
+    if (parts.size() != 3)
+    {
+      throw cdm::InputError("--size '" + arguments.Size + "': expected three extents X,Y,Z");
+    }
+    for (size_t a = 0; a < 3; ++a)
+    {
+      try
+      {
+        options.Size[a] = std::stoll(parts[a]);
+      }
+      catch (const std::exception &)
+      {
+        throw cdm::InputError("--size '" + arguments.Size + "': '" + parts[a] + "' is not a whole number");
+      }
+    }
+  }
+  const auto                  start = std::chrono::steady_clock::now();
+  const cdm::PhantomGenerator generator(options);
+  for (int i = 0; i < arguments.Cases; ++i)
+  {
+    std::ostringstream name;
+    name << arguments.Prefix << "-" << std::setw(5) << std::setfill('0') << i;
+    const cdm::PhantomCase phantom = generator.Generate(arguments.Seed * 100003ull + static_cast<uint64_t>(i));
+    cdm::PhantomGenerator::Write(phantom, arguments.Output, name.str());
+    std::cout << "[cdm phantom] " << (i + 1) << "/" << arguments.Cases << " " << arguments.Output << "/" << name.str()
+              << std::endl;
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cout << "[cdm phantom] wrote " << arguments.Cases << " case(s) (" << options.Anatomy << ", " << options.Size[0]
+            << "x" << options.Size[1] << "x" << options.Size[2] << " at " << options.Spacing << " mm) in "
+            << FormatSeconds(seconds) << std::endl;
+  return 0;
+}
+
 int
 RunInfo(const std::string & path)
 {
@@ -376,6 +429,17 @@ main(int argc, char ** argv)
   evaluateCommand->add_option("--normalize", evaluate.Normalize, "percentile: each image by the model's robust rule, data range 1; none: raw values, data range of the reference")->check(CLI::IsMember({ "percentile", "none" }))->capture_default_str();
   evaluateCommand->add_flag("--json", evaluate.Json, "Print JSON");
 
+  PhantomArguments phantom;
+  auto * phantomCommand = app.add_subcommand("phantom", "Generate BraTS-like multi-contrast phantom cases");
+  phantomCommand->add_option("--out", phantom.Output, "Folder to write <case>/<case>-<modality>.nii.gz into")->required();
+  phantomCommand->add_option("--cases", phantom.Cases, "Number of cases")->check(CLI::PositiveNumber)->capture_default_str();
+  phantomCommand->add_option("--seed", phantom.Seed, "Seed (the same seed gives the same cases)")->capture_default_str();
+  phantomCommand->add_option("--anatomy", phantom.Options.Anatomy, "colin27 (Debian's mricron-data) or procedural")->check(CLI::IsMember({ "colin27", "procedural" }))->capture_default_str();
+  phantomCommand->add_option("--size", phantom.Size, "Grid size X,Y,Z (default 128,128,96)");
+  phantomCommand->add_option("--spacing", phantom.Options.Spacing, "Isotropic voxel spacing in mm")->capture_default_str();
+  phantomCommand->add_option("--prefix", phantom.Prefix, "Case name prefix")->capture_default_str();
+  phantomCommand->add_option("--templates", phantom.Options.TemplateDirectory, "Folder of the Colin27 templates")->capture_default_str();
+
   std::string infoPath;
   auto *      infoCommand = app.add_subcommand("info", "Print a model file's header");
   infoCommand->add_option("model", infoPath, "Model file (.cdm)")->required();
@@ -415,6 +479,10 @@ main(int argc, char ** argv)
     if (*evaluateCommand)
     {
       return RunEvaluate(evaluate);
+    }
+    if (*phantomCommand)
+    {
+      return RunPhantom(phantom);
     }
     return RunInfo(infoPath);
   }

@@ -34,11 +34,17 @@ ReadVolume(const std::string & path)
   {
     throw InputError("cannot read image '" + path + "': " + std::string(e.GetDescription()));
   }
-  const ImageType * image = reader->GetOutput();
-  Volume            volume;
-  volume.Description = path;
-  volume.Dimension = std::min(3u, std::max(2u, reader->GetImageIO()->GetNumberOfDimensions()));
-  const auto size = image->GetLargestPossibleRegion().GetSize();
+  const unsigned int dimension = std::min(3u, std::max(2u, reader->GetImageIO()->GetNumberOfDimensions()));
+  return ToVolume(reader->GetOutput(), path, dimension);
+}
+
+Volume
+ToVolume(const itk::Image<float, 3> * image, const std::string & description, unsigned int dimension)
+{
+  Volume volume;
+  volume.Description = description;
+  volume.Dimension = dimension;
+  const auto size = image->GetBufferedRegion().GetSize();
   for (unsigned int a = 0; a < 3; ++a)
   {
     volume.Size[a] = static_cast<int64_t>(size[a]);
@@ -51,6 +57,34 @@ ReadVolume(const std::string & path)
   }
   volume.Voxels.assign(image->GetBufferPointer(), image->GetBufferPointer() + volume.NumberOfVoxels());
   return volume;
+}
+
+itk::Image<float, 3>::Pointer
+ToImage(const Volume & volume)
+{
+  using ImageType = itk::Image<float, 3>;
+  auto                      image = ImageType::New();
+  ImageType::SizeType       size;
+  ImageType::SpacingType    spacing;
+  ImageType::PointType      origin;
+  ImageType::DirectionType  direction;
+  for (unsigned int a = 0; a < 3; ++a)
+  {
+    size[a] = static_cast<itk::SizeValueType>(volume.Size[a]);
+    spacing[a] = volume.Spacing[a];
+    origin[a] = volume.Origin[a];
+    for (unsigned int b = 0; b < 3; ++b)
+    {
+      direction[a][b] = volume.Direction[3 * a + b];
+    }
+  }
+  image->SetRegions(ImageType::RegionType(size));
+  image->SetSpacing(spacing);
+  image->SetOrigin(origin);
+  image->SetDirection(direction);
+  image->Allocate();
+  std::copy(volume.Voxels.begin(), volume.Voxels.end(), image->GetBufferPointer());
+  return image;
 }
 
 namespace

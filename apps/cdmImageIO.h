@@ -7,6 +7,8 @@
 
 #include "cdmVolume.h"
 
+#include "itkImage.h"
+
 #include <string>
 
 namespace cdm
@@ -15,6 +17,14 @@ namespace cdm
 /** Reads any scalar image ITK can read (NIfTI, NRRD, MetaImage...) as float. Throws InputError naming the file. */
 Volume
 ReadVolume(const std::string & path);
+
+/** Copies an ITK image (voxels and geometry) into a Volume. */
+Volume
+ToVolume(const itk::Image<float, 3> * image, const std::string & description, unsigned int dimension = 3);
+
+/** Copies a Volume into a new ITK image with the same geometry. */
+itk::Image<float, 3>::Pointer
+ToImage(const Volume & volume);
 
 /** Writes a volume (2D when its Dimension is 2) atomically: a temporary name beside `path`, then a rename. */
 void

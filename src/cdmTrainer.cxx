@@ -284,7 +284,7 @@ DefaultsFor(const std::string & preset)
   {
     return { 4, 256, 96, 2e-4 };
   }
-  return { 8, 256, 32, 1e-3 };
+  return { 8, 256, 32, 3e-3 };
 }
 
 nlohmann::json

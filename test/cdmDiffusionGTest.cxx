@@ -2,6 +2,7 @@
  *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
+#include "cdmError.h"
 #include "cdmModelImpl.h"
 #include "cdmTestData.h"
 

@@ -4,6 +4,7 @@
  *=========================================================================*/
 // The C-UNet is local (DESIGN.md section 1): its output at a voxel depends only on the inputs within the receptive
 // field radius, so aligned tiles padded by that halo reproduce the whole-image synthesis.
+#include "cdmError.h"
 #include "cdmModelImpl.h"
 #include "cdmTestData.h"
 
@@ -132,5 +133,11 @@ INSTANTIATE_TEST_SUITE_P(Sizes,
                          Tiling,
                          ::testing::Values(TilingCase{ 2, { 61, 47, 5 }, 16 },
                                            TilingCase{ 2, { 64, 64, 1 }, 24 },
-                                           TilingCase{ 3, { 37, 29, 21 }, 12 }));
+                                           TilingCase{ 3, { 37, 29, 21 }, 12 }),
+                         [](const ::testing::TestParamInfo<TilingCase> & info) {
+                           const auto & p = info.param;
+                           return std::to_string(p.Dimension) + "DModel_" + std::to_string(p.ImageSize[0]) + "x" +
+                                  std::to_string(p.ImageSize[1]) + "x" + std::to_string(p.ImageSize[2]) + "_Tile" +
+                                  std::to_string(p.Tile);
+                         });
 } // namespace

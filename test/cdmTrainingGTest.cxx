@@ -32,14 +32,15 @@ TinyOptions(const std::string & output, int iterations)
   return options;
 }
 
-/** PSNR inside the reference's foreground of a synthesis against the reference, both normalised by the rule. */
+/** PSNR inside the reference's foreground of a synthesis against the reference, each normalised by the rule
+ *  (an unseen modality's intensity unit is arbitrary in MR, so absolute units cannot be predicted). */
 double
 NormalisedPSNR(const cdm::Volume & reference, const cdm::Volume & prediction)
 {
   const cdm::NormalizationRule rule;
   cdm::Volume                  r = reference, p = prediction;
   rule.Apply(r.Voxels, rule.ComputeScale(reference));
-  rule.Apply(p.Voxels, rule.ComputeScale(reference)); // the same scale: intensity errors count
+  rule.Apply(p.Voxels, rule.ComputeScale(prediction)); // each by its own rule, as `cdm evaluate` does
   const auto           mask = rule.ForegroundMask(reference);
   return cdm::CompareImages(r.Voxels, p.Voxels, r.Size, 1.0, &mask).PSNR;
 }

@@ -1,0 +1,172 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+// The BraTS-like phantom: contrasts ordered as MR physics says, labels where the tumour is, seeds reproduce cases.
+#include "cdmDataset.h"
+#include "cdmError.h"
+#include "cdmImageIO.h"
+#include "cdmPhantom.h"
+#include "cdmTestData.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+
+namespace
+{
+namespace fs = std::filesystem;
+
+/** Mean intensity of `image` where `selector` holds. */
+template <typename TSelector>
+double
+MeanWhere(const cdm::Volume & image, TSelector selector)
+{
+  double sum = 0.0;
+  double count = 0.0;
+  for (size_t i = 0; i < image.Voxels.size(); ++i)
+  {
+    if (selector(i))
+    {
+      sum += image.Voxels[i];
+      count += 1.0;
+    }
+  }
+  EXPECT_GT(count, 0.0) << "no voxel selected in " << image.Description;
+  return sum / std::max(count, 1.0);
+}
+
+cdm::PhantomOptions
+SmallOptions(const std::string & anatomy)
+{
+  cdm::PhantomOptions options;
+  options.Anatomy = anatomy;
+  options.Size = { 56, 64, 48 };
+  options.Spacing = 3.0;
+  return options;
+}
+
+class Phantom : public ::testing::TestWithParam<std::string>
+{};
+
+TEST_P(Phantom, ContrastsFollowMRPhysicsAndLabelsMarkTheTumour)
+{
+  const cdm::PhantomGenerator generator(SmallOptions(GetParam()));
+  const cdm::PhantomCase      c = generator.Generate(3);
+  const auto &                csf = c.TissueFractions.at("csf").Voxels;
+  const auto &                grey = c.TissueFractions.at("grey").Voxels;
+  const auto &                white = c.TissueFractions.at("white").Voxels;
+  const auto &                seg = c.Segmentation.Voxels;
+  const auto isCsf = [&](size_t i) { return csf[i] > 0.8f && seg[i] == 0.0f; };
+  const auto isGrey = [&](size_t i) { return grey[i] > 0.8f && seg[i] == 0.0f; };
+  const auto isWhite = [&](size_t i) { return white[i] > 0.8f && seg[i] == 0.0f; };
+  const auto isRim = [&](size_t i) { return seg[i] == 3.0f; };
+  const auto & t1n = c.Images.at("t1n");
+  const auto & t1c = c.Images.at("t1c");
+  const auto & t2w = c.Images.at("t2w");
+  const auto & t2f = c.Images.at("t2f");
+  // CSF dark on T1 and FLAIR, bright on T2; white matter brighter than grey on T1, darker on T2.
+  EXPECT_LT(MeanWhere(t1n, isCsf), MeanWhere(t1n, isGrey));
+  EXPECT_LT(MeanWhere(t1n, isGrey), MeanWhere(t1n, isWhite));
+  EXPECT_GT(MeanWhere(t2w, isCsf), MeanWhere(t2w, isGrey));
+  EXPECT_GT(MeanWhere(t2w, isGrey), MeanWhere(t2w, isWhite));
+  EXPECT_LT(MeanWhere(t2f, isCsf), 0.5 * MeanWhere(t2f, isGrey));
+  // Gadolinium: the enhancing rim, relative to white matter, is brighter on t1c than on t1n.
+  EXPECT_GT(MeanWhere(t1c, isRim) / MeanWhere(t1c, isWhite), 1.3 * MeanWhere(t1n, isRim) / MeanWhere(t1n, isWhite));
+  // Oedema is bright on FLAIR.
+  EXPECT_GT(MeanWhere(t2f, [&](size_t i) { return seg[i] == 2.0f; }), MeanWhere(t2f, isWhite));
+
+  // Every BraTS label is present, inside the brain, around the drawn tumour centre.
+  const nlohmann::json parameters = nlohmann::json::parse(c.ParametersJson);
+  const auto           centre = parameters["tumour"]["centre_mm"].get<std::vector<double>>();
+  const double         radius = parameters["tumour"]["radius_mm"].get<double>();
+  std::array<int, 4>   counts{};
+  const auto &         g = c.Segmentation;
+  for (int64_t z = 0; z < g.Size[2]; ++z)
+  {
+    for (int64_t y = 0; y < g.Size[1]; ++y)
+    {
+      for (int64_t x = 0; x < g.Size[0]; ++x)
+      {
+        const size_t i = static_cast<size_t>(x + g.Size[0] * (y + g.Size[1] * z));
+        const int    label = static_cast<int>(seg[i]);
+        ASSERT_TRUE(label == 0 || label == 1 || label == 2 || label == 3);
+        ++counts[label];
+        if (label == 1 || label == 3)
+        {
+          const double dx = g.Origin[0] + x * g.Spacing[0] - centre[0];
+          const double dy = g.Origin[1] + y * g.Spacing[1] - centre[1];
+          const double dz = g.Origin[2] + z * g.Spacing[2] - centre[2];
+          // Stretch <= 1.25 and boundary irregularity >= 0.6 bound the rim at 1.25 / 0.6 radii (+ smoothing).
+          EXPECT_LT(std::sqrt(dx * dx + dy * dy + dz * dz), 1.25 / 0.6 * radius + 2.0 * g.Spacing[0]);
+          EXPECT_GT(t1n.Voxels[i], 0.0f); // inside the brain
+        }
+      }
+    }
+  }
+  EXPECT_GT(counts[1], 0);
+  EXPECT_GT(counts[2], 0);
+  EXPECT_GT(counts[3], 0);
+}
+
+TEST_P(Phantom, ASeedReproducesACaseBitForBit)
+{
+  const cdm::PhantomGenerator generator(SmallOptions(GetParam()));
+  const cdm::PhantomCase      a = generator.Generate(11);
+  const cdm::PhantomCase      b = generator.Generate(11);
+  const cdm::PhantomCase      other = generator.Generate(12);
+  for (const std::string m : { "t1n", "t1c", "t2w", "t2f" })
+  {
+    EXPECT_EQ(a.Images.at(m).Voxels, b.Images.at(m).Voxels) << m;
+    EXPECT_NE(a.Images.at(m).Voxels, other.Images.at(m).Voxels) << m;
+  }
+  EXPECT_EQ(a.Segmentation.Voxels, b.Segmentation.Voxels);
+  EXPECT_EQ(a.ParametersJson, b.ParametersJson);
+}
+
+INSTANTIATE_TEST_SUITE_P(Anatomies, Phantom, ::testing::Values("procedural", "colin27"));
+
+TEST(PhantomOptions, BadOptionsAreRefused)
+{
+  cdm::PhantomOptions options = SmallOptions("procedural");
+  options.Anatomy = "mouse";
+  EXPECT_THROW(cdm::PhantomGenerator{ options }, cdm::InputError);
+  options = SmallOptions("colin27");
+  options.TemplateDirectory = "/nonexistent";
+  try
+  {
+    cdm::PhantomGenerator generator(options);
+    ADD_FAILURE() << "missing templates were accepted";
+  }
+  catch (const cdm::InputError & e)
+  {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/ch2better.nii.gz"), std::string::npos) << e.what();
+  }
+  options = SmallOptions("procedural");
+  options.Size = { 4, 64, 64 };
+  EXPECT_THROW(cdm::PhantomGenerator{ options }, cdm::InputError);
+}
+
+TEST(PhantomCommandLine, WritesTheBraTSLayoutThatTrainingAccepts)
+{
+  const std::string root = cdm::testing::MakeTemporaryDirectory("phantom");
+  const std::string command = std::string(CDM_EXECUTABLE) + " phantom --out " + root +
+                              "/data --cases 3 --seed 5 --anatomy procedural --size 48,48,24 --spacing 4 > " + root +
+                              "/log.txt 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  const cdm::DatasetScan scan = cdm::ScanBraTSFolder(root + "/data", { "t1n", "t1c", "t2w", "t2f", "seg" });
+  ASSERT_EQ(scan.Cases.size(), 3u);
+  EXPECT_EQ(scan.Cases[0].Name, "PHANTOM-00000");
+  const cdm::Volume t1n = cdm::ReadVolume(scan.Cases[0].Files.at("t1n"));
+  EXPECT_EQ(t1n.Size, (std::array<int64_t, 3>{ 48, 48, 24 }));
+  EXPECT_NEAR(t1n.Spacing[2], 4.0, 1e-6);
+  const std::string train = std::string(CDM_EXECUTABLE) + " train --data " + root +
+                            "/data --target t1c --iterations 2 --validation-interval 2 --device cpu --out " + root +
+                            "/m.cdm >> " + root + "/log.txt 2>&1";
+  EXPECT_EQ(std::system(train.c_str()), 0);
+  EXPECT_TRUE(fs::exists(root + "/m.cdm"));
+  fs::remove_all(root);
+}
+} // namespace
