@@ -2,13 +2,14 @@
  *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
-// The `cdm` command line: train, synthesize, evaluate, phantom, info.
+// The `cdm` command line: train, synthesize, evaluate, phantom, montage, info.
 // Exit codes: 0 success, 1 bad input or failure, 2 usage error, 130 training interrupted (checkpoint saved).
 #include "cdmDataset.h"
 #include "cdmError.h"
 #include "cdmImageIO.h"
 #include "cdmMetrics.h"
 #include "cdmModel.h"
+#include "cdmMontage.h"
 #include "cdmPhantom.h"
 #include "cdmTrainer.h"
 
@@ -251,6 +252,7 @@ struct EvaluateArguments
   std::string Prediction;
   std::string Mask;
   std::string Normalize{ "percentile" };
+  std::string ErrorMap;
   bool        Json{ false };
 };
 
@@ -281,6 +283,18 @@ RunEvaluate(const EvaluateArguments & arguments)
   }
   const cdm::ImageMetrics metrics =
     cdm::CompareVolumes(reference, prediction, range, arguments.Mask.empty() ? nullptr : &mask);
+  if (!arguments.ErrorMap.empty())
+  {
+    // |reference - prediction| in the units the figures use (inside the mask when one is given).
+    cdm::Volume error = reference.EmptyCopy("|error|");
+    for (size_t i = 0; i < error.Voxels.size(); ++i)
+    {
+      const bool inside = arguments.Mask.empty() || mask.Voxels[i] != 0.0f;
+      error.Voxels[i] = inside ? std::abs(reference.Voxels[i] - prediction.Voxels[i]) : 0.0f;
+    }
+    error.Dimension = reference.Dimension;
+    cdm::WriteVolume(error, arguments.ErrorMap);
+  }
   if (arguments.Json)
   {
     const nlohmann::json j = { { "psnr", metrics.PSNR },   { "ssim", metrics.SSIM },
@@ -347,6 +361,41 @@ RunPhantom(const PhantomArguments & arguments)
   std::cout << "[cdm phantom] wrote " << arguments.Cases << " case(s) (" << options.Anatomy << ", " << options.Size[0]
             << "x" << options.Size[1] << "x" << options.Size[2] << " at " << options.Spacing << " mm) in "
             << FormatSeconds(seconds) << std::endl;
+  return 0;
+}
+
+struct MontageArguments
+{
+  std::vector<std::string> Images;
+  std::vector<std::string> Errors;
+  std::string              Output;
+  std::string              Focus;
+  int                      Axis{ 2 };
+  int64_t                  Slice{ -1 };
+  double                   ErrorMaximum{ 0.5 };
+};
+
+int
+RunMontage(const MontageArguments & arguments)
+{
+  std::vector<cdm::MontagePanel> panels;
+  for (const auto & path : arguments.Images)
+  {
+    panels.push_back({ cdm::ReadVolume(path), 0.0 });
+  }
+  for (const auto & path : arguments.Errors)
+  {
+    panels.push_back({ cdm::ReadVolume(path), arguments.ErrorMaximum });
+  }
+  int64_t slice = arguments.Slice;
+  if (slice < 0)
+  {
+    slice = arguments.Focus.empty() ? panels.front().Image.Size[arguments.Axis] / 2
+                                    : cdm::MostLabelledSlice(cdm::ReadVolume(arguments.Focus), arguments.Axis);
+  }
+  cdm::WriteMontage(panels, arguments.Axis, slice, arguments.Output);
+  std::cout << "[cdm montage] wrote " << arguments.Output << " (" << panels.size() << " panels, slice " << slice
+            << " along axis " << arguments.Axis << ")" << std::endl;
   return 0;
 }
 
@@ -428,6 +477,17 @@ main(int argc, char ** argv)
   evaluateCommand->add_option("--mask", evaluate.Mask, "Mask image (nonzero = inside)");
   evaluateCommand->add_option("--normalize", evaluate.Normalize, "percentile: each image by the model's robust rule, data range 1; none: raw values, data range of the reference")->check(CLI::IsMember({ "percentile", "none" }))->capture_default_str();
   evaluateCommand->add_flag("--json", evaluate.Json, "Print JSON");
+  evaluateCommand->add_option("--error-map", evaluate.ErrorMap, "Also write |reference - prediction| in the figures' units");
+
+  MontageArguments montage;
+  auto * montageCommand = app.add_subcommand("montage", "Write one slice of several images side by side as a PNG");
+  montageCommand->add_option("images", montage.Images, "Images, left to right (each scaled by its robust maximum)")->required();
+  montageCommand->add_option("--error", montage.Errors, "Error maps appended on the right, shown on [0, --error-max]");
+  montageCommand->add_option("--error-max", montage.ErrorMaximum, "Upper end of the error maps' grey scale")->capture_default_str();
+  montageCommand->add_option("--out", montage.Output, "PNG file")->required();
+  montageCommand->add_option("--axis", montage.Axis, "Slice across this axis (2: axial)")->check(CLI::Range(0, 2))->capture_default_str();
+  montageCommand->add_option("--slice", montage.Slice, "Slice index (default: the middle, or see --focus)");
+  montageCommand->add_option("--focus", montage.Focus, "Label image: show the slice with the most labelled voxels");
 
   PhantomArguments phantom;
   auto * phantomCommand = app.add_subcommand("phantom", "Generate BraTS-like multi-contrast phantom cases");
@@ -479,6 +539,10 @@ main(int argc, char ** argv)
     if (*evaluateCommand)
     {
       return RunEvaluate(evaluate);
+    }
+    if (*montageCommand)
+    {
+      return RunMontage(montage);
     }
     if (*phantomCommand)
     {

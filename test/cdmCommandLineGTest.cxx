@@ -170,6 +170,20 @@ TEST_F(CommandLine, TrainSynthesizeEvaluateEndToEnd)
   EXPECT_GT(*std::max_element(spread.Voxels.begin(), spread.Voxels.end()), 0.0f);
   EXPECT_GE(*std::min_element(spread.Voxels.begin(), spread.Voxels.end()), 0.0f);
 
+  // An error map and a PNG montage: t1n | reference | synthesis | |error|.
+  const std::string errorMap = s_Root + "/error.nii.gz";
+  ASSERT_EQ(RunCdm("evaluate --reference " + Held("t1c") + " --prediction " + output + " --mask " + Held("t1n") +
+                   " --error-map " + errorMap).ExitCode, 0);
+  const cdm::Volume error = cdm::ReadVolume(errorMap);
+  EXPECT_GT(*std::max_element(error.Voxels.begin(), error.Voxels.end()), 0.0f);
+  const std::string png = s_Root + "/montage.png";
+  const Result      montage = RunCdm("montage " + Held("t1n") + " " + Held("t1c") + " " + output + " --error " + errorMap + " --out " + png);
+  ASSERT_EQ(montage.ExitCode, 0) << montage.Output;
+  const cdm::Volume picture = cdm::ReadVolume(png);
+  EXPECT_EQ(picture.Size[0], 4 * (32 + 2) - 2);
+  EXPECT_EQ(picture.Size[1], 32);
+  EXPECT_GT(*std::max_element(picture.Voxels.begin(), picture.Voxels.end()), 200.0f);
+
   const Result info = RunCdm("info " + s_Model);
   ASSERT_EQ(info.ExitCode, 0) << info.Output;
   EXPECT_TRUE(Contains(info.Output, "t1n, t2w, t2f -> t1c")) << info.Output;
@@ -242,7 +256,7 @@ TEST_F(CommandLine, UsageErrorsExitWithTwoAndHelpWithZero)
   EXPECT_EQ(RunCdm("synthesize --model m.cdm").ExitCode, 2);
   EXPECT_EQ(RunCdm("train --data x --target t1c --out y --preset enormous").ExitCode, 2);
   EXPECT_EQ(RunCdm("frobnicate").ExitCode, 2);
-  for (const std::string command : { "train", "synthesize", "evaluate", "info" })
+  for (const std::string command : { "train", "synthesize", "evaluate", "phantom", "montage", "info" })
   {
     const Result help = RunCdm(command + " --help");
     EXPECT_EQ(help.ExitCode, 0) << command;
