@@ -67,6 +67,13 @@ struct Region
   std::array<int64_t, 3> Size{ { 0, 0, 0 } };
 };
 
+/** \brief Where partial sources lie: `Buffered` of an image of `ImageSize` (for streaming). */
+struct SourceExtent
+{
+  std::array<int64_t, 3> ImageSize{ { 0, 0, 0 } };
+  Region                 Buffered;
+};
+
 /** \brief A CDM model: its networks, schedule and normalisation rule, on a device.
  *
  * Loading and inference are thread-compatible: const methods may run concurrently on one Model.
@@ -110,15 +117,24 @@ public:
   Representation
   SampleRepresentation(const SourceVolumes & sources, const SynthesisOptions & options = {}) const;
 
+  /** The part of the sources the C-UNet reads to synthesise `output` of an image of `imageSize`: the output
+   *  region padded by the receptive-field halo (not along a 2D model's slice axis), widened to the network's
+   *  alignment, and cropped to the image. */
+  Region
+  RequiredSourceRegion(const Region & output, const std::array<int64_t, 3> & imageSize) const;
+
   /** C-UNet synthesis guided by a representation, restricted to `region` of the output (whole image when its
    *  size is zero). Tiles are aligned and padded by the receptive-field halo, so any region equals the same
-   *  part of the whole-image synthesis. The returned volumes span `region` only. */
+   *  part of the whole-image synthesis. The returned volumes span `region` only. With `extent`, the sources hold
+   *  only `extent->Buffered` of the image, which must contain RequiredSourceRegion(region). The representation
+   *  carries the sources' normalisation scales (computed on the whole images by SampleRepresentation). */
   SynthesisResult
   SynthesizeRegion(const SourceVolumes &    sources,
                    const Representation &   representation,
                    const Region &           region,
                    const SynthesisOptions & options = {},
-                   const ProgressCallback & progress = {}) const;
+                   const ProgressCallback & progress = {},
+                   const SourceExtent *     extent = nullptr) const;
 
   /** The whole chain: normalise, sample z, synthesise, denormalise. */
   SynthesisResult

@@ -595,37 +595,93 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
   return representation;
 }
 
+namespace
+{
+/** The network window of an output range [begin, end) on an axis of `extent` voxels: padded by the halo, aligned;
+ *  the end may pass the image (the part beyond it is zero padding up to the aligned extent). */
+std::pair<int64_t, int64_t>
+NetworkWindow(int64_t begin, int64_t end, int64_t extent, int64_t halo, int64_t alignment)
+{
+  const auto alignDown = [&](int64_t v) { return v / alignment * alignment; };
+  const auto alignUp = [&](int64_t v) { return (v + alignment - 1) / alignment * alignment; };
+  return { std::max<int64_t>(0, alignDown(begin - halo)), std::min(alignUp(extent), alignUp(end + halo)) };
+}
+} // namespace
+
+Region
+Model::RequiredSourceRegion(const Region & output, const std::array<int64_t, 3> & imageSize) const
+{
+  const ModelConfig & config = m_Impl->Config;
+  Region              required = output;
+  for (int a = 0; a < 3; ++a)
+  {
+    if ((config.Dimension == 2 && a == config.SliceAxis) || imageSize[a] <= 1)
+    {
+      continue;
+    }
+    const auto window = NetworkWindow(output.Index[a], output.Index[a] + output.Size[a], imageSize[a],
+                                      config.UNetReceptiveRadius(), config.UNetAlignment());
+    required.Index[a] = window.first;
+    required.Size[a] = std::min(window.second, imageSize[a]) - window.first;
+  }
+  return required;
+}
+
 SynthesisResult
 Model::SynthesizeRegion(const SourceVolumes &    sources,
                         const Representation &   representation,
                         const Region &           requested,
                         const SynthesisOptions & options,
-                        const ProgressCallback & progress) const
+                        const ProgressCallback & progress,
+                        const SourceExtent *     extent) const
 {
   CheckSources(sources);
   c10::InferenceMode  guard;
   const Impl &        impl = *m_Impl;
   const ModelConfig & config = impl.Config;
   const Volume &      first = sources.begin()->second;
+  const std::array<int64_t, 3> imageSize = extent ? extent->ImageSize : first.Size;
+  const std::array<int64_t, 3> offset = extent ? extent->Buffered.Index : std::array<int64_t, 3>{ 0, 0, 0 };
+  if (extent && extent->Buffered.Size != first.Size)
+  {
+    throw InputError("sources hold " + std::to_string(first.NumberOfVoxels()) +
+                     " voxels but their extent says another buffered size");
+  }
 
   Region region = requested;
   if (region.Size[0] == 0 && region.Size[1] == 0 && region.Size[2] == 0)
   {
-    region.Size = first.Size;
+    region.Size = imageSize;
   }
+  const Region required = RequiredSourceRegion(region, imageSize);
   for (int a = 0; a < 3; ++a)
   {
-    if (region.Index[a] < 0 || region.Size[a] < 1 || region.Index[a] + region.Size[a] > first.Size[a])
+    if (region.Index[a] < 0 || region.Size[a] < 1 || region.Index[a] + region.Size[a] > imageSize[a])
     {
       throw InputError("requested region (index " + std::to_string(region.Index[a]) + ", size " +
                        std::to_string(region.Size[a]) + " on axis " + std::to_string(a) +
-                       ") lies outside the image of size " + std::to_string(first.Size[a]));
+                       ") lies outside the image of size " + std::to_string(imageSize[a]));
+    }
+    if (required.Index[a] < offset[a] || required.Index[a] + required.Size[a] > offset[a] + first.Size[a])
+    {
+      throw InputError("the sources cover voxels " + std::to_string(offset[a]) + ".." +
+                       std::to_string(offset[a] + first.Size[a] - 1) + " on axis " + std::to_string(a) +
+                       " but the region needs " + std::to_string(required.Index[a]) + ".." +
+                       std::to_string(required.Index[a] + required.Size[a] - 1));
     }
   }
   std::map<std::string, double> scales = representation.SourceScales;
-  const auto                    normalised = NormaliseSources(config, sources, scales);
-  const at::Tensor              layout = impl.ToNetworkLayout(impl.SourceTensor(Pointers(normalised), first.Size));
-  const int64_t                 cells = layout.size(0);
+  for (const auto & [name, volume] : sources)
+  {
+    if (extent && scales.count(name) == 0)
+    {
+      throw InputError("the representation carries no normalisation scale for source '" + name +
+                       "'; expected one from SampleRepresentation on the whole image");
+    }
+  }
+  const auto       normalised = NormaliseSources(config, sources, scales);
+  const at::Tensor layout = impl.ToNetworkLayout(impl.SourceTensor(Pointers(normalised), first.Size));
+  const int64_t    cells = config.Dimension == 2 ? imageSize[config.SliceAxis] : 1;
   if (representation.Cells != cells || representation.Dim != config.Network.RepresentationDim ||
       static_cast<int64_t>(representation.Values.size()) !=
         static_cast<int64_t>(representation.Samples) * cells * representation.Dim)
@@ -639,12 +695,15 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
     torch::from_blob(const_cast<float *>(representation.Values.data()), { samples, cells, representation.Dim },
                      torch::kFloat32);
 
-  // The region in network layout: batch rows [b0, b0 + nb) and spatial ranges per layout axis.
+  // The region in network layout: batch rows [b0, b0 + nb) and spatial ranges per layout axis (image indices);
+  // `shift` maps an image index to the index in the sources' tensor.
   const int64_t        spatialAxes = layout.dim() - 2;
   int64_t              b0 = 0;
   int64_t              nb = 1;
-  std::vector<int64_t> start(static_cast<size_t>(spatialAxes)), extent(static_cast<size_t>(spatialAxes)),
-    tile(static_cast<size_t>(spatialAxes));
+  int64_t              rowShift = 0;
+  std::vector<int64_t> start(static_cast<size_t>(spatialAxes)), extentRange(static_cast<size_t>(spatialAxes)),
+    tile(static_cast<size_t>(spatialAxes)), shift(static_cast<size_t>(spatialAxes)),
+    fullExtent(static_cast<size_t>(spatialAxes));
   for (int a = 0; a < 3; ++a)
   {
     const int64_t axis = impl.LayoutAxis(a);
@@ -652,22 +711,23 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
     {
       b0 = region.Index[a];
       nb = region.Size[a];
+      rowShift = offset[a];
     }
     else if (axis >= 2)
     {
       start[axis - 2] = region.Index[a];
-      extent[axis - 2] = region.Size[a];
+      extentRange[axis - 2] = region.Size[a];
       tile[axis - 2] = options.TileSize[a] > 0 ? options.TileSize[a] : region.Size[a];
+      shift[axis - 2] = offset[a];
+      fullExtent[axis - 2] = imageSize[a];
     }
   }
 
   const int64_t alignment = config.UNetAlignment();
   const int64_t halo = config.UNetReceptiveRadius();
-  const auto    alignDown = [&](int64_t v) { return v / alignment * alignment; };
-  const auto    alignUp = [&](int64_t v) { return (v + alignment - 1) / alignment * alignment; };
 
   std::vector<int64_t> outputShape{ nb, 1 };
-  outputShape.insert(outputShape.end(), extent.begin(), extent.end());
+  outputShape.insert(outputShape.end(), extentRange.begin(), extentRange.end());
   at::Tensor mean = torch::zeros(outputShape);
   at::Tensor deviation = torch::zeros(outputShape);
 
@@ -676,7 +736,7 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
   int64_t                           totalTiles = 1;
   for (int64_t s = 0; s < spatialAxes; ++s)
   {
-    for (int64_t p = 0; p < extent[s]; p += tile[s])
+    for (int64_t p = 0; p < extentRange[s]; p += tile[s])
     {
       tileStarts[s].push_back(p);
     }
@@ -688,7 +748,7 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
   for (int64_t batchStart = 0; batchStart < nb; batchStart += perCall)
   {
     const int64_t count = std::min(perCall, nb - batchStart);
-    const at::Tensor rows = layout.narrow(0, b0 + batchStart, count);
+    const at::Tensor rows = layout.narrow(0, b0 - rowShift + batchStart, count);
     const at::Tensor z = zAll.narrow(1, b0 + batchStart, count).reshape({ samples * count, representation.Dim }).to(impl.Device);
     for (int64_t t = 0; t < totalTiles; ++t)
     {
@@ -702,12 +762,11 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
         const auto    & starts = tileStarts[s];
         const int64_t   local = starts[remainder % static_cast<int64_t>(starts.size())];
         remainder /= static_cast<int64_t>(starts.size());
-        const int64_t a = start[s] + local;                       // tile start in the image
-        const int64_t b = a + std::min(tile[s], extent[s] - local); // tile end
-        const int64_t size = layout.size(s + 2);
-        const int64_t w0 = std::max<int64_t>(0, alignDown(a - halo));
-        const int64_t w1 = std::min(alignUp(size), alignUp(b + halo));
-        window = window.narrow(s + 2, w0, std::min(w1, size) - w0);
+        const int64_t a = start[s] + local;                            // tile start in the image
+        const int64_t b = a + std::min(tile[s], extentRange[s] - local); // tile end
+        const int64_t size = fullExtent[s];
+        const auto [w0, w1] = NetworkWindow(a, b, size, halo, alignment);
+        window = window.narrow(s + 2, w0 - shift[s], std::min(w1, size) - w0);
         // constant_pad_nd lists the last axis first: high-end zero padding up to the aligned window.
         pads[static_cast<size_t>(2 * (spatialAxes - 1 - s) + 1)] = w1 - std::min(w1, size);
         cropOffset.push_back(a - w0);
@@ -751,7 +810,7 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
       // The region's origin moves with its index: origin + direction * (index * spacing).
       for (int r = 0; r < 3; ++r)
       {
-        volume.Origin[r] += first.Direction[3 * r + a] * region.Index[a] * first.Spacing[a];
+          volume.Origin[r] += first.Direction[3 * r + a] * (region.Index[a] - offset[a]) * first.Spacing[a];
       }
     }
     at::Tensor zyx = impl.FromNetworkLayout(values).squeeze(0) * config.TargetScale;

@@ -610,7 +610,7 @@ Train(const Dataset &                                       data,
                            return (trainingRepresentation(impl.EncodeSources(b.Sources), z) - z).abs().mean();
                          },
                          [&](const Batch & b) { return impl.SynthesizeBatch(b.Sources, sampledRepresentation(b)); } };
-  definitions["finetune"] = { "finetune", { "source_encoder", "denoiser", "unet" }, 0.5,
+  definitions["finetune"] = { "finetune", { "source_encoder", "denoiser", "unet" }, 0.2,
                               [&](const Batch & b) {
                                 const at::Tensor z = impl.EncodeTarget(b.Target).detach();
                                 const at::Tensor zHat = trainingRepresentation(impl.EncodeSources(b.Sources), z);

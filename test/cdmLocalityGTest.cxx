@@ -117,6 +117,55 @@ TEST_P(Tiling, TiledAndRegionSynthesisEqualWholeImageSynthesis)
     }
   }
   EXPECT_LE(difference / range, 1e-5);
+
+  // Streaming: sources cropped to the required region (halo-padded, aligned) give the same part.
+  const cdm::Region required = model.RequiredSourceRegion(region, param.ImageSize);
+  EXPECT_LT(required.Size[0], param.ImageSize[0] + 1);
+  cdm::SourceVolumes cropped;
+  for (const auto & [name, volume] : sources)
+  {
+    cdm::Volume block = volume.EmptyCopy(volume.Description);
+    block.Size = required.Size;
+    block.Allocate();
+    for (int a = 0; a < 3; ++a)
+    {
+      for (int r = 0; r < 3; ++r)
+      {
+        block.Origin[r] += volume.Direction[3 * r + a] * required.Index[a] * volume.Spacing[a];
+      }
+    }
+    for (int64_t z = 0; z < required.Size[2]; ++z)
+      for (int64_t y = 0; y < required.Size[1]; ++y)
+        for (int64_t x = 0; x < required.Size[0]; ++x)
+        {
+          block.Voxels[static_cast<size_t>(x + required.Size[0] * (y + required.Size[1] * z))] =
+            volume.Voxels[static_cast<size_t>((x + required.Index[0]) +
+                                              volume.Size[0] * ((y + required.Index[1]) + volume.Size[1] * (z + required.Index[2])))];
+        }
+    cropped[name] = block;
+  }
+  const cdm::SourceExtent    extent{ param.ImageSize, required };
+  const cdm::SynthesisResult streamed = model.SynthesizeRegion(cropped, representation, region, tiled, {}, &extent);
+  EXPECT_LE(MaxDifference(streamed.Image, part.Image) / range, 1e-5);
+  for (int r = 0; r < 3; ++r)
+  {
+    EXPECT_NEAR(streamed.Image.Origin[r], part.Image.Origin[r], 1e-9);
+  }
+  // Sources that miss part of the halo are refused.
+  cdm::SourceExtent tooSmall = extent;
+  cdm::SourceVolumes shrunk = cropped;
+  if (required.Index[0] + required.Size[0] < param.ImageSize[0] || required.Index[0] > 0)
+  {
+    cdm::Region inner = region;
+    const cdm::Region innerRequired = inner;
+    tooSmall.Buffered = innerRequired;
+    for (auto & [name, volume] : shrunk)
+    {
+      volume.Size = innerRequired.Size;
+      volume.Allocate();
+    }
+    EXPECT_THROW(model.SynthesizeRegion(shrunk, representation, region, tiled, {}, &tooSmall), cdm::InputError);
+  }
   const auto & direction = whole.Image.Direction;
   for (int r = 0; r < 3; ++r)
   {

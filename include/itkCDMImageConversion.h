@@ -1,0 +1,105 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef itkCDMImageConversion_h
+#define itkCDMImageConversion_h
+
+// Copies between ITK images and the core engine's plain cdm::Volume / cdm::Region (used by the CDM filters).
+#include "cdmModel.h"
+#include "itkImage.h"
+#include "itkImageRegionConstIterator.h"
+#include "itkImageRegionIterator.h"
+
+#include <string>
+
+namespace itk
+{
+namespace CDMConversion
+{
+
+/** The cdm::Region (x, y, z) of an ITK region of dimension 2 or 3. */
+template <unsigned int VDimension>
+cdm::Region
+ToCDMRegion(const ImageRegion<VDimension> & region)
+{
+  static_assert(VDimension == 2 || VDimension == 3, "CDM filters work on 2D and 3D images");
+  cdm::Region result;
+  result.Size = { 1, 1, 1 };
+  for (unsigned int a = 0; a < VDimension; ++a)
+  {
+    result.Index[a] = region.GetIndex(a);
+    result.Size[a] = static_cast<int64_t>(region.GetSize(a));
+  }
+  return result;
+}
+
+/** Image size as (x, y, z). */
+template <unsigned int VDimension>
+std::array<int64_t, 3>
+ToCDMSize(const Size<VDimension> & size)
+{
+  std::array<int64_t, 3> result{ 1, 1, 1 };
+  for (unsigned int a = 0; a < VDimension; ++a)
+  {
+    result[a] = static_cast<int64_t>(size[a]);
+  }
+  return result;
+}
+
+/** The voxels of `region` of `image` as a float Volume whose origin is the region's first voxel. With
+ *  `withVoxels` false only the geometry is filled (for checks). */
+template <typename TImage>
+cdm::Volume
+ToVolume(const TImage * image, const typename TImage::RegionType & region, const std::string & description,
+         bool withVoxels = true)
+{
+  constexpr unsigned int Dimension = TImage::ImageDimension;
+  cdm::Volume            volume;
+  volume.Description = description;
+  volume.Dimension = Dimension;
+  const cdm::Region r = ToCDMRegion(region);
+  volume.Size = r.Size;
+  typename TImage::PointType origin;
+  image->TransformIndexToPhysicalPoint(region.GetIndex(), origin);
+  for (unsigned int a = 0; a < Dimension; ++a)
+  {
+    volume.Spacing[a] = image->GetSpacing()[a];
+    volume.Origin[a] = origin[a];
+    for (unsigned int b = 0; b < Dimension; ++b)
+    {
+      volume.Direction[3 * a + b] = image->GetDirection()[a][b];
+    }
+  }
+  if (withVoxels)
+  {
+    volume.Voxels.reserve(static_cast<size_t>(volume.NumberOfVoxels()));
+    for (ImageRegionConstIterator<TImage> it(image, region); !it.IsAtEnd(); ++it)
+    {
+      volume.Voxels.push_back(static_cast<float>(it.Get()));
+    }
+  }
+  return volume;
+}
+
+/** Copies a Volume's voxels into `region` of `image` (same number of voxels, x fastest). */
+template <typename TImage>
+void
+CopyToImage(const cdm::Volume & volume, TImage * image, const typename TImage::RegionType & region)
+{
+  if (volume.Voxels.size() != region.GetNumberOfPixels())
+  {
+    itkGenericExceptionMacro(<< "internal: " << volume.Voxels.size() << " voxels for a region of "
+                             << region.GetNumberOfPixels());
+  }
+  size_t i = 0;
+  for (ImageRegionIterator<TImage> it(image, region); !it.IsAtEnd(); ++it)
+  {
+    it.Set(static_cast<typename TImage::PixelType>(volume.Voxels[i++]));
+  }
+}
+
+} // namespace CDMConversion
+} // namespace itk
+
+#endif

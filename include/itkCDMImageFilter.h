@@ -1,0 +1,92 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef itkCDMImageFilter_h
+#define itkCDMImageFilter_h
+
+#include "itkCDMDiffusionSamplerImageFilter.h"
+#include "itkCDMSynthesisImageFilter.h"
+
+namespace itk
+{
+
+/** \class CDMImageFilter
+ * \brief Synthesizes a missing MRI contrast with the Cross-conditioned Diffusion Model: sources in, target out.
+ *
+ * The one-call face of the module: it runs CDMDiffusionSamplerImageFilter (source encoder + MDN, on the whole
+ * sources) and CDMSynthesisImageFilter (C-UNet, on the requested region) as a mini-pipeline. The output keeps the
+ * sources' spacing, origin and direction; the second output is the voxel-wise uncertainty (standard deviation over
+ * NumberOfSamples representation samples; zero for one sample).
+ *
+ * \code
+ * auto model = itk::CDMModel::New();
+ * model->Load("t1c.cdm");
+ * auto cdmFilter = itk::CDMImageFilter<ImageType>::New();
+ * cdmFilter->SetModel(model);
+ * cdmFilter->SetSource("t1n", t1n);
+ * cdmFilter->SetSource("t2w", t2w);
+ * cdmFilter->SetSource("t2f", t2f);
+ * cdmFilter->Update(); // cdmFilter->GetOutput() is the synthesized t1c
+ * \endcode
+ *
+ * \ingroup CDM
+ */
+template <typename TInputImage, typename TOutputImage = Image<float, TInputImage::ImageDimension>>
+class CDMImageFilter : public CDMSourceImageFilter<TInputImage, TOutputImage>
+{
+public:
+  ITK_DISALLOW_COPY_AND_MOVE(CDMImageFilter);
+
+  using Self = CDMImageFilter;
+  using Superclass = CDMSourceImageFilter<TInputImage, TOutputImage>;
+  using Pointer = SmartPointer<Self>;
+  using ConstPointer = SmartPointer<const Self>;
+  using SamplerType = CDMDiffusionSamplerImageFilter<TInputImage>;
+  using SynthesisType = CDMSynthesisImageFilter<TInputImage, TOutputImage>;
+  using SizeType = typename TInputImage::SizeType;
+
+  itkNewMacro(Self);
+  itkTypeMacro(CDMImageFilter, CDMSourceImageFilter);
+
+  itkSetClampMacro(NumberOfSamples, unsigned int, 1, 1024);
+  itkGetConstMacro(NumberOfSamples, unsigned int);
+  itkSetMacro(Seed, uint64_t);
+  itkGetConstMacro(Seed, uint64_t);
+  /** DDIM eta; negative (default) uses the model's. */
+  itkSetMacro(Eta, double);
+  itkGetConstMacro(Eta, double);
+  /** C-UNet tile edge per axis in voxels (zero: the whole requested region). */
+  itkSetMacro(TileSize, SizeType);
+  itkGetConstMacro(TileSize, SizeType);
+
+  TOutputImage *
+  GetUncertaintyOutput();
+
+protected:
+  CDMImageFilter();
+  ~CDMImageFilter() override = default;
+
+  void
+  GenerateOutputInformation() override;
+  void
+  GenerateInputRequestedRegion() override;
+  void
+  GenerateData() override;
+  void
+  PrintSelf(std::ostream & os, Indent indent) const override;
+
+private:
+  unsigned int m_NumberOfSamples{ 1 };
+  uint64_t     m_Seed{ 0 };
+  double       m_Eta{ -1.0 };
+  SizeType     m_TileSize;
+};
+
+} // namespace itk
+
+#ifndef ITK_MANUAL_INSTANTIATION
+#  include "itkCDMImageFilter.hxx"
+#endif
+
+#endif

@@ -1,0 +1,108 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef itkCDMSourceImageFilter_h
+#define itkCDMSourceImageFilter_h
+
+#include "itkCDMModel.h"
+#include "itkImageToImageFilter.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace itk
+{
+
+/** \class CDMSourceImageFilter
+ * \brief Base of the CDM filters that read source modalities: a shared CDMModel and one named input per source.
+ *
+ * Sources are set by modality name (`SetSource("t1n", image)`); the names must be those of the model. Before any
+ * work the filter checks that every source is known to the model, that the required ones are present, and that
+ * all sources share size, spacing, origin and direction; each failure raises an ExceptionObject that names the
+ * input and says what was expected.
+ *
+ * \ingroup CDM
+ */
+template <typename TInputImage, typename TOutputImage>
+class CDMSourceImageFilter : public ImageToImageFilter<TInputImage, TOutputImage>
+{
+public:
+  ITK_DISALLOW_COPY_AND_MOVE(CDMSourceImageFilter);
+
+  using Self = CDMSourceImageFilter;
+  using Superclass = ImageToImageFilter<TInputImage, TOutputImage>;
+  using Pointer = SmartPointer<Self>;
+  using ConstPointer = SmartPointer<const Self>;
+  using InputImageType = TInputImage;
+  using InputRegionType = typename TInputImage::RegionType;
+  static constexpr unsigned int ImageDimension = TInputImage::ImageDimension;
+
+  itkTypeMacro(CDMSourceImageFilter, ImageToImageFilter);
+
+  /** The model (shared, loaded once). */
+  itkSetObjectMacro(Model, CDMModel);
+  itkGetConstObjectMacro(Model, CDMModel);
+
+  /** Sets the image of one source modality, e.g. "t1n". */
+  void
+  SetSource(const std::string & modality, const TInputImage * image);
+  /** The image of a source modality, or nullptr. */
+  const TInputImage *
+  GetSource(const std::string & modality) const;
+  /** The modalities set so far. */
+  std::vector<std::string>
+  GetSourceNames() const;
+
+protected:
+  CDMSourceImageFilter();
+  ~CDMSourceImageFilter() override = default;
+
+  /** Model set, every source known to it, the required ones present. */
+  void
+  VerifyPreconditions() ITKv5_CONST override;
+  /** All sources share size, spacing, origin and direction. */
+  void
+  VerifyInputInformation() ITKv5_CONST override;
+
+  /** The sources' voxels in `region` (of each source) as core-engine volumes. */
+  cdm::SourceVolumes
+  SourceVolumes(const InputRegionType & region) const;
+  /** The first source image (by modality order of the model). */
+  const TInputImage *
+  GetFirstSource() const;
+
+  void
+  PrintSelf(std::ostream & os, Indent indent) const override;
+
+  /** Runs `work`, turning a core-engine error into an ExceptionObject. */
+  template <typename TWork>
+  void
+  CallEngine(TWork && work) const
+  {
+    try
+    {
+      work();
+    }
+    catch (const ExceptionObject &)
+    {
+      throw;
+    }
+    catch (const std::exception & e)
+    {
+      itkExceptionMacro(<< e.what());
+    }
+  }
+
+private:
+  typename CDMModel::Pointer m_Model;
+};
+
+} // namespace itk
+
+#ifndef ITK_MANUAL_INSTANTIATION
+#  include "itkCDMSourceImageFilter.hxx"
+#endif
+
+#endif

@@ -1,0 +1,178 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef itkCDMSynthesisImageFilter_hxx
+#define itkCDMSynthesisImageFilter_hxx
+
+#include "itkCDMImageConversion.h"
+#include "itkCDMRepresentation.h"
+#include "itkCDMSynthesisImageFilter.h"
+
+namespace itk
+{
+
+template <typename TInputImage, typename TOutputImage>
+CDMSynthesisImageFilter<TInputImage, TOutputImage>::CDMSynthesisImageFilter()
+{
+  m_TileSize.Fill(0);
+  this->SetNumberOfRequiredOutputs(2);
+  this->SetNthOutput(1, this->MakeOutput(1));
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+CDMSynthesisImageFilter<TInputImage, TOutputImage>::SetRepresentation(const RepresentationImageType * representation)
+{
+  this->ProcessObject::SetInput("Representation", const_cast<RepresentationImageType *>(representation));
+}
+
+template <typename TInputImage, typename TOutputImage>
+auto
+CDMSynthesisImageFilter<TInputImage, TOutputImage>::GetRepresentation() const -> const RepresentationImageType *
+{
+  return dynamic_cast<const RepresentationImageType *>(this->ProcessObject::GetInput("Representation"));
+}
+
+template <typename TInputImage, typename TOutputImage>
+TOutputImage *
+CDMSynthesisImageFilter<TInputImage, TOutputImage>::GetUncertaintyOutput()
+{
+  return dynamic_cast<TOutputImage *>(this->ProcessObject::GetOutput(1));
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+CDMSynthesisImageFilter<TInputImage, TOutputImage>::VerifyPreconditions() ITKv5_CONST
+{
+  Superclass::VerifyPreconditions();
+  if (!this->GetRepresentation())
+  {
+    itkExceptionMacro(<< "no representation: call SetRepresentation() with the output of "
+                      << "CDMDiffusionSamplerImageFilter or CDMModalityEncoderImageFilter");
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateOutputInformation()
+{
+  const TInputImage * first = this->GetFirstSource();
+  if (!first)
+  {
+    return;
+  }
+  for (unsigned int i = 0; i < 2; ++i)
+  {
+    auto * output = dynamic_cast<TOutputImage *>(this->ProcessObject::GetOutput(i));
+    output->CopyInformation(first);
+    output->SetLargestPossibleRegion(first->GetLargestPossibleRegion());
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateInputRequestedRegion()
+{
+  // Not the Superclass's: the representation lives on its own grid and is read whole.
+  if (auto * representation = const_cast<RepresentationImageType *>(this->GetRepresentation()))
+  {
+    representation->SetRequestedRegionToLargestPossibleRegion();
+  }
+  const TInputImage * first = this->GetFirstSource();
+  const auto *        model = this->GetModel();
+  if (!first || !model || !model->IsLoaded())
+  {
+    return;
+  }
+  // The required source region comes from the core engine: one rule for the filter and the engine.
+  const auto &        largest = first->GetLargestPossibleRegion();
+  cdm::Region         output = CDMConversion::ToCDMRegion(this->GetOutput()->GetRequestedRegion());
+  for (unsigned int a = 0; a < TInputImage::ImageDimension; ++a)
+  {
+    output.Index[a] -= largest.GetIndex(a);
+  }
+  const cdm::Region required =
+    model->GetModel().RequiredSourceRegion(output, CDMConversion::ToCDMSize(largest.GetSize()));
+  typename TInputImage::RegionType region;
+  for (unsigned int a = 0; a < TInputImage::ImageDimension; ++a)
+  {
+    region.SetIndex(a, required.Index[a] + largest.GetIndex(a));
+    region.SetSize(a, static_cast<SizeValueType>(required.Size[a]));
+  }
+  for (const auto & name : this->GetSourceNames())
+  {
+    auto * source = const_cast<TInputImage *>(this->GetSource(name));
+    typename TInputImage::RegionType sourceRegion = region;
+    if (!sourceRegion.Crop(source->GetLargestPossibleRegion()))
+    {
+      InvalidRequestedRegionError error(__FILE__, __LINE__);
+      error.SetLocation(ITK_LOCATION);
+      error.SetDescription("the requested region of source '" + name + "' lies outside its largest possible region");
+      error.SetDataObject(source);
+      throw error;
+    }
+    source->SetRequestedRegion(sourceRegion);
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateData()
+{
+  this->AllocateOutputs();
+  TOutputImage *      output = this->GetOutput();
+  TOutputImage *      uncertainty = this->GetUncertaintyOutput();
+  const TInputImage * first = this->GetFirstSource();
+  const auto &        largest = first->GetLargestPossibleRegion();
+  const auto &        outputRegion = output->GetRequestedRegion();
+  const auto &        sourceRegion = first->GetRequestedRegion();
+  this->UpdateProgress(0.0f);
+  this->CallEngine([&]() {
+    const cdm::Model & model = this->GetModel()->GetModel();
+    const cdm::ModelConfig & config = model.Config();
+    cdm::SourceExtent  extent;
+    extent.ImageSize = CDMConversion::ToCDMSize(largest.GetSize());
+    extent.Buffered = CDMConversion::ToCDMRegion(sourceRegion);
+    cdm::Region region = CDMConversion::ToCDMRegion(outputRegion);
+    for (unsigned int a = 0; a < TInputImage::ImageDimension; ++a)
+    {
+      extent.Buffered.Index[a] -= largest.GetIndex(a);
+      region.Index[a] -= largest.GetIndex(a);
+    }
+    cdm::SynthesisOptions options;
+    for (unsigned int a = 0; a < TInputImage::ImageDimension; ++a)
+    {
+      options.TileSize[a] = static_cast<int64_t>(m_TileSize[a]);
+    }
+    const cdm::Representation representation =
+      CDMConversion::ReadRepresentation(this->GetRepresentation(), config.Network.RepresentationDim, config.Sources);
+    const auto progress = [this](double fraction, const std::string &) {
+      this->UpdateProgress(static_cast<float>(std::min(fraction, 0.999)));
+    };
+    const cdm::SynthesisResult result =
+      model.SynthesizeRegion(this->SourceVolumes(sourceRegion), representation, region, options, progress, &extent);
+    CDMConversion::CopyToImage(result.Image, output, outputRegion);
+    if (result.Uncertainty.Voxels.empty())
+    {
+      uncertainty->FillBuffer(0);
+    }
+    else
+    {
+      CDMConversion::CopyToImage(result.Uncertainty, uncertainty, outputRegion);
+    }
+  });
+  this->UpdateProgress(1.0f);
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+CDMSynthesisImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os, Indent indent) const
+{
+  Superclass::PrintSelf(os, indent);
+  os << indent << "TileSize: " << m_TileSize << std::endl;
+}
+
+} // namespace itk
+
+#endif

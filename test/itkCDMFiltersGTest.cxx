@@ -1,0 +1,415 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+// The ITK filters in real ITK pipelines: streaming, equality with the command line and the core engine, refusals.
+#include "cdmImageIO.h"
+#include "cdmTestData.h"
+#include "cdmTrainer.h"
+#include "itkCDMImageFilter.h"
+#include "itkCDMModalityEncoderImageFilter.h"
+
+#include "itkCastImageFilter.h"
+#include "itkCommand.h"
+#include "itkImageFileReader.h"
+#include "itkImageFileWriter.h"
+#include "itkImageRegionConstIterator.h"
+#include "itkPipelineMonitorImageFilter.h"
+#include "itkRescaleIntensityImageFilter.h"
+#include "itkStreamingImageFilter.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <limits>
+
+namespace
+{
+namespace fs = std::filesystem;
+using Image3 = itk::Image<float, 3>;
+using Image2 = itk::Image<float, 2>;
+
+template <typename TImage>
+typename TImage::Pointer
+MakeImage(const cdm::Volume & volume)
+{
+  constexpr unsigned int Dimension = TImage::ImageDimension;
+  auto                   image = TImage::New();
+  typename TImage::SizeType      size;
+  typename TImage::SpacingType   spacing;
+  typename TImage::PointType     origin;
+  typename TImage::DirectionType direction;
+  for (unsigned int a = 0; a < Dimension; ++a)
+  {
+    size[a] = static_cast<itk::SizeValueType>(volume.Size[a]);
+    spacing[a] = volume.Spacing[a];
+    origin[a] = volume.Origin[a];
+    for (unsigned int b = 0; b < Dimension; ++b)
+    {
+      direction[a][b] = volume.Direction[3 * a + b];
+    }
+  }
+  image->SetRegions(typename TImage::RegionType(size));
+  image->SetSpacing(spacing);
+  image->SetOrigin(origin);
+  image->SetDirection(direction);
+  image->Allocate();
+  size_t i = 0;
+  for (itk::ImageRegionIterator<TImage> it(image, image->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  {
+    it.Set(static_cast<typename TImage::PixelType>(volume.Voxels[i++]));
+  }
+  return image;
+}
+
+template <typename TImage>
+std::vector<float>
+Values(const TImage * image)
+{
+  std::vector<float> values;
+  for (itk::ImageRegionConstIterator<TImage> it(image, image->GetBufferedRegion()); !it.IsAtEnd(); ++it)
+  {
+    values.push_back(static_cast<float>(it.Get()));
+  }
+  return values;
+}
+
+double
+RelativeDifference(const std::vector<float> & a, const std::vector<float> & b)
+{
+  EXPECT_EQ(a.size(), b.size());
+  double difference = 0.0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+  {
+    difference = std::max(difference, static_cast<double>(std::abs(a[i] - b[i])));
+  }
+  const auto [low, high] = std::minmax_element(a.begin(), a.end());
+  return difference / std::max(1e-12, static_cast<double>(*high - *low));
+}
+
+/** Model files shared by the tests: untrained (seeded) tiny models are enough to test the plumbing. */
+class CDMFilters : public ::testing::Test
+{
+protected:
+  static void
+  SetUpTestSuite()
+  {
+    s_Directory = cdm::testing::MakeTemporaryDirectory("itkfilters");
+    // The 2D model gets a few real training iterations, so that z moves the synthesis (an untrained Condition
+    // Embedding is the identity); the 3D model stays freshly initialised (streaming and refusals only).
+    cdm::TrainingOptions options;
+    options.Output = ModelPath(2);
+    options.Iterations = 8;
+    options.Device = "cpu";
+    options.ValidationInterval = 8;
+    cdm::Train(cdm::testing::MakeDataset(4, 30), options);
+    cdm::ModelConfig config = cdm::ModelConfig::FromPreset("tiny", 3, { "t1n", "t2w", "t2f" }, "t1c");
+    config.TargetScale = 500.0;
+    cdm::Model::Create(config, 3, "cpu").Save(ModelPath(3));
+  }
+  static void
+  TearDownTestSuite()
+  {
+    fs::remove_all(s_Directory);
+  }
+  static std::string
+  ModelPath(unsigned int dimension)
+  {
+    return s_Directory + "/tiny" + std::to_string(dimension) + "d.cdm";
+  }
+  static itk::CDMModel::Pointer
+  LoadModel(unsigned int dimension)
+  {
+    auto model = itk::CDMModel::New();
+    model->Load(ModelPath(dimension), "cpu");
+    return model;
+  }
+  template <typename TImage>
+  static std::map<std::string, typename TImage::Pointer>
+  Sources(uint64_t seed, const std::array<int64_t, 3> & size)
+  {
+    std::map<std::string, typename TImage::Pointer> images;
+    for (const auto & [name, volume] : cdm::testing::MakeCase(seed, size))
+    {
+      images[name] = MakeImage<TImage>(volume);
+    }
+    return images;
+  }
+  static std::string s_Directory;
+};
+std::string CDMFilters::s_Directory;
+
+/** Expects `update` to throw an ExceptionObject whose description holds `fragment`. */
+template <typename TUpdate>
+void
+ExpectRefusal(TUpdate update, const std::string & fragment)
+{
+  try
+  {
+    update();
+    ADD_FAILURE() << "no exception; expected one mentioning '" << fragment << "'";
+  }
+  catch (const itk::ExceptionObject & e)
+  {
+    EXPECT_NE(std::string(e.GetDescription()).find(fragment), std::string::npos) << e.GetDescription();
+  }
+}
+
+struct StreamingCase
+{
+  unsigned int           ModelDimension;
+  std::array<int64_t, 3> Size;
+};
+
+class CDMStreaming
+  : public CDMFilters
+  , public ::testing::WithParamInterface<StreamingCase>
+{};
+
+TEST_P(CDMStreaming, StreamedSynthesisEqualsWholeImageAndRequestsOnlyPaddedRegions)
+{
+  const StreamingCase param = GetParam();
+  auto                model = LoadModel(param.ModelDimension);
+  auto                images = Sources<Image3>(21, param.Size);
+  auto                sampler = itk::CDMDiffusionSamplerImageFilter<Image3>::New();
+  sampler->SetModel(model);
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    sampler->SetSource(m, images[m]);
+  }
+  sampler->Update();
+
+  const auto synthesize = [&](unsigned int divisions, itk::PipelineMonitorImageFilter<Image3> * monitor) {
+    auto synthesis = itk::CDMSynthesisImageFilter<Image3>::New();
+    synthesis->SetModel(model);
+    synthesis->SetSource("t1n", monitor ? monitor->GetOutput() : images["t1n"].GetPointer());
+    synthesis->SetSource("t2w", images["t2w"]);
+    synthesis->SetSource("t2f", images["t2f"]);
+    synthesis->SetRepresentation(sampler->GetOutput());
+    auto streamer = itk::StreamingImageFilter<Image3, Image3>::New();
+    streamer->SetInput(synthesis->GetOutput());
+    streamer->SetNumberOfStreamDivisions(divisions);
+    streamer->Update();
+    return Values(streamer->GetOutput());
+  };
+  const std::vector<float> whole = synthesize(1, nullptr);
+  for (const unsigned int divisions : { 1u, 3u, 8u })
+  {
+    // The monitor releases its input's data after each update, so a filter (not a bare image) must feed it.
+    auto source = itk::CastImageFilter<Image3, Image3>::New();
+    source->SetInput(images["t1n"]);
+    auto monitor = itk::PipelineMonitorImageFilter<Image3>::New();
+    monitor->SetInput(source->GetOutput());
+    const std::vector<float> streamed = synthesize(divisions, monitor);
+    const double             difference = RelativeDifference(whole, streamed);
+    std::cout << "[ streaming ] " << param.ModelDimension << "D model, " << divisions
+              << " divisions: largest difference " << difference << " of the image range" << std::endl;
+    EXPECT_LE(difference, 1e-5);
+    if (param.ModelDimension == 2)
+    {
+      EXPECT_EQ(monitor->GetNumberOfUpdates(), divisions); // slices need no halo across them
+    }
+    else
+    {
+      // Padded regions overlap: a stream whose region the previous one already holds needs no update.
+      EXPECT_LE(monitor->GetNumberOfUpdates(), divisions);
+      EXPECT_GT(monitor->GetNumberOfUpdates(), divisions > 1 ? 1u : 0u);
+    }
+    const auto largest = images["t1n"]->GetLargestPossibleRegion();
+    for (const auto & region : monitor->GetUpdatedRequestedRegions())
+    {
+      if (divisions > 1)
+      {
+        EXPECT_LT(region.GetNumberOfPixels(), largest.GetNumberOfPixels()) << region;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models,
+                         CDMStreaming,
+                         ::testing::Values(StreamingCase{ 2, { 40, 36, 24 } }, StreamingCase{ 3, { 32, 28, 80 } }),
+                         [](const ::testing::TestParamInfo<StreamingCase> & info) {
+                           return std::to_string(info.param.ModelDimension) + "DModel";
+                         });
+
+TEST_F(CDMFilters, CompositeFilterEqualsTheCommandLine)
+{
+  auto                     images = Sources<Image3>(8, { 32, 32, 6 });
+  std::string              arguments;
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    const std::string path = s_Directory + "/composite-" + m + ".nii.gz";
+    itk::WriteImage(images[m], path);
+    arguments += " --source " + m + "=" + path;
+  }
+  const std::string output = s_Directory + "/composite-cli.nii.gz";
+  const std::string command = std::string(CDM_EXECUTABLE) + " synthesize --quiet --device cpu --seed 5 --model " +
+                              ModelPath(2) + arguments + " --output " + output;
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+
+  auto filter = itk::CDMImageFilter<Image3>::New();
+  filter->SetModel(LoadModel(2));
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    filter->SetSource(m, itk::ReadImage<Image3>(s_Directory + "/composite-" + m + ".nii.gz"));
+  }
+  filter->SetSeed(5);
+  filter->Update();
+  const auto reference = itk::ReadImage<Image3>(output);
+  const double difference = RelativeDifference(Values(reference.GetPointer()), Values(filter->GetOutput()));
+  std::cout << "[ composite ] largest difference to `cdm synthesize`: " << difference << " of the image range" << std::endl;
+  EXPECT_LE(difference, 1e-5);
+  // The output keeps the sources' geometry.
+  const auto * source = filter->GetSource("t1n");
+  EXPECT_EQ(filter->GetOutput()->GetSpacing(), source->GetSpacing());
+  EXPECT_EQ(filter->GetOutput()->GetOrigin(), source->GetOrigin());
+  EXPECT_EQ(filter->GetOutput()->GetDirection(), source->GetDirection());
+}
+
+TEST_F(CDMFilters, EncoderEqualsTheCoreEngineAndSamplerRepeatsWithASeed)
+{
+  auto model = LoadModel(2);
+  const auto raw = cdm::testing::MakeCase(4, { 32, 32, 6 });
+  auto images = Sources<Image3>(4, { 32, 32, 6 });
+  auto encoder = itk::CDMModalityEncoderImageFilter<Image3>::New();
+  encoder->SetModel(model);
+  encoder->SetInput(images["t1c"]);
+  encoder->Update();
+  const auto * z = encoder->GetOutput();
+  EXPECT_EQ(z->GetLargestPossibleRegion().GetSize()[2], 6u); // one cell per slice
+  EXPECT_EQ(z->GetLargestPossibleRegion().GetSize()[0], 1u);
+  EXPECT_EQ(z->GetNumberOfComponentsPerPixel(), 32u);
+  const cdm::Representation core = model->GetModel().Encode(raw.at("t1c"));
+  ASSERT_EQ(core.Values.size(), 6u * 32u);
+  EXPECT_EQ(std::vector<float>(z->GetBufferPointer(), z->GetBufferPointer() + core.Values.size()), core.Values);
+
+  const auto sample = [&](uint64_t seed) {
+    auto sampler = itk::CDMDiffusionSamplerImageFilter<Image3>::New();
+    sampler->SetModel(model);
+    for (const std::string m : { "t1n", "t2w", "t2f" })
+    {
+      sampler->SetSource(m, images[m]);
+    }
+    sampler->SetSeed(seed);
+    sampler->Update();
+    double scale = 0.0;
+    EXPECT_TRUE(itk::ExposeMetaData<double>(sampler->GetOutput()->GetMetaDataDictionary(), "CDM_SourceScale_t2w", scale));
+    EXPECT_GT(scale, 0.0);
+    const auto * out = sampler->GetOutput();
+    return std::vector<float>(out->GetBufferPointer(), out->GetBufferPointer() + 6 * 32);
+  };
+  EXPECT_EQ(sample(7), sample(7));
+  EXPECT_NE(sample(7), sample(8));
+}
+
+TEST_F(CDMFilters, UncertaintyIsZeroForOneSampleAndPositiveForSeveral)
+{
+  auto images = Sources<Image3>(6, { 32, 32, 4 });
+  const auto run = [&](unsigned int samples) {
+    auto filter = itk::CDMImageFilter<Image3>::New();
+    filter->SetModel(LoadModel(2));
+    for (const std::string m : { "t1n", "t2w", "t2f" })
+    {
+      filter->SetSource(m, images[m]);
+    }
+    filter->SetNumberOfSamples(samples);
+    filter->SetEta(1.0);
+    filter->Update();
+    return Values(filter->GetUncertaintyOutput());
+  };
+  const std::vector<float> one = run(1);
+  EXPECT_EQ(*std::max_element(one.begin(), one.end()), 0.0f);
+  const std::vector<float> several = run(3);
+  EXPECT_GT(*std::max_element(several.begin(), several.end()), 0.0f);
+  EXPECT_GE(*std::min_element(several.begin(), several.end()), 0.0f);
+}
+
+TEST_F(CDMFilters, BadInputIsRefusedWithAnExceptionNamingIt)
+{
+  auto       images = Sources<Image3>(9, { 32, 32, 4 });
+  const auto make = [&](const std::map<std::string, Image3::Pointer> & sources, unsigned int dimension) {
+    auto filter = itk::CDMImageFilter<Image3>::New();
+    filter->SetModel(LoadModel(dimension));
+    for (const auto & [name, image] : sources)
+    {
+      filter->SetSource(name, image);
+    }
+    return filter;
+  };
+  auto sources = std::map<std::string, Image3::Pointer>{ { "t1n", images["t1n"] }, { "t2w", images["t2w"] }, { "t2f", images["t2f"] } };
+
+  auto respaced = Sources<Image3>(9, { 32, 32, 4 })["t2w"];
+  auto spacing = respaced->GetSpacing();
+  spacing[0] *= 2.0;
+  respaced->SetSpacing(spacing);
+  auto mismatched = sources;
+  mismatched["t2w"] = respaced;
+  ExpectRefusal([&]() { make(mismatched, 2)->Update(); }, "spacing differs");
+
+  auto missing = sources;
+  missing.erase("t2f");
+  ExpectRefusal([&]() { make(missing, 2)->Update(); }, "'t2f' is missing");
+
+  auto unknown = sources;
+  unknown["flair"] = images["t2f"];
+  ExpectRefusal([&]() { make(unknown, 2)->Update(); }, "'flair' is not an input");
+
+  auto broken = Sources<Image3>(9, { 32, 32, 4 })["t1n"];
+  broken->GetBufferPointer()[50] = std::numeric_limits<float>::quiet_NaN();
+  auto nonFinite = sources;
+  nonFinite["t1n"] = broken;
+  ExpectRefusal([&]() { make(nonFinite, 2)->Update(); }, "non-finite");
+
+  auto planar = Sources<Image2>(9, { 32, 32, 1 });
+  auto planarFilter = itk::CDMImageFilter<Image2>::New();
+  planarFilter->SetModel(LoadModel(3));
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    planarFilter->SetSource(m, planar[m]);
+  }
+  ExpectRefusal([&]() { planarFilter->Update(); }, "the model is 3D");
+
+  auto noModel = itk::CDMImageFilter<Image3>::New();
+  noModel->SetSource("t1n", images["t1n"]);
+  ExpectRefusal([&]() { noModel->Update(); }, "no CDM model");
+
+  if (!cdm::CudaAvailable())
+  {
+    ExpectRefusal([&]() { itk::CDMModel::New()->Load(ModelPath(2), "cuda:3"); }, "not available");
+  }
+  ExpectRefusal([&]() { itk::CDMModel::New()->Load(s_Directory + "/absent.cdm"); }, "absent.cdm");
+}
+
+TEST_F(CDMFilters, RunsBetweenStandardFiltersWithShortPixelsAndReportsProgress)
+{
+  using ShortImage = itk::Image<short, 3>;
+  auto images = Sources<ShortImage>(12, { 32, 32, 4 });
+  auto filter = itk::CDMImageFilter<ShortImage>::New(); // integer sources, float output
+  filter->SetModel(LoadModel(2));
+  std::vector<itk::CastImageFilter<ShortImage, ShortImage>::Pointer> casts; // outputs do not own their filters
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    casts.push_back(itk::CastImageFilter<ShortImage, ShortImage>::New());
+    casts.back()->SetInput(images[m]);
+    filter->SetSource(m, casts.back()->GetOutput());
+  }
+  float maximum = 0.0f;
+  auto  observer = itk::CStyleCommand::New();
+  observer->SetClientData(&maximum);
+  observer->SetCallback([](itk::Object * object, const itk::EventObject &, void * data) {
+    auto * best = static_cast<float *>(data);
+    *best = std::max(*best, static_cast<itk::ProcessObject *>(object)->GetProgress());
+  });
+  filter->AddObserver(itk::ProgressEvent(), observer);
+  auto rescale = itk::RescaleIntensityImageFilter<Image3, ShortImage>::New();
+  rescale->SetInput(filter->GetOutput());
+  rescale->SetOutputMinimum(0);
+  rescale->SetOutputMaximum(1000);
+  rescale->Update();
+  EXPECT_FLOAT_EQ(maximum, 1.0f);
+  const auto values = Values(rescale->GetOutput());
+  EXPECT_EQ(*std::max_element(values.begin(), values.end()), 1000.0f);
+  filter->Print(std::cout);
+}
+} // namespace
