@@ -413,3 +413,36 @@ TEST_F(CDMFilters, RunsBetweenStandardFiltersWithShortPixelsAndReportsProgress)
   filter->Print(std::cout);
 }
 } // namespace
+
+namespace
+{
+TEST_F(CDMFilters, ExamplesRunOnNIfTIFiles)
+{
+  auto        images = Sources<Image3>(13, { 32, 32, 6 });
+  std::string paths;
+  for (const std::string m : { "t1c", "t1n", "t2w", "t2f" })
+  {
+    itk::WriteImage(images[m], s_Directory + "/example-" + m + ".nii.gz");
+  }
+  const std::string sources = s_Directory + "/example-t1n.nii.gz " + s_Directory + "/example-t2w.nii.gz " +
+                              s_Directory + "/example-t2f.nii.gz ";
+  const std::string streamed = s_Directory + "/example-streamed.nii.gz";
+  const std::string composite = std::string(CDM_SYNTHESIZE_EXAMPLE) + " " + ModelPath(2) + " " + sources + streamed + " 3 cpu";
+  ASSERT_EQ(std::system(composite.c_str()), 0) << composite;
+  const std::string cli = s_Directory + "/example-cli.nii.gz";
+  const std::string command = std::string(CDM_EXECUTABLE) + " synthesize --quiet --device cpu --model " + ModelPath(2) +
+                              " --source t1n=" + s_Directory + "/example-t1n.nii.gz --source t2w=" + s_Directory +
+                              "/example-t2w.nii.gz --source t2f=" + s_Directory + "/example-t2f.nii.gz --output " + cli;
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  EXPECT_LE(RelativeDifference(Values(itk::ReadImage<Image3>(cli).GetPointer()),
+                               Values(itk::ReadImage<Image3>(streamed).GetPointer())),
+            1e-5);
+
+  const std::string uncertainty = s_Directory + "/example-uncertainty.nii.gz";
+  const std::string byHand = std::string(CDM_FILTERS_BY_HAND_EXAMPLE) + " " + ModelPath(2) + " " + s_Directory +
+                             "/example-t1c.nii.gz " + sources + s_Directory + "/example-byhand.nii.gz " + uncertainty + " 3";
+  ASSERT_EQ(std::system(byHand.c_str()), 0) << byHand;
+  const auto spread = Values(itk::ReadImage<Image3>(uncertainty).GetPointer());
+  EXPECT_GT(*std::max_element(spread.begin(), spread.end()), 0.0f);
+}
+} // namespace
