@@ -26,8 +26,7 @@
 #include <iostream>
 #include <sstream>
 
-namespace
-{
+namespace {
 std::atomic<bool> g_StopRequested{ false };
 
 extern "C" void
@@ -189,9 +188,9 @@ int
 RunSynthesize(const SynthesizeArguments & arguments)
 {
   ConfigureThreads(arguments.Threads);
-  const auto            start = std::chrono::steady_clock::now();
-  const cdm::Model      model = cdm::Model::Load(arguments.Model, arguments.Device);
-  cdm::SourceVolumes    sources;
+  const auto         start = std::chrono::steady_clock::now();
+  const cdm::Model   model = cdm::Model::Load(arguments.Model, arguments.Device);
+  cdm::SourceVolumes sources;
   for (const auto & item : arguments.Sources)
   {
     const size_t equals = item.find('=');
@@ -208,8 +207,8 @@ RunSynthesize(const SynthesizeArguments & arguments)
       {
         expected += (expected.empty() ? "" : ", ") + s;
       }
-      throw cdm::InputError("--source " + name + "=" + path + ": modality '" + name +
-                            "' is not an input of model '" + arguments.Model + "'; expected " + expected);
+      throw cdm::InputError("--source " + name + "=" + path + ": modality '" + name + "' is not an input of model '" +
+                            arguments.Model + "'; expected " + expected);
     }
     if (sources.count(name))
     {
@@ -235,7 +234,8 @@ RunSynthesize(const SynthesizeArguments & arguments)
   if (!arguments.Uncertainty.empty())
   {
     // One sample has no spread: its uncertainty map is zero.
-    cdm::Volume uncertainty = result.Uncertainty.Voxels.empty() ? result.Image.EmptyCopy("uncertainty") : result.Uncertainty;
+    cdm::Volume uncertainty =
+      result.Uncertainty.Voxels.empty() ? result.Image.EmptyCopy("uncertainty") : result.Uncertainty;
     cdm::WriteVolume(uncertainty, arguments.Uncertainty);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -297,10 +297,14 @@ RunEvaluate(const EvaluateArguments & arguments)
   }
   if (arguments.Json)
   {
-    const nlohmann::json j = { { "psnr", metrics.PSNR },   { "ssim", metrics.SSIM },
-                               { "mae", metrics.MAE },     { "voxels", metrics.Voxels },
-                               { "data_range", range },    { "normalize", arguments.Normalize },
-                               { "reference", arguments.Reference }, { "prediction", arguments.Prediction } };
+    const nlohmann::json j = { { "psnr", metrics.PSNR },
+                               { "ssim", metrics.SSIM },
+                               { "mae", metrics.MAE },
+                               { "voxels", metrics.Voxels },
+                               { "data_range", range },
+                               { "normalize", arguments.Normalize },
+                               { "reference", arguments.Reference },
+                               { "prediction", arguments.Prediction } };
     std::cout << j.dump(2) << std::endl;
   }
   else
@@ -416,8 +420,8 @@ RunInfo(const std::string & path)
             << (c.Dimension == 2 ? ", slices along axis " + std::to_string(c.SliceAxis) : std::string()) << "\n"
             << "task           " << sources << " -> " << c.Target << (c.SourcesOptional ? " (sources optional)" : "")
             << "\n"
-            << "representation " << c.Network.RepresentationDim << "-d, MDN " << c.Diffusion.TrainSteps
-            << " steps (" << c.Diffusion.Schedule << ", sampling " << c.Diffusion.SamplingSteps << ")\n"
+            << "representation " << c.Network.RepresentationDim << "-d, MDN " << c.Diffusion.TrainSteps << " steps ("
+            << c.Diffusion.Schedule << ", sampling " << c.Diffusion.SamplingSteps << ")\n"
             << "receptive field radius " << c.UNetReceptiveRadius() << " voxels, alignment " << c.UNetAlignment()
             << "\n"
             << "header:\n"
@@ -438,22 +442,47 @@ main(int argc, char ** argv)
   trainCommand->add_option("--data", train.Data, "Folder of cases: <case>/<case>-<modality>.nii.gz")->required();
   trainCommand->add_option("--target", train.Options.Target, "Modality to synthesize (t1n, t1c, t2w, t2f)")->required();
   trainCommand->add_option("--sources", train.Sources, "Comma-separated source modalities (default: the other three)");
-  trainCommand->add_option("--dim", train.Options.Dimension, "Network dimension")->check(CLI::IsMember({ 2, 3 }))->capture_default_str();
-  trainCommand->add_option("--preset", train.Options.Preset, "Network sizes")->check(CLI::IsMember({ "tiny", "small", "paper" }))->capture_default_str();
-  trainCommand->add_option("--stage", train.Options.Stage, "Stage(s) to train")->check(CLI::IsMember({ "all", "mrm", "cunet", "mdn", "finetune" }))->capture_default_str();
-  trainCommand->add_option("--iterations", train.Options.Iterations, "Iterations per stage")->check(CLI::PositiveNumber)->capture_default_str();
+  trainCommand->add_option("--dim", train.Options.Dimension, "Network dimension")
+    ->check(CLI::IsMember({ 2, 3 }))
+    ->capture_default_str();
+  trainCommand->add_option("--preset", train.Options.Preset, "Network sizes")
+    ->check(CLI::IsMember({ "tiny", "small", "paper" }))
+    ->capture_default_str();
+  trainCommand->add_option("--stage", train.Options.Stage, "Stage(s) to train")
+    ->check(CLI::IsMember({ "all", "mrm", "cunet", "mdn", "finetune" }))
+    ->capture_default_str();
+  trainCommand->add_option("--iterations", train.Options.Iterations, "Iterations per stage")
+    ->check(CLI::PositiveNumber)
+    ->capture_default_str();
   trainCommand->add_flag("--resume", train.Options.Resume, "Continue from OUT.ckpt");
   trainCommand->add_option("--device", train.Options.Device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   trainCommand->add_option("--seed", train.Options.Seed, "Random seed (repeatable runs on CPU)")->capture_default_str();
   trainCommand->add_option("--out", train.Options.Output, "Model file to write (.cdm)")->required();
-  trainCommand->add_option("--batch-size", train.Options.BatchSize, "Batch size (0: the preset's)")->capture_default_str();
-  trainCommand->add_option("--patch-size", train.Options.PatchSize, "Patch edge in voxels (0: whole slices in 2D, the preset's in 3D)")->capture_default_str();
-  trainCommand->add_option("--learning-rate", train.Options.LearningRate, "Adam learning rate (0: the preset's)")->capture_default_str();
-  trainCommand->add_option("--validation-interval", train.Options.ValidationInterval, "Iterations between validations")->check(CLI::PositiveNumber)->capture_default_str();
-  trainCommand->add_option("--checkpoint-interval", train.Options.CheckpointInterval, "Iterations between checkpoints")->check(CLI::PositiveNumber)->capture_default_str();
-  trainCommand->add_option("--validation-fraction", train.Options.ValidationFraction, "Fraction of cases held out")->check(CLI::Range(0.0, 0.9))->capture_default_str();
-  trainCommand->add_option("--slice-axis", train.Options.SliceAxis, "Axis a 2D model slices along (0, 1, 2)")->check(CLI::Range(0, 2))->capture_default_str();
-  trainCommand->add_option("--source-dropout", train.Options.SourceDropout, "Probability of hiding each source (missing-modality training)")->check(CLI::Range(0.0, 0.9))->capture_default_str();
+  trainCommand->add_option("--batch-size", train.Options.BatchSize, "Batch size (0: the preset's)")
+    ->capture_default_str();
+  trainCommand
+    ->add_option(
+      "--patch-size", train.Options.PatchSize, "Patch edge in voxels (0: whole slices in 2D, the preset's in 3D)")
+    ->capture_default_str();
+  trainCommand->add_option("--learning-rate", train.Options.LearningRate, "Adam learning rate (0: the preset's)")
+    ->capture_default_str();
+  trainCommand->add_option("--validation-interval", train.Options.ValidationInterval, "Iterations between validations")
+    ->check(CLI::PositiveNumber)
+    ->capture_default_str();
+  trainCommand->add_option("--checkpoint-interval", train.Options.CheckpointInterval, "Iterations between checkpoints")
+    ->check(CLI::PositiveNumber)
+    ->capture_default_str();
+  trainCommand->add_option("--validation-fraction", train.Options.ValidationFraction, "Fraction of cases held out")
+    ->check(CLI::Range(0.0, 0.9))
+    ->capture_default_str();
+  trainCommand->add_option("--slice-axis", train.Options.SliceAxis, "Axis a 2D model slices along (0, 1, 2)")
+    ->check(CLI::Range(0, 2))
+    ->capture_default_str();
+  trainCommand
+    ->add_option(
+      "--source-dropout", train.Options.SourceDropout, "Probability of hiding each source (missing-modality training)")
+    ->check(CLI::Range(0.0, 0.9))
+    ->capture_default_str();
   trainCommand->add_option("--threads", train.Threads, "CPU threads (default: ITK's global default)");
 
   SynthesizeArguments synthesize;
@@ -461,11 +490,17 @@ main(int argc, char ** argv)
   synthesizeCommand->add_option("--model", synthesize.Model, "Model file (.cdm)")->required();
   synthesizeCommand->add_option("--source", synthesize.Sources, "NAME=FILE, once per source modality")->required();
   synthesizeCommand->add_option("--output", synthesize.Output, "Output image")->required();
-  synthesizeCommand->add_option("--samples", synthesize.Options.Samples, "Representation samples K (mean output)")->check(CLI::PositiveNumber)->capture_default_str();
-  synthesizeCommand->add_option("--uncertainty", synthesize.Uncertainty, "Also write the voxel-wise standard deviation over samples");
+  synthesizeCommand->add_option("--samples", synthesize.Options.Samples, "Representation samples K (mean output)")
+    ->check(CLI::PositiveNumber)
+    ->capture_default_str();
+  synthesizeCommand->add_option(
+    "--uncertainty", synthesize.Uncertainty, "Also write the voxel-wise standard deviation over samples");
   synthesizeCommand->add_option("--seed", synthesize.Options.Seed, "Seed of the starting noise")->capture_default_str();
-  synthesizeCommand->add_option("--eta", synthesize.Options.Eta, "DDIM eta (default: the model's, 0 = deterministic steps)");
-  synthesizeCommand->add_option("--tile", synthesize.Tile, "Tile edge in voxels (0: whole image)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  synthesizeCommand->add_option(
+    "--eta", synthesize.Options.Eta, "DDIM eta (default: the model's, 0 = deterministic steps)");
+  synthesizeCommand->add_option("--tile", synthesize.Tile, "Tile edge in voxels (0: whole image)")
+    ->check(CLI::NonNegativeNumber)
+    ->capture_default_str();
   synthesizeCommand->add_option("--device", synthesize.Device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   synthesizeCommand->add_option("--threads", synthesize.Threads, "CPU threads (default: ITK's global default)");
   synthesizeCommand->add_flag("--quiet", synthesize.Quiet, "No progress output");
@@ -475,30 +510,49 @@ main(int argc, char ** argv)
   evaluateCommand->add_option("--reference", evaluate.Reference, "Reference image")->required();
   evaluateCommand->add_option("--prediction", evaluate.Prediction, "Predicted image")->required();
   evaluateCommand->add_option("--mask", evaluate.Mask, "Mask image (nonzero = inside)");
-  evaluateCommand->add_option("--normalize", evaluate.Normalize, "percentile: each image by the model's robust rule, data range 1; none: raw values, data range of the reference")->check(CLI::IsMember({ "percentile", "none" }))->capture_default_str();
+  evaluateCommand
+    ->add_option(
+      "--normalize",
+      evaluate.Normalize,
+      "percentile: each image by the model's robust rule, data range 1; none: raw values, data range of the reference")
+    ->check(CLI::IsMember({ "percentile", "none" }))
+    ->capture_default_str();
   evaluateCommand->add_flag("--json", evaluate.Json, "Print JSON");
-  evaluateCommand->add_option("--error-map", evaluate.ErrorMap, "Also write |reference - prediction| in the figures' units");
+  evaluateCommand->add_option(
+    "--error-map", evaluate.ErrorMap, "Also write |reference - prediction| in the figures' units");
 
   MontageArguments montage;
   auto * montageCommand = app.add_subcommand("montage", "Write one slice of several images side by side as a PNG");
-  montageCommand->add_option("images", montage.Images, "Images, left to right (each scaled by its robust maximum)")->required();
+  montageCommand->add_option("images", montage.Images, "Images, left to right (each scaled by its robust maximum)")
+    ->required();
   montageCommand->add_option("--error", montage.Errors, "Error maps appended on the right, shown on [0, --error-max]");
-  montageCommand->add_option("--error-max", montage.ErrorMaximum, "Upper end of the error maps' grey scale")->capture_default_str();
+  montageCommand->add_option("--error-max", montage.ErrorMaximum, "Upper end of the error maps' grey scale")
+    ->capture_default_str();
   montageCommand->add_option("--out", montage.Output, "PNG file")->required();
-  montageCommand->add_option("--axis", montage.Axis, "Slice across this axis (2: axial)")->check(CLI::Range(0, 2))->capture_default_str();
+  montageCommand->add_option("--axis", montage.Axis, "Slice across this axis (2: axial)")
+    ->check(CLI::Range(0, 2))
+    ->capture_default_str();
   montageCommand->add_option("--slice", montage.Slice, "Slice index (default: the middle, or see --focus)");
   montageCommand->add_option("--focus", montage.Focus, "Label image: show the slice with the most labelled voxels");
 
   PhantomArguments phantom;
-  auto * phantomCommand = app.add_subcommand("phantom", "Generate BraTS-like multi-contrast phantom cases");
-  phantomCommand->add_option("--out", phantom.Output, "Folder to write <case>/<case>-<modality>.nii.gz into")->required();
-  phantomCommand->add_option("--cases", phantom.Cases, "Number of cases")->check(CLI::PositiveNumber)->capture_default_str();
-  phantomCommand->add_option("--seed", phantom.Seed, "Seed (the same seed gives the same cases)")->capture_default_str();
-  phantomCommand->add_option("--anatomy", phantom.Options.Anatomy, "colin27 (Debian's mricron-data) or procedural")->check(CLI::IsMember({ "colin27", "procedural" }))->capture_default_str();
+  auto *           phantomCommand = app.add_subcommand("phantom", "Generate BraTS-like multi-contrast phantom cases");
+  phantomCommand->add_option("--out", phantom.Output, "Folder to write <case>/<case>-<modality>.nii.gz into")
+    ->required();
+  phantomCommand->add_option("--cases", phantom.Cases, "Number of cases")
+    ->check(CLI::PositiveNumber)
+    ->capture_default_str();
+  phantomCommand->add_option("--seed", phantom.Seed, "Seed (the same seed gives the same cases)")
+    ->capture_default_str();
+  phantomCommand->add_option("--anatomy", phantom.Options.Anatomy, "colin27 (Debian's mricron-data) or procedural")
+    ->check(CLI::IsMember({ "colin27", "procedural" }))
+    ->capture_default_str();
   phantomCommand->add_option("--size", phantom.Size, "Grid size X,Y,Z (default 128,128,96)");
-  phantomCommand->add_option("--spacing", phantom.Options.Spacing, "Isotropic voxel spacing in mm")->capture_default_str();
+  phantomCommand->add_option("--spacing", phantom.Options.Spacing, "Isotropic voxel spacing in mm")
+    ->capture_default_str();
   phantomCommand->add_option("--prefix", phantom.Prefix, "Case name prefix")->capture_default_str();
-  phantomCommand->add_option("--templates", phantom.Options.TemplateDirectory, "Folder of the Colin27 templates")->capture_default_str();
+  phantomCommand->add_option("--templates", phantom.Options.TemplateDirectory, "Folder of the Colin27 templates")
+    ->capture_default_str();
 
   std::string infoPath;
   auto *      infoCommand = app.add_subcommand("info", "Print a model file's header");

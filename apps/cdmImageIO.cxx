@@ -13,8 +13,7 @@
 #include <algorithm>
 #include <filesystem>
 
-namespace cdm
-{
+namespace cdm {
 
 Volume
 ReadVolume(const std::string & path)
@@ -63,11 +62,11 @@ itk::Image<float, 3>::Pointer
 ToImage(const Volume & volume)
 {
   using ImageType = itk::Image<float, 3>;
-  auto                      image = ImageType::New();
-  ImageType::SizeType       size;
-  ImageType::SpacingType    spacing;
-  ImageType::PointType      origin;
-  ImageType::DirectionType  direction;
+  auto                     image = ImageType::New();
+  ImageType::SizeType      size;
+  ImageType::SpacingType   spacing;
+  ImageType::PointType     origin;
+  ImageType::DirectionType direction;
   for (unsigned int a = 0; a < 3; ++a)
   {
     size[a] = static_cast<itk::SizeValueType>(volume.Size[a]);
@@ -87,17 +86,16 @@ ToImage(const Volume & volume)
   return image;
 }
 
-namespace
-{
+namespace {
 template <unsigned int VDimension>
 void
 WriteImage(const Volume & volume, const std::string & path)
 {
   using ImageType = itk::Image<float, VDimension>;
-  auto                           image = ImageType::New();
-  typename ImageType::SizeType   size;
-  typename ImageType::SpacingType spacing;
-  typename ImageType::PointType  origin;
+  auto                              image = ImageType::New();
+  typename ImageType::SizeType      size;
+  typename ImageType::SpacingType   spacing;
+  typename ImageType::PointType     origin;
   typename ImageType::DirectionType direction;
   for (unsigned int a = 0; a < VDimension; ++a)
   {

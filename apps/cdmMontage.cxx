@@ -12,11 +12,9 @@
 
 #include <algorithm>
 
-namespace cdm
-{
+namespace cdm {
 
-namespace
-{
+namespace {
 /** (column axis, row axis) of a slice across `axis`. */
 std::pair<int, int>
 InPlaneAxes(int axis)
@@ -71,8 +69,8 @@ WriteMontage(const std::vector<MontagePanel> & panels, int axis, int64_t slice, 
   const int64_t height = first.Size[rowAxis];
   const int64_t gap = 2;
   using PngImage = itk::Image<unsigned char, 2>;
-  auto                 png = PngImage::New();
-  PngImage::SizeType   size;
+  auto               png = PngImage::New();
+  PngImage::SizeType size;
   size[0] = static_cast<itk::SizeValueType>(panels.size() * (width + gap) - gap);
   size[1] = static_cast<itk::SizeValueType>(height);
   png->SetRegions(PngImage::RegionType(size));
@@ -100,7 +98,7 @@ WriteMontage(const std::vector<MontagePanel> & panels, int axis, int64_t slice, 
         position[axis] = slice;
         position[columnAxis] = c;
         position[rowAxis] = rowAxis == 1 ? r : height - 1 - r; // superior at the top in coronal/sagittal views
-        const double value = image.Voxels[Offset(image, position[0], position[1], position[2])] / maximum;
+        const double        value = image.Voxels[Offset(image, position[0], position[1], position[2])] / maximum;
         PngImage::IndexType index;
         index[0] = static_cast<itk::IndexValueType>(static_cast<int64_t>(p) * (width + gap) + c);
         index[1] = static_cast<itk::IndexValueType>(r);

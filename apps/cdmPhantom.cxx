@@ -26,11 +26,9 @@
 #include <filesystem>
 #include <random>
 
-namespace cdm
-{
+namespace cdm {
 
-namespace
-{
+namespace {
 using ImageType = itk::Image<float, 3>;
 using LabelImageType = itk::Image<unsigned char, 3>;
 
@@ -70,7 +68,7 @@ const std::array<TissueParameters, TissueCount> TissueTable{ { { 4163.0, 2000.0,
                                                                { 2500.0, 250.0, 0.95 },
                                                                { 1700.0, 120.0, 0.85 },
                                                                { 1900.0, 170.0, 0.88 } } };
-constexpr double GadoliniumRelaxivity = 4.5e-3; // per ms per mM
+constexpr double                                GadoliniumRelaxivity = 4.5e-3; // per ms per mM
 
 ImageType::Pointer
 MakeGrid(const PhantomOptions & options, const itk::Point<double, 3> & centre)
@@ -106,7 +104,10 @@ Blank(const ImageType * grid)
 
 /** Resamples `input` onto `grid` through `transform` (linear, or cubic B-spline when `cubic`). */
 ImageType::Pointer
-Resample(const ImageType * input, const ImageType * grid, const itk::Transform<double, 3, 3> * transform, bool cubic = false)
+Resample(const ImageType *                    input,
+         const ImageType *                    grid,
+         const itk::Transform<double, 3, 3> * transform,
+         bool                                 cubic = false)
 {
   using ResampleType = itk::ResampleImageFilter<ImageType, ImageType>;
   auto resample = ResampleType::New();
@@ -197,8 +198,7 @@ struct PhantomGenerator::Anatomy
   ImageType::Pointer Fractions[3]; // CSF, grey, white on the output grid
 };
 
-namespace
-{
+namespace {
 /** Colin27 (Debian's mricron-data): the 0.5 mm T1, masked by the brain of the 1 mm extracted template; partial-volume
  *  fractions from the intensity between the Otsu class means of CSF, grey and white matter. */
 void
@@ -227,7 +227,8 @@ PrepareColin27(const PhantomOptions & options, ImageType::Pointer fractions[3])
   itk::Point<double, 3> centre;
   centre.Fill(0.0);
   double count = 0.0;
-  for (itk::ImageRegionConstIteratorWithIndex<ImageType> it(brain, brain->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  for (itk::ImageRegionConstIteratorWithIndex<ImageType> it(brain, brain->GetLargestPossibleRegion()); !it.IsAtEnd();
+       ++it)
   {
     if (it.Get() > 0.0f)
     {
@@ -335,13 +336,15 @@ PrepareProcedural(const PhantomOptions & options, ImageType::Pointer fractions[3
     radii[a] = 0.42 * options.Size[a] * options.Spacing;
   }
   const double ribbon = 3.5 / ((radii[0] + radii[1] + radii[2]) / 3.0); // ~3.5 mm of cortex
-  for (itk::ImageRegionConstIteratorWithIndex<ImageType> it(grid, grid->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  for (itk::ImageRegionConstIteratorWithIndex<ImageType> it(grid, grid->GetLargestPossibleRegion()); !it.IsAtEnd();
+       ++it)
   {
     itk::Point<double, 3> p;
     grid->TransformIndexToPhysicalPoint(it.GetIndex(), p);
     const size_t i = grid->ComputeOffset(it.GetIndex());
-    const double r = std::sqrt(std::pow(p[0] / radii[0], 2) + std::pow(p[1] / radii[1], 2) + std::pow(p[2] / radii[2], 2)) *
-                     (1.0 + 0.04 * surface->GetBufferPointer()[i]);
+    const double r =
+      std::sqrt(std::pow(p[0] / radii[0], 2) + std::pow(p[1] / radii[1], 2) + std::pow(p[2] / radii[2], 2)) *
+      (1.0 + 0.04 * surface->GetBufferPointer()[i]);
     if (r >= 1.0)
     {
       continue;
@@ -358,7 +361,8 @@ PrepareProcedural(const PhantomOptions & options, ImageType::Pointer fractions[3
     for (const double side : { -1.0, 1.0 })
     {
       const double v = std::pow((p[0] - side * 0.12 * radii[0]) / (0.08 * radii[0]), 2) +
-                       std::pow((p[1] + 0.05 * radii[1]) / (0.3 * radii[1]), 2) + std::pow((p[2] - 0.1 * radii[2]) / (0.15 * radii[2]), 2);
+                       std::pow((p[1] + 0.05 * radii[1]) / (0.3 * radii[1]), 2) +
+                       std::pow((p[2] - 0.1 * radii[2]) / (0.15 * radii[2]), 2);
       if (v < 1.0)
       {
         tissue = Csf;
@@ -374,14 +378,15 @@ PrepareProcedural(const PhantomOptions & options, ImageType::Pointer fractions[3
 } // namespace
 
 PhantomGenerator::PhantomGenerator(const PhantomOptions & options)
-  : m_Options(options)
-  , m_Anatomy(std::make_unique<Anatomy>())
+    : m_Options(options)
+    , m_Anatomy(std::make_unique<Anatomy>())
 {
   for (unsigned int a = 0; a < 3; ++a)
   {
     if (options.Size[a] < 8 || options.Size[a] > 1024)
     {
-      throw InputError("phantom --size: each extent must be within 8..1024 voxels, got " + std::to_string(options.Size[a]));
+      throw InputError("phantom --size: each extent must be within 8..1024 voxels, got " +
+                       std::to_string(options.Size[a]));
     }
   }
   if (!(options.Spacing >= 0.25 && options.Spacing <= 10.0))
@@ -407,13 +412,13 @@ PhantomGenerator::~PhantomGenerator() = default;
 PhantomCase
 PhantomGenerator::Generate(uint64_t seed) const
 {
-  std::mt19937_64          random(seed * 0x9E3779B97F4A7C15ull + 12345);
-  const ImageType *        grid = m_Anatomy->Fractions[0];
-  nlohmann::json           parameters;
+  std::mt19937_64   random(seed * 0x9E3779B97F4A7C15ull + 12345);
+  const ImageType * grid = m_Anatomy->Fractions[0];
+  nlohmann::json    parameters;
   parameters["seed"] = seed;
 
   // 1. Per-case anatomy: a small affine and a smooth B-spline deformation about the grid centre.
-  const auto        size = grid->GetLargestPossibleRegion().GetSize();
+  const auto            size = grid->GetLargestPossibleRegion().GetSize();
   itk::Point<double, 3> centre;
   for (unsigned int a = 0; a < 3; ++a)
   {
@@ -432,10 +437,10 @@ PhantomGenerator::Generate(uint64_t seed) const
   }
   affine->Translate(shift);
   using BSplineType = itk::BSplineTransform<double, 3, 3>;
-  auto                              bspline = BSplineType::New();
+  auto                                bspline = BSplineType::New();
   BSplineType::PhysicalDimensionsType dimensions;
-  BSplineType::MeshSizeType         mesh;
-  BSplineType::OriginType           origin;
+  BSplineType::MeshSizeType           mesh;
+  BSplineType::OriginType             origin;
   for (unsigned int a = 0; a < 3; ++a)
   {
     dimensions[a] = (size[a] - 1) * grid->GetSpacing()[a];
@@ -446,8 +451,8 @@ PhantomGenerator::Generate(uint64_t seed) const
   bspline->SetTransformDomainPhysicalDimensions(dimensions);
   bspline->SetTransformDomainMeshSize(mesh);
   bspline->SetTransformDomainDirection(grid->GetDirection());
-  BSplineType::ParametersType coefficients(bspline->GetNumberOfParameters());
-  const double                deformation = Uniform(random, 1.5, 3.5); // mm
+  BSplineType::ParametersType      coefficients(bspline->GetNumberOfParameters());
+  const double                     deformation = Uniform(random, 1.5, 3.5); // mm
   std::normal_distribution<double> normal(0.0, 1.0);
   for (unsigned int i = 0; i < coefficients.size(); ++i)
   {
@@ -457,7 +462,9 @@ PhantomGenerator::Generate(uint64_t seed) const
   auto composite = itk::CompositeTransform<double, 3>::New();
   composite->AddTransform(affine);
   composite->AddTransform(bspline);
-  parameters["affine"] = { { "scale", scale }, { "rotation_rad", angle }, { "shift_mm", { shift[0], shift[1], shift[2] } } };
+  parameters["affine"] = { { "scale", scale },
+                           { "rotation_rad", angle },
+                           { "shift_mm", { shift[0], shift[1], shift[2] } } };
   parameters["deformation_mm"] = deformation;
 
   ImageType::Pointer tissue[TissueCount];
@@ -492,7 +499,8 @@ PhantomGenerator::Generate(uint64_t seed) const
   }
   const ImageType::Pointer irregularity = RandomField(grid, 10, random);
   ImageType::Pointer       indicators[3] = { Blank(grid), Blank(grid), Blank(grid) };
-  for (itk::ImageRegionConstIteratorWithIndex<ImageType> it(grid, grid->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
+  for (itk::ImageRegionConstIteratorWithIndex<ImageType> it(grid, grid->GetLargestPossibleRegion()); !it.IsAtEnd();
+       ++it)
   {
     itk::Point<double, 3> p;
     grid->TransformIndexToPhysicalPoint(it.GetIndex(), p);
@@ -502,8 +510,10 @@ PhantomGenerator::Generate(uint64_t seed) const
     {
       distance += std::pow((p[a] - tumourCentre[a]) / stretch[a], 2);
     }
-    const double d = std::sqrt(distance) / radius * std::clamp(1.0 + 0.25 * irregularity->GetBufferPointer()[i], 0.6, 1.4);
-    const double brain = tissue[Csf]->GetBufferPointer()[i] + tissue[Grey]->GetBufferPointer()[i] + tissue[White]->GetBufferPointer()[i];
+    const double d =
+      std::sqrt(distance) / radius * std::clamp(1.0 + 0.25 * irregularity->GetBufferPointer()[i], 0.6, 1.4);
+    const double brain =
+      tissue[Csf]->GetBufferPointer()[i] + tissue[Grey]->GetBufferPointer()[i] + tissue[White]->GetBufferPointer()[i];
     if (brain < 0.5)
     {
       continue;
@@ -528,8 +538,9 @@ PhantomGenerator::Generate(uint64_t seed) const
   Volume segmentation = ToVolume(grid, "seg");
   for (size_t i = 0; i < n; ++i)
   {
-    const float brain = tissue[Csf]->GetBufferPointer()[i] + tissue[Grey]->GetBufferPointer()[i] + tissue[White]->GetBufferPointer()[i];
-    float       lesion = 0.0f;
+    const float brain =
+      tissue[Csf]->GetBufferPointer()[i] + tissue[Grey]->GetBufferPointer()[i] + tissue[White]->GetBufferPointer()[i];
+    float lesion = 0.0f;
     for (unsigned int k = NecroticCore; k < TissueCount; ++k)
     {
       float & f = tissue[k]->GetBufferPointer()[i];
@@ -559,12 +570,15 @@ PhantomGenerator::Generate(uint64_t seed) const
 
   // 3. Sequences (jittered per case) and signal equations.
   const double jitter = 0.1;
-  const double tr1 = 500.0 * Uniform(random, 1 - jitter, 1 + jitter), te1 = 10.0 * Uniform(random, 1 - jitter, 1 + jitter);
-  const double tr2 = 4000.0 * Uniform(random, 1 - jitter, 1 + jitter), te2 = 100.0 * Uniform(random, 1 - jitter, 1 + jitter);
-  const double trF = 9000.0 * Uniform(random, 1 - jitter, 1 + jitter), teF = 120.0 * Uniform(random, 1 - jitter, 1 + jitter);
+  const double tr1 = 500.0 * Uniform(random, 1 - jitter, 1 + jitter),
+               te1 = 10.0 * Uniform(random, 1 - jitter, 1 + jitter);
+  const double tr2 = 4000.0 * Uniform(random, 1 - jitter, 1 + jitter),
+               te2 = 100.0 * Uniform(random, 1 - jitter, 1 + jitter);
+  const double trF = 9000.0 * Uniform(random, 1 - jitter, 1 + jitter),
+               teF = 120.0 * Uniform(random, 1 - jitter, 1 + jitter);
   const double csfT1 = TissueTable[Csf].T1;
   const double tiF = csfT1 * std::log(2.0 / (1.0 + std::exp(-trF / csfT1))) * Uniform(random, 0.97, 1.03); // nulls CSF
-  const double gadolinium = Uniform(random, 0.3, 0.8);                                                      // mM
+  const double gadolinium = Uniform(random, 0.3, 0.8);                                                     // mM
   parameters["sequences"] = { { "t1", { { "TR", tr1 }, { "TE", te1 } } },
                               { "t2w", { { "TR", tr2 }, { "TE", te2 } } },
                               { "flair", { { "TR", trF }, { "TE", teF }, { "TI", tiF } } },
@@ -588,17 +602,17 @@ PhantomGenerator::Generate(uint64_t seed) const
   }
 
   // 4. Bias field, scanner units, Rician noise; background zero as in skull-stripped BraTS images.
-  PhantomCase result;
+  PhantomCase  result;
   const double snr = Uniform(random, 18.0, 40.0);
   parameters["snr"] = snr;
   for (const auto & [modality, values] : signal)
   {
-    const double             unit = Uniform(random, 400.0, 1600.0);
-    const double             biasAmplitude = Uniform(random, 0.05, 0.2);
-    const ImageType::Pointer bias = RandomField(grid, 3, random);
-    const double             sigma = values[White] / snr;
+    const double                     unit = Uniform(random, 400.0, 1600.0);
+    const double                     biasAmplitude = Uniform(random, 0.05, 0.2);
+    const ImageType::Pointer         bias = RandomField(grid, 3, random);
+    const double                     sigma = values[White] / snr;
     std::normal_distribution<double> noise(0.0, sigma);
-    Volume                   volume = ToVolume(grid, modality);
+    Volume                           volume = ToVolume(grid, modality);
     for (size_t i = 0; i < n; ++i)
     {
       double clean = 0.0, brain = 0.0;

@@ -38,9 +38,9 @@ main(int argc, char * argv[])
     encoder->Update();
 
     // z_hat from the sources, then the synthesis.
-    auto                     sampler = itk::CDMDiffusionSamplerImageFilter<ImageType>::New();
-    auto                     synthesis = itk::CDMSynthesisImageFilter<ImageType>::New();
-    const char *             modalities[] = { "t1n", "t2w", "t2f" };
+    auto         sampler = itk::CDMDiffusionSamplerImageFilter<ImageType>::New();
+    auto         synthesis = itk::CDMSynthesisImageFilter<ImageType>::New();
+    const char * modalities[] = { "t1n", "t2w", "t2f" };
     sampler->SetModel(model);
     synthesis->SetModel(model);
     for (int i = 0; i < 3; ++i)

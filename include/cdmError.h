@@ -8,8 +8,7 @@
 #include <stdexcept>
 #include <string>
 
-namespace cdm
-{
+namespace cdm {
 
 /** \brief Base of every error the core engine raises. */
 class Error : public std::runtime_error

@@ -10,15 +10,14 @@
 #include <cstdint>
 #include <vector>
 
-namespace cdm
-{
+namespace cdm {
 
 /** \brief Image-quality figures of a prediction against a reference. */
 struct ImageMetrics
 {
-  double PSNR{ 0.0 }; ///< dB, with the given data range
-  double SSIM{ 0.0 }; ///< mean of the SSIM map (Gaussian window, sigma 1.5, K1 0.01, K2 0.03)
-  double MAE{ 0.0 };  ///< mean absolute error
+  double  PSNR{ 0.0 }; ///< dB, with the given data range
+  double  SSIM{ 0.0 }; ///< mean of the SSIM map (Gaussian window, sigma 1.5, K1 0.01, K2 0.03)
+  double  MAE{ 0.0 };  ///< mean absolute error
   int64_t Voxels{ 0 }; ///< voxels that entered the means
 };
 
@@ -27,19 +26,16 @@ struct ImageMetrics
  *  computed on the whole image. SSIM uses a 2D window per slice when size[2] == 1 or `slicewise`
  *  is true, else a 3D window. Throws InputError when sizes disagree or the mask is empty. */
 ImageMetrics
-CompareImages(const std::vector<float> &   reference,
-              const std::vector<float> &   prediction,
+CompareImages(const std::vector<float> &     reference,
+              const std::vector<float> &     prediction,
               const std::array<int64_t, 3> & size,
-              double                       dataRange,
-              const std::vector<uint8_t> * mask = nullptr,
-              bool                         slicewise = false);
+              double                         dataRange,
+              const std::vector<uint8_t> *   mask = nullptr,
+              bool                           slicewise = false);
 
 /** The same on two volumes of the same geometry. */
 ImageMetrics
-CompareVolumes(const Volume & reference,
-               const Volume & prediction,
-               double         dataRange,
-               const Volume * mask = nullptr);
+CompareVolumes(const Volume & reference, const Volume & prediction, double dataRange, const Volume * mask = nullptr);
 
 } // namespace cdm
 

@@ -16,8 +16,7 @@
 #include <string>
 #include <vector>
 
-namespace cdm
-{
+namespace cdm {
 
 /** Progress of long work: a fraction in [0, 1] and what is being done. */
 using ProgressCallback = std::function<void(double fraction, const std::string & what)>;
@@ -46,9 +45,9 @@ struct Representation
 /** \brief Options of the MDN sampler and the synthesis. */
 struct SynthesisOptions
 {
-  int                    Samples{ 1 };      ///< K representation samples (K > 1 gives an uncertainty map)
-  uint64_t               Seed{ 0 };         ///< seeds the starting noise z_T: the same seed, the same output
-  double                 Eta{ -1.0 };       ///< DDIM eta; negative = the model's default
+  int                    Samples{ 1 };            ///< K representation samples (K > 1 gives an uncertainty map)
+  uint64_t               Seed{ 0 };               ///< seeds the starting noise z_T: the same seed, the same output
+  double                 Eta{ -1.0 };             ///< DDIM eta; negative = the model's default
   std::array<int64_t, 3> TileSize{ { 0, 0, 0 } }; ///< C-UNet tile edge per axis in voxels; 0 = whole extent
   int                    SlicesPerBatch{ 16 };    ///< 2D model on a volume: slices per device call
 };

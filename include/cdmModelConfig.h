@@ -10,24 +10,23 @@
 #include <string>
 #include <vector>
 
-namespace cdm
-{
+namespace cdm {
 
 /** \brief Sizes of the four networks (DESIGN.md section 1). A preset fills them; every field is stored in the model. */
 struct NetworkConfig
 {
-  int              RepresentationDim{ 32 };  ///< D, the length of z
-  int              RepresentationGrid{ 1 };  ///< cells per axis of z (1 = the paper's global vector)
-  int              UNetChannels{ 8 };        ///< C-UNet channels at full resolution
-  std::vector<int> UNetMultipliers{ 1, 2 };  ///< channel multiplier per UNet level (levels - 1 downsamplings)
-  int              UNetBlocks{ 1 };          ///< residual blocks per UNet level
-  int              EncoderChannels{ 8 };     ///< MRM feature encoder / source encoder stem channels
-  int              EncoderLevels{ 2 };       ///< stride-2 downsamplings in the encoders
-  int              EncoderBlocks{ 1 };       ///< residual blocks per encoder level
-  int              DenoiserWidth{ 64 };      ///< MDN hidden width
-  int              DenoiserBlocks{ 2 };      ///< MDN residual MLP blocks
-  int              MaskPatchSize{ 4 };       ///< MRM masking patch edge (voxels)
-  double           MaskRatio{ 0.6 };         ///< fraction of patches MRM masks
+  int              RepresentationDim{ 32 }; ///< D, the length of z
+  int              RepresentationGrid{ 1 }; ///< cells per axis of z (1 = the paper's global vector)
+  int              UNetChannels{ 8 };       ///< C-UNet channels at full resolution
+  std::vector<int> UNetMultipliers{ 1, 2 }; ///< channel multiplier per UNet level (levels - 1 downsamplings)
+  int              UNetBlocks{ 1 };         ///< residual blocks per UNet level
+  int              EncoderChannels{ 8 };    ///< MRM feature encoder / source encoder stem channels
+  int              EncoderLevels{ 2 };      ///< stride-2 downsamplings in the encoders
+  int              EncoderBlocks{ 1 };      ///< residual blocks per encoder level
+  int              DenoiserWidth{ 64 };     ///< MDN hidden width
+  int              DenoiserBlocks{ 2 };     ///< MDN residual MLP blocks
+  int              MaskPatchSize{ 4 };      ///< MRM masking patch edge (voxels)
+  double           MaskRatio{ 0.6 };        ///< fraction of patches MRM masks
 };
 
 /** \brief The diffusion schedule and sampler of the MDN. */
@@ -38,7 +37,7 @@ struct DiffusionConfig
   int         SamplingSteps{ 4 };   ///< DDIM steps at inference (strided when < T)
   double      BetaStart{ 0.1 };
   double      BetaEnd{ 0.99 };
-  double      Eta{ 0.0 };           ///< default DDIM eta (0 = deterministic reverse steps)
+  double      Eta{ 0.0 }; ///< default DDIM eta (0 = deterministic reverse steps)
 };
 
 /** \brief Everything needed to rebuild a model: the JSON header of a `.cdm` file. */
@@ -50,21 +49,23 @@ struct ModelConfig
   std::string              ModelKind{ "cdm" };
   std::string              Preset{ "tiny" };
   unsigned int             Dimension{ 2 };
-  int                      SliceAxis{ 2 };   ///< axis a 2D model slices 3D volumes along (0 x, 1 y, 2 z)
+  int                      SliceAxis{ 2 }; ///< axis a 2D model slices 3D volumes along (0 x, 1 y, 2 z)
   std::vector<std::string> Sources{ "t1n", "t2w", "t2f" };
   std::string              Target{ "t1c" };
   bool                     SourcesOptional{ false }; ///< trained with source dropout: any non-empty subset works
   NetworkConfig            Network;
   DiffusionConfig          Diffusion;
   NormalizationRule        Normalization;
-  double                   TargetScale{ 1.0 }; ///< output intensity of a normalised 1.0 (median training scale)
+  double                   TargetScale{ 1.0 };     ///< output intensity of a normalised 1.0 (median training scale)
   std::string              ProvenanceJson{ "{}" }; ///< training provenance (free-form JSON object)
 
   /** A configuration from a named preset: "tiny" (tests), "small" (CPU benchmark), "paper" (DiffIR scale).
    *  Throws InputError for an unknown preset, dimension or modality list. */
   static ModelConfig
-  FromPreset(const std::string & preset, unsigned int dimension, const std::vector<std::string> & sources,
-             const std::string & target);
+  FromPreset(const std::string &              preset,
+             unsigned int                     dimension,
+             const std::vector<std::string> & sources,
+             const std::string &              target);
 
   /** Serialises to one JSON object (the `cdm` entry of the file header). */
   std::string

@@ -13,8 +13,7 @@
 #include <string>
 #include <vector>
 
-namespace cdm
-{
+namespace cdm {
 
 /** \brief What `cdm train` asks for. Zero-valued sizes mean "the preset's default". */
 struct TrainingOptions
@@ -23,7 +22,7 @@ struct TrainingOptions
   std::string              Target{ "t1c" };
   unsigned int             Dimension{ 2 };
   std::string              Preset{ "tiny" };
-  std::string              Stage{ "all" }; ///< all | mrm | cunet | mdn | finetune
+  std::string              Stage{ "all" };    ///< all | mrm | cunet | mdn | finetune
   int                      Iterations{ 200 }; ///< per stage
   bool                     Resume{ false };
   std::string              Device{ "auto" };
@@ -72,8 +71,8 @@ struct TrainingReport
   bool                     Interrupted{ false };
   double                   Seconds{ 0.0 };
   /** Validation PSNR/SSIM of predicting the mean foreground intensity everywhere (the constant baseline). */
-  double                   ConstantBaselinePSNR{ 0.0 };
-  double                   ConstantBaselineSSIM{ 0.0 };
+  double ConstantBaselinePSNR{ 0.0 };
+  double ConstantBaselineSSIM{ 0.0 };
 };
 
 /** The checkpoint a training run writes beside its output (weights, optimiser state, progress). */
@@ -85,10 +84,10 @@ CheckpointPath(const std::string & output);
  *  checkpoint: the per-iteration random streams depend only on (seed, stage, iteration), so an interrupted and
  *  resumed run ends with the same weights as an uninterrupted one on the same device. */
 TrainingReport
-Train(const Dataset &                                        data,
-      const TrainingOptions &                                options,
-      const std::function<void(const TrainingProgress &)> &  progress = {},
-      const std::atomic<bool> *                              stopRequested = nullptr);
+Train(const Dataset &                                       data,
+      const TrainingOptions &                               options,
+      const std::function<void(const TrainingProgress &)> & progress = {},
+      const std::atomic<bool> *                             stopRequested = nullptr);
 
 } // namespace cdm
 

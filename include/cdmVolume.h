@@ -10,8 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace cdm
-{
+namespace cdm {
 
 /** \brief A scalar image the core engine works on: float voxels with ITK's physical geometry.
  *
@@ -20,14 +19,14 @@ namespace cdm
  * engine builds without ITK; the ITK filters copy to and from this struct. */
 struct Volume
 {
-  unsigned int            Dimension{ 3 };
-  std::array<int64_t, 3>  Size{ { 1, 1, 1 } };
-  std::array<double, 3>   Spacing{ { 1.0, 1.0, 1.0 } };
-  std::array<double, 3>   Origin{ { 0.0, 0.0, 0.0 } };
-  std::array<double, 9>   Direction{ { 1, 0, 0, 0, 1, 0, 0, 0, 1 } };
-  std::vector<float>      Voxels;
+  unsigned int           Dimension{ 3 };
+  std::array<int64_t, 3> Size{ { 1, 1, 1 } };
+  std::array<double, 3>  Spacing{ { 1.0, 1.0, 1.0 } };
+  std::array<double, 3>  Origin{ { 0.0, 0.0, 0.0 } };
+  std::array<double, 9>  Direction{ { 1, 0, 0, 0, 1, 0, 0, 0, 1 } };
+  std::vector<float>     Voxels;
   /** Where the data came from (a file name or a modality), used in error messages. */
-  std::string             Description;
+  std::string Description;
 
   int64_t
   NumberOfVoxels() const

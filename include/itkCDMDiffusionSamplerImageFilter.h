@@ -8,8 +8,7 @@
 #include "itkCDMSourceImageFilter.h"
 #include "itkVectorImage.h"
 
-namespace itk
-{
+namespace itk {
 
 /** \class CDMDiffusionSamplerImageFilter
  * \brief The source encoder and the MDN sampler: the source modalities in, the sampled representation z_hat out.
@@ -27,7 +26,7 @@ namespace itk
  */
 template <typename TInputImage>
 class CDMDiffusionSamplerImageFilter
-  : public CDMSourceImageFilter<TInputImage, VectorImage<float, TInputImage::ImageDimension>>
+    : public CDMSourceImageFilter<TInputImage, VectorImage<float, TInputImage::ImageDimension>>
 {
 public:
   ITK_DISALLOW_COPY_AND_MOVE(CDMDiffusionSamplerImageFilter);

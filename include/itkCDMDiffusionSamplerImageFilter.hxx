@@ -8,8 +8,7 @@
 #include "itkCDMDiffusionSamplerImageFilter.h"
 #include "itkCDMRepresentation.h"
 
-namespace itk
-{
+namespace itk {
 
 template <typename TInputImage>
 void
@@ -58,8 +57,8 @@ CDMDiffusionSamplerImageFilter<TInputImage>::GenerateData()
     options.Seed = m_Seed;
     options.Eta = m_Eta;
     const TInputImage *       first = this->GetFirstSource();
-    const cdm::Representation representation =
-      this->GetModel()->GetModel().SampleRepresentation(this->SourceVolumes(first->GetLargestPossibleRegion()), options);
+    const cdm::Representation representation = this->GetModel()->GetModel().SampleRepresentation(
+      this->SourceVolumes(first->GetLargestPossibleRegion()), options);
     CDMConversion::FillRepresentation(representation, m_OutputSamples, this->GetOutput());
   });
   this->UpdateProgress(1.0f);

@@ -13,10 +13,8 @@
 
 #include <string>
 
-namespace itk
-{
-namespace CDMConversion
-{
+namespace itk {
+namespace CDMConversion {
 
 /** The cdm::Region (x, y, z) of an ITK region of dimension 2 or 3. */
 template <unsigned int VDimension>
@@ -51,8 +49,10 @@ ToCDMSize(const Size<VDimension> & size)
  *  `withVoxels` false only the geometry is filled (for checks). */
 template <typename TImage>
 cdm::Volume
-ToVolume(const TImage * image, const typename TImage::RegionType & region, const std::string & description,
-         bool withVoxels = true)
+ToVolume(const TImage *                      image,
+         const typename TImage::RegionType & region,
+         const std::string &                 description,
+         bool                                withVoxels = true)
 {
   constexpr unsigned int Dimension = TImage::ImageDimension;
   cdm::Volume            volume;

@@ -8,8 +8,7 @@
 #include "itkCDMImageFilter.h"
 #include "itkProgressAccumulator.h"
 
-namespace itk
-{
+namespace itk {
 
 template <typename TInputImage, typename TOutputImage>
 CDMImageFilter<TInputImage, TOutputImage>::CDMImageFilter()

@@ -9,8 +9,7 @@
 #include "itkImageToImageFilter.h"
 #include "itkVectorImage.h"
 
-namespace itk
-{
+namespace itk {
 
 /** \class CDMModalityEncoderImageFilter
  * \brief The MRM feature encoder: an image of the target modality in, its representation z out.
@@ -23,7 +22,7 @@ namespace itk
  */
 template <typename TInputImage>
 class CDMModalityEncoderImageFilter
-  : public ImageToImageFilter<TInputImage, VectorImage<float, TInputImage::ImageDimension>>
+    : public ImageToImageFilter<TInputImage, VectorImage<float, TInputImage::ImageDimension>>
 {
 public:
   ITK_DISALLOW_COPY_AND_MOVE(CDMModalityEncoderImageFilter);

@@ -9,8 +9,7 @@
 #include "itkCDMModalityEncoderImageFilter.h"
 #include "itkCDMRepresentation.h"
 
-namespace itk
-{
+namespace itk {
 
 template <typename TInputImage>
 void
@@ -34,8 +33,8 @@ CDMModalityEncoderImageFilter<TInputImage>::GenerateOutputInformation()
     return;
   }
   const cdm::ModelConfig & config = m_Model->GetModel().Config();
-  CDMConversion::SetRepresentationInformation(input, config, static_cast<unsigned int>(config.Network.RepresentationDim),
-                                              this->GetOutput());
+  CDMConversion::SetRepresentationInformation(
+    input, config, static_cast<unsigned int>(config.Network.RepresentationDim), this->GetOutput());
 }
 
 template <typename TInputImage>

@@ -15,25 +15,23 @@
 
 #include <string>
 
-namespace itk
-{
-namespace CDMConversion
-{
+namespace itk {
+namespace CDMConversion {
 
 /** Output information of a representation image computed from `input` (set on `output`, not allocated). */
 template <typename TInputImage, typename TRepresentationImage>
 void
-SetRepresentationInformation(const TInputImage *        input,
-                             const cdm::ModelConfig &   config,
-                             unsigned int               components,
-                             TRepresentationImage *     output)
+SetRepresentationInformation(const TInputImage *      input,
+                             const cdm::ModelConfig & config,
+                             unsigned int             components,
+                             TRepresentationImage *   output)
 {
-  constexpr unsigned int                   Dimension = TInputImage::ImageDimension;
-  const auto &                             region = input->GetLargestPossibleRegion();
-  typename TRepresentationImage::SizeType  size;
+  constexpr unsigned int                     Dimension = TInputImage::ImageDimension;
+  const auto &                               region = input->GetLargestPossibleRegion();
+  typename TRepresentationImage::SizeType    size;
   typename TRepresentationImage::SpacingType spacing;
-  typename TInputImage::PointType          centre;
-  ContinuousIndex<double, Dimension>       middle;
+  typename TInputImage::PointType            centre;
+  ContinuousIndex<double, Dimension>         middle;
   for (unsigned int a = 0; a < Dimension; ++a)
   {
     const bool perSlice = config.Dimension == 2 && Dimension == 3 && static_cast<int>(a) == config.SliceAxis;
@@ -55,9 +53,9 @@ template <typename TRepresentationImage>
 void
 FillRepresentation(const cdm::Representation & representation, bool samples, TRepresentationImage * output)
 {
-  const std::vector<float> mean = samples ? std::vector<float>() : representation.Mean();
-  const int                count = samples ? representation.Samples : 1;
-  const int64_t            d = representation.Dim;
+  const std::vector<float>                 mean = samples ? std::vector<float>() : representation.Mean();
+  const int                                count = samples ? representation.Samples : 1;
+  const int64_t                            d = representation.Dim;
   typename TRepresentationImage::PixelType pixel(static_cast<unsigned int>(count * d));
   float *                                  buffer = output->GetBufferPointer();
   for (int64_t cell = 0; cell < representation.Cells; ++cell)

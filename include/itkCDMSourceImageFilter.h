@@ -12,8 +12,7 @@
 #include <string>
 #include <vector>
 
-namespace itk
-{
+namespace itk {
 
 /** \class CDMSourceImageFilter
  * \brief Base of the CDM filters that read source modalities: a shared CDMModel and one named input per source.

@@ -8,8 +8,7 @@
 #include "itkCDMImageConversion.h"
 #include "itkCDMSourceImageFilter.h"
 
-namespace itk
-{
+namespace itk {
 
 template <typename TInputImage, typename TOutputImage>
 CDMSourceImageFilter<TInputImage, TOutputImage>::CDMSourceImageFilter()
@@ -132,8 +131,9 @@ CDMSourceImageFilter<TInputImage, TOutputImage>::VerifyInputInformation() ITKv5_
   for (const auto & name : this->GetSourceNames())
   {
     const TInputImage * image = this->GetSource(name);
-    const cdm::Volume   other = CDMConversion::ToVolume(image, image->GetLargestPossibleRegion(), "source " + name, false);
-    std::string         why;
+    const cdm::Volume   other =
+      CDMConversion::ToVolume(image, image->GetLargestPossibleRegion(), "source " + name, false);
+    std::string why;
     if (!cdm::SameGeometry(reference, other, &why))
     {
       itkExceptionMacro(<< "sources disagree in geometry: " << why);

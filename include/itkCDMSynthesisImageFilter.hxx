@@ -9,8 +9,7 @@
 #include "itkCDMRepresentation.h"
 #include "itkCDMSynthesisImageFilter.h"
 
-namespace itk
-{
+namespace itk {
 
 template <typename TInputImage, typename TOutputImage>
 CDMSynthesisImageFilter<TInputImage, TOutputImage>::CDMSynthesisImageFilter()
@@ -86,8 +85,8 @@ CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateInputRequestedRegion
     return;
   }
   // The required source region comes from the core engine: one rule for the filter and the engine.
-  const auto &        largest = first->GetLargestPossibleRegion();
-  cdm::Region         output = CDMConversion::ToCDMRegion(this->GetOutput()->GetRequestedRegion());
+  const auto & largest = first->GetLargestPossibleRegion();
+  cdm::Region  output = CDMConversion::ToCDMRegion(this->GetOutput()->GetRequestedRegion());
   for (unsigned int a = 0; a < TInputImage::ImageDimension; ++a)
   {
     output.Index[a] -= largest.GetIndex(a);
@@ -102,7 +101,7 @@ CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateInputRequestedRegion
   }
   for (const auto & name : this->GetSourceNames())
   {
-    auto * source = const_cast<TInputImage *>(this->GetSource(name));
+    auto *                           source = const_cast<TInputImage *>(this->GetSource(name));
     typename TInputImage::RegionType sourceRegion = region;
     if (!sourceRegion.Crop(source->GetLargestPossibleRegion()))
     {
@@ -129,9 +128,9 @@ CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateData()
   const auto &        sourceRegion = first->GetRequestedRegion();
   this->UpdateProgress(0.0f);
   this->CallEngine([&]() {
-    const cdm::Model & model = this->GetModel()->GetModel();
+    const cdm::Model &       model = this->GetModel()->GetModel();
     const cdm::ModelConfig & config = model.Config();
-    cdm::SourceExtent  extent;
+    cdm::SourceExtent        extent;
     extent.ImageSize = CDMConversion::ToCDMSize(largest.GetSize());
     extent.Buffered = CDMConversion::ToCDMRegion(sourceRegion);
     cdm::Region region = CDMConversion::ToCDMRegion(outputRegion);

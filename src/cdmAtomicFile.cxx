@@ -9,8 +9,7 @@
 #include <system_error>
 #include <unistd.h>
 
-namespace cdm
-{
+namespace cdm {
 
 void
 WriteAtomically(const std::string & path, const std::function<void(const std::string & temporaryPath)> & write)
@@ -22,8 +21,7 @@ WriteAtomically(const std::string & path, const std::function<void(const std::st
   const size_t      dot = name.find('.', 1);
   const std::string stem = dot == std::string::npos ? name : name.substr(0, dot);
   const std::string extension = dot == std::string::npos ? "" : name.substr(dot);
-  const fs::path    temporary =
-    target.parent_path() / ("." + stem + ".tmp" + std::to_string(::getpid()) + extension);
+  const fs::path    temporary = target.parent_path() / ("." + stem + ".tmp" + std::to_string(::getpid()) + extension);
   try
   {
     write(temporary.string());

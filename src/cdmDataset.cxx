@@ -8,13 +8,11 @@
 #include <algorithm>
 #include <filesystem>
 
-namespace cdm
-{
+namespace cdm {
 
 namespace fs = std::filesystem;
 
-namespace
-{
+namespace {
 /** `<folder>/<case>-<suffix>.nii.gz`, or `.nii`; empty when neither exists. */
 std::string
 FindCaseFile(const fs::path & folder, const std::string & name, const std::string & suffix)
@@ -76,7 +74,7 @@ ScanBraTSFolder(const std::string & directory, const std::vector<std::string> & 
 }
 
 Dataset::Dataset(NormalizationRule rule)
-  : m_Rule(std::move(rule))
+    : m_Rule(std::move(rule))
 {}
 
 Dataset
@@ -122,7 +120,7 @@ Dataset::AddCase(const std::string & name, const std::map<std::string, Volume> &
       throw InputError("modalities disagree: " + why);
     }
     CheckFinite(image);
-    Volume normalised = image;
+    Volume       normalised = image;
     const double scale = m_Rule.ComputeScale(image);
     m_Rule.Apply(normalised.Voxels, scale);
     entry.Scales[modality] = scale;

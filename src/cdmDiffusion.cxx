@@ -9,8 +9,7 @@
 
 #include <cmath>
 
-namespace cdm
-{
+namespace cdm {
 
 DiffusionSchedule::DiffusionSchedule(const DiffusionConfig & config)
 {
@@ -25,7 +24,8 @@ DiffusionSchedule::DiffusionSchedule(const DiffusionConfig & config)
     if (config.Schedule == "diffir")
     {
       // DiffIR's "linear" schedule: linear in sqrt(beta).
-      const double root = std::sqrt(config.BetaStart) + fraction * (std::sqrt(config.BetaEnd) - std::sqrt(config.BetaStart));
+      const double root =
+        std::sqrt(config.BetaStart) + fraction * (std::sqrt(config.BetaEnd) - std::sqrt(config.BetaStart));
       m_Betas.push_back(root * root);
     }
     else if (config.Schedule == "linear")
@@ -84,13 +84,13 @@ DiffusionSchedule::Step(const at::Tensor & zt,
   {
     return z0Estimate;
   }
-  const double abar = AlphaBar(t);
-  const double abarPrevious = AlphaBar(tPrevious);
+  const double     abar = AlphaBar(t);
+  const double     abarPrevious = AlphaBar(tPrevious);
   const at::Tensor epsilon = (zt - std::sqrt(abar) * z0Estimate) / std::sqrt(1.0 - abar);
-  const double sigma =
+  const double     sigma =
     eta * std::sqrt((1.0 - abarPrevious) / (1.0 - abar)) * std::sqrt(std::max(0.0, 1.0 - abar / abarPrevious));
-  at::Tensor previous = std::sqrt(abarPrevious) * z0Estimate +
-                        std::sqrt(std::max(0.0, 1.0 - abarPrevious - sigma * sigma)) * epsilon;
+  at::Tensor previous =
+    std::sqrt(abarPrevious) * z0Estimate + std::sqrt(std::max(0.0, 1.0 - abarPrevious - sigma * sigma)) * epsilon;
   if (sigma > 0.0)
   {
     previous = previous + sigma * noise;
@@ -111,8 +111,7 @@ DiffusionSchedule::Sample(const Denoise &     denoise,
   {
     const int        t = timesteps[i];
     const int        tPrevious = i + 1 < timesteps.size() ? timesteps[i + 1] : -1;
-    const at::Tensor fraction =
-      torch::full({ z.size(0) }, static_cast<double>(t) / TrainSteps(), z.options());
+    const at::Tensor fraction = torch::full({ z.size(0) }, static_cast<double>(t) / TrainSteps(), z.options());
     const at::Tensor z0 = denoise(z, fraction);
     z = Step(z, z0, t, tPrevious, eta, eta > 0.0 && tPrevious >= 0 ? noise() : at::Tensor());
   }

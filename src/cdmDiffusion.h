@@ -13,8 +13,7 @@
 #include <functional>
 #include <vector>
 
-namespace cdm
-{
+namespace cdm {
 
 /** \brief The forward process q(z_t | z_0) = N(sqrt(abar_t) z_0, (1 - abar_t) I) and DDIM reverse steps with an
  *  x0-predicting network. Timesteps are 0-based: t = 0 .. T-1; "t = -1" is the clean sample (abar = 1). */
@@ -52,8 +51,8 @@ public:
 
   /** One DDIM step from t to tPrevious given the network's z0 estimate; `noise` is used only when eta > 0. */
   at::Tensor
-  Step(const at::Tensor & zt, const at::Tensor & z0Estimate, int t, int tPrevious, double eta,
-       const at::Tensor & noise) const;
+  Step(const at::Tensor & zt, const at::Tensor & z0Estimate, int t, int tPrevious, double eta, const at::Tensor & noise)
+    const;
 
   /** x0-network: (z_t, t / T as a [B] tensor) -> z0 estimate. */
   using Denoise = std::function<at::Tensor(const at::Tensor & zt, const at::Tensor & tFraction)>;

@@ -8,11 +8,9 @@
 #include <cmath>
 #include <limits>
 
-namespace cdm
-{
+namespace cdm {
 
-namespace
-{
+namespace {
 constexpr double SsimSigma = 1.5;
 constexpr int    SsimRadius = 5; // an 11-tap window, as in Wang et al. 2004
 
@@ -25,8 +23,8 @@ SmoothAxis(std::vector<double> & image, const std::array<int64_t, 3> & size, int
   {
     kernel[k + SsimRadius] = std::exp(-0.5 * k * k / (SsimSigma * SsimSigma));
   }
-  const int64_t stride = axis == 0 ? 1 : (axis == 1 ? size[0] : size[0] * size[1]);
-  const int64_t length = size[axis];
+  const int64_t       stride = axis == 0 ? 1 : (axis == 1 ? size[0] : size[0] * size[1]);
+  const int64_t       length = size[axis];
   std::vector<double> line(length);
   std::vector<double> out(image.size());
   for (int64_t z = 0; z < size[2]; ++z)

@@ -13,8 +13,7 @@
 #include <cmath>
 #include <filesystem>
 
-namespace cdm
-{
+namespace cdm {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Devices and threads
@@ -40,7 +39,8 @@ ResolveDevice(const std::string & requested)
   {
     if (!CudaAvailable())
     {
-      throw InputError("device '" + requested + "' is not available: LibTorch sees no CUDA device; expected auto or cpu");
+      throw InputError("device '" + requested +
+                       "' is not available: LibTorch sees no CUDA device; expected auto or cpu");
     }
     int index = 0;
     if (requested.size() > 4)
@@ -131,11 +131,11 @@ Representation::Mean() const
 // Model::Impl
 
 Model::Impl::Impl(const ModelConfig & config, const c10::Device & device)
-  : Config(config)
-  , Device(device)
+    : Config(config)
+    , Device(device)
 {
   Config.Validate();
-  const int           dimension = static_cast<int>(Config.Dimension);
+  const int             dimension = static_cast<int>(Config.Dimension);
   const NetworkConfig & n = Config.Network;
   MrmEncoder = nn::ImageEncoder(dimension, 1, n);
   MrmDecoder = nn::FeatureDecoder(dimension, MrmEncoder->FeatureChannels(), n);
@@ -227,8 +227,7 @@ Model::Impl::SourceTensor(const std::map<std::string, const std::vector<float> *
     }
     else
     {
-      channels.push_back(
-        torch::from_blob(const_cast<float *>(found->second->data()), shape, torch::kFloat32).clone());
+      channels.push_back(torch::from_blob(const_cast<float *>(found->second->data()), shape, torch::kFloat32).clone());
       channels.push_back(torch::ones(shape));
     }
   }
@@ -339,8 +338,8 @@ Model::Impl::ReconstructMasked(const at::Tensor & target) const
   {
     mask = mask.repeat_interleave(patch, d).narrow(d, 0, padded.size(d));
   }
-  const auto       encoded = MrmEncoder->forward(padded * (1.0 - mask));
-  const at::Tensor reconstruction = MrmDecoder->forward(encoded.first, encoded.second);
+  const auto           encoded = MrmEncoder->forward(padded * (1.0 - mask));
+  const at::Tensor     reconstruction = MrmDecoder->forward(encoded.first, encoded.second);
   std::vector<int64_t> sizes;
   for (int64_t d = 2; d < target.dim(); ++d)
   {
@@ -353,7 +352,7 @@ Model::Impl::ReconstructMasked(const at::Tensor & target) const
 // Model
 
 Model::Model(std::shared_ptr<Impl> impl)
-  : m_Impl(std::move(impl))
+    : m_Impl(std::move(impl))
 {}
 
 Model
@@ -490,8 +489,7 @@ Model::CheckSources(const SourceVolumes & sources) const
   }
 }
 
-namespace
-{
+namespace {
 /** Normalises each source with the given scales (computing them when absent). */
 std::map<std::string, std::vector<float>>
 NormaliseSources(const ModelConfig & config, const SourceVolumes & sources, std::map<std::string, double> & scales)
@@ -536,7 +534,7 @@ Model::Encode(const Volume & target) const
   config.Normalization.Apply(normalised, config.Normalization.ComputeScale(target));
   const at::Tensor image =
     torch::from_blob(normalised.data(), { 1, target.Size[2], target.Size[1], target.Size[0] }, torch::kFloat32);
-  const at::Tensor batch = impl.ToNetworkLayout(image);
+  const at::Tensor        batch = impl.ToNetworkLayout(image);
   std::vector<at::Tensor> parts;
   for (int64_t start = 0; start < batch.size(0); start += 16)
   {
@@ -560,14 +558,14 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
   {
     throw InputError("samples must be at least 1, got " + std::to_string(options.Samples));
   }
-  c10::InferenceMode  guard;
-  const Impl &        impl = *m_Impl;
-  const ModelConfig & config = impl.Config;
-  Representation      representation;
-  const auto          normalised = NormaliseSources(config, sources, representation.SourceScales);
-  const Volume &      first = sources.begin()->second;
-  const at::Tensor    batch = impl.ToNetworkLayout(impl.SourceTensor(Pointers(normalised), first.Size));
-  const int64_t       perCall = std::max(1, options.SlicesPerBatch);
+  c10::InferenceMode      guard;
+  const Impl &            impl = *m_Impl;
+  const ModelConfig &     config = impl.Config;
+  Representation          representation;
+  const auto              normalised = NormaliseSources(config, sources, representation.SourceScales);
+  const Volume &          first = sources.begin()->second;
+  const at::Tensor        batch = impl.ToNetworkLayout(impl.SourceTensor(Pointers(normalised), first.Size));
+  const int64_t           perCall = std::max(1, options.SlicesPerBatch);
   std::vector<at::Tensor> conditions;
   for (int64_t start = 0; start < batch.size(0); start += perCall)
   {
@@ -595,8 +593,7 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
   return representation;
 }
 
-namespace
-{
+namespace {
 /** The network window of an output range [begin, end) on an axis of `extent` voxels: padded by the halo, aligned;
  *  the end may pass the image (the part beyond it is zero padding up to the aligned extent). */
 std::pair<int64_t, int64_t>
@@ -619,8 +616,11 @@ Model::RequiredSourceRegion(const Region & output, const std::array<int64_t, 3> 
     {
       continue;
     }
-    const auto window = NetworkWindow(output.Index[a], output.Index[a] + output.Size[a], imageSize[a],
-                                      config.UNetReceptiveRadius(), config.UNetAlignment());
+    const auto window = NetworkWindow(output.Index[a],
+                                      output.Index[a] + output.Size[a],
+                                      imageSize[a],
+                                      config.UNetReceptiveRadius(),
+                                      config.UNetAlignment());
     required.Index[a] = window.first;
     required.Size[a] = std::min(window.second, imageSize[a]) - window.first;
   }
@@ -636,10 +636,10 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
                         const SourceExtent *     extent) const
 {
   CheckSources(sources);
-  c10::InferenceMode  guard;
-  const Impl &        impl = *m_Impl;
-  const ModelConfig & config = impl.Config;
-  const Volume &      first = sources.begin()->second;
+  c10::InferenceMode           guard;
+  const Impl &                 impl = *m_Impl;
+  const ModelConfig &          config = impl.Config;
+  const Volume &               first = sources.begin()->second;
   const std::array<int64_t, 3> imageSize = extent ? extent->ImageSize : first.Size;
   const std::array<int64_t, 3> offset = extent ? extent->Buffered.Index : std::array<int64_t, 3>{ 0, 0, 0 };
   if (extent && extent->Buffered.Size != first.Size)
@@ -691,9 +691,8 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
                      std::to_string(config.Network.RepresentationDim) + " for these sources");
   }
   const int        samples = representation.Samples;
-  const at::Tensor zAll =
-    torch::from_blob(const_cast<float *>(representation.Values.data()), { samples, cells, representation.Dim },
-                     torch::kFloat32);
+  const at::Tensor zAll = torch::from_blob(
+    const_cast<float *>(representation.Values.data()), { samples, cells, representation.Dim }, torch::kFloat32);
 
   // The region in network layout: batch rows [b0, b0 + nb) and spatial ranges per layout axis (image indices);
   // `shift` maps an image index to the index in the sources' tensor.
@@ -747,22 +746,23 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
   int64_t       done = 0;
   for (int64_t batchStart = 0; batchStart < nb; batchStart += perCall)
   {
-    const int64_t count = std::min(perCall, nb - batchStart);
+    const int64_t    count = std::min(perCall, nb - batchStart);
     const at::Tensor rows = layout.narrow(0, b0 - rowShift + batchStart, count);
-    const at::Tensor z = zAll.narrow(1, b0 + batchStart, count).reshape({ samples * count, representation.Dim }).to(impl.Device);
+    const at::Tensor z =
+      zAll.narrow(1, b0 + batchStart, count).reshape({ samples * count, representation.Dim }).to(impl.Device);
     for (int64_t t = 0; t < totalTiles; ++t)
     {
-      at::Tensor window = rows;
-      at::Tensor outMean = mean.narrow(0, batchStart, count);
-      at::Tensor outDeviation = deviation.narrow(0, batchStart, count);
+      at::Tensor           window = rows;
+      at::Tensor           outMean = mean.narrow(0, batchStart, count);
+      at::Tensor           outDeviation = deviation.narrow(0, batchStart, count);
       std::vector<int64_t> cropOffset, cropSize, pads(static_cast<size_t>(2 * spatialAxes));
       int64_t              remainder = t;
       for (int64_t s = 0; s < spatialAxes; ++s)
       {
-        const auto    & starts = tileStarts[s];
-        const int64_t   local = starts[remainder % static_cast<int64_t>(starts.size())];
+        const auto &  starts = tileStarts[s];
+        const int64_t local = starts[remainder % static_cast<int64_t>(starts.size())];
         remainder /= static_cast<int64_t>(starts.size());
-        const int64_t a = start[s] + local;                            // tile start in the image
+        const int64_t a = start[s] + local;                              // tile start in the image
         const int64_t b = a + std::min(tile[s], extentRange[s] - local); // tile end
         const int64_t size = fullExtent[s];
         const auto [w0, w1] = NetworkWindow(a, b, size, halo, alignment);
@@ -774,7 +774,7 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
         outMean = outMean.narrow(s + 2, local, b - a);
         outDeviation = outDeviation.narrow(s + 2, local, b - a);
       }
-      at::Tensor input = torch::constant_pad_nd(window, pads, 0.0).to(impl.Device);
+      at::Tensor           input = torch::constant_pad_nd(window, pads, 0.0).to(impl.Device);
       std::vector<int64_t> repeats(static_cast<size_t>(input.dim()), 1);
       repeats[0] = samples;
       at::Tensor prediction = impl.SynthesizeBatch(samples > 1 ? input.repeat(repeats) : input, z);
@@ -810,7 +810,7 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
       // The region's origin moves with its index: origin + direction * (index * spacing).
       for (int r = 0; r < 3; ++r)
       {
-          volume.Origin[r] += first.Direction[3 * r + a] * (region.Index[a] - offset[a]) * first.Spacing[a];
+        volume.Origin[r] += first.Direction[3 * r + a] * (region.Index[a] - offset[a]) * first.Spacing[a];
       }
     }
     at::Tensor zyx = impl.FromNetworkLayout(values).squeeze(0) * config.TargetScale;
@@ -832,7 +832,9 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
 }
 
 SynthesisResult
-Model::Synthesize(const SourceVolumes & sources, const SynthesisOptions & options, const ProgressCallback & progress) const
+Model::Synthesize(const SourceVolumes &    sources,
+                  const SynthesisOptions & options,
+                  const ProgressCallback & progress) const
 {
   if (progress)
   {

@@ -10,8 +10,7 @@
 #include <algorithm>
 #include <set>
 
-namespace cdm
-{
+namespace cdm {
 
 const std::vector<std::string> &
 KnownModalities()
@@ -163,9 +162,9 @@ int64_t
 ModelConfig::UNetReceptiveRadius() const
 {
   // Walk the C-UNet (cdmNetworks.cxx) adding each layer's reach at its scale.
-  const auto levels = static_cast<int64_t>(Network.UNetMultipliers.size());
+  const auto    levels = static_cast<int64_t>(Network.UNetMultipliers.size());
   const int64_t blocks = Network.UNetBlocks;
-  int64_t radius = 1; // stem 3x3
+  int64_t       radius = 1; // stem 3x3
   for (int64_t level = 0; level < levels; ++level)
   {
     const int64_t scale = int64_t{ 1 } << level;
@@ -179,11 +178,11 @@ ModelConfig::UNetReceptiveRadius() const
   for (int64_t level = levels - 2; level >= 0; --level)
   {
     const int64_t scale = int64_t{ 1 } << level;
-    radius += 2 * scale;                  // nearest upsampling + 3x3 convolution
-    radius += blocks * 2 * scale;         // residual blocks after the skip concatenation
+    radius += 2 * scale;          // nearest upsampling + 3x3 convolution
+    radius += blocks * 2 * scale; // residual blocks after the skip concatenation
   }
-  radius += 1;                            // output 3x3
-  return radius + UNetAlignment();        // cell-boundary margin of the coarse grids
+  radius += 1;                     // output 3x3
+  return radius + UNetAlignment(); // cell-boundary margin of the coarse grids
 }
 
 std::string
@@ -212,9 +211,10 @@ ModelConfig::ToJson(int indent) const
                    { "denoiser_blocks", n.DenoiserBlocks },
                    { "mask_patch_size", n.MaskPatchSize },
                    { "mask_ratio", n.MaskRatio } };
-  j["diffusion"] = { { "schedule", d.Schedule },       { "train_steps", d.TrainSteps },
-                     { "sampling_steps", d.SamplingSteps }, { "beta_start", d.BetaStart },
-                     { "beta_end", d.BetaEnd },         { "eta", d.Eta } };
+  j["diffusion"] = {
+    { "schedule", d.Schedule },    { "train_steps", d.TrainSteps }, { "sampling_steps", d.SamplingSteps },
+    { "beta_start", d.BetaStart }, { "beta_end", d.BetaEnd },       { "eta", d.Eta }
+  };
   j["normalization"] = { { "method", Normalization.Method },
                          { "upper_percentile", Normalization.UpperPercentile },
                          { "foreground_fraction", Normalization.ForegroundFraction },

@@ -19,15 +19,14 @@
 #include <string>
 #include <vector>
 
-namespace cdm
-{
+namespace cdm {
 
 struct Model::Impl
 {
   Impl(const ModelConfig & config, const c10::Device & device);
 
-  ModelConfig                        Config;
-  c10::Device                        Device;
+  ModelConfig Config;
+  c10::Device Device;
   // Mutable: LibTorch's forward() is non-const, but running a network does not change the model.
   mutable nn::ImageEncoder           MrmEncoder{ nullptr };
   mutable nn::FeatureDecoder         MrmDecoder{ nullptr };
@@ -82,7 +81,9 @@ struct Model::Impl
   EncodeSources(const at::Tensor & sources) const;
   /** The MDN reverse process from zStart given the condition (differentiable when called under autograd). */
   at::Tensor
-  SampleRepresentation(const at::Tensor & condition, const at::Tensor & zStart, double eta,
+  SampleRepresentation(const at::Tensor &                     condition,
+                       const at::Tensor &                     zStart,
+                       double                                 eta,
                        const DiffusionSchedule::NoiseSource & noise) const;
   /** C-UNet on a [B, 2S, ...] batch whose spatial sizes are multiples of the UNet alignment. */
   at::Tensor

@@ -8,13 +8,10 @@
 
 #include <cmath>
 
-namespace cdm
-{
-namespace nn
-{
+namespace cdm {
+namespace nn {
 
-namespace
-{
+namespace {
 std::vector<int64_t>
 Repeat(int64_t value, int dimension)
 {
@@ -66,9 +63,9 @@ Upsample2(const torch::Tensor & x)
 }
 
 ConvImpl::ConvImpl(int dimension, int64_t inChannels, int64_t outChannels, int64_t kernel, int64_t stride)
-  : m_Dimension(dimension)
-  , m_Kernel(kernel)
-  , m_Stride(stride)
+    : m_Dimension(dimension)
+    , m_Kernel(kernel)
+    , m_Stride(stride)
 {
   std::vector<int64_t> shape{ outChannels, inChannels };
   for (int d = 0; d < dimension; ++d)
@@ -159,8 +156,8 @@ ImageEncoderImpl::ImageEncoderImpl(int dimension, int64_t inChannels, const Netw
                                          ResidualBlock(dimension, channels[level], channels[level], 0)));
     }
     m_BlocksPerLevel.push_back(config.EncoderBlocks);
-    m_Downsamplers.push_back(register_module("down_" + std::to_string(level),
-                                             Conv(dimension, channels[level], channels[level + 1], 2, 2)));
+    m_Downsamplers.push_back(
+      register_module("down_" + std::to_string(level), Conv(dimension, channels[level], channels[level + 1], 2, 2)));
   }
   m_FeatureChannels = channels.back();
   m_Project = register_module("project", torch::nn::Linear(m_FeatureChannels, config.RepresentationDim));
@@ -192,10 +189,10 @@ FeatureDecoderImpl::FeatureDecoderImpl(int dimension, int64_t featureChannels, c
   m_Blocks.push_back(register_module("block_in", ResidualBlock(dimension, featureChannels, channels.back(), d)));
   for (int level = config.EncoderLevels - 1; level >= 0; --level)
   {
-    m_Upsamplers.push_back(register_module("up_" + std::to_string(level),
-                                           Conv(dimension, channels[level + 1], channels[level], 3)));
-    m_Blocks.push_back(register_module("block_" + std::to_string(level),
-                                       ResidualBlock(dimension, channels[level], channels[level], d)));
+    m_Upsamplers.push_back(
+      register_module("up_" + std::to_string(level), Conv(dimension, channels[level + 1], channels[level], 3)));
+    m_Blocks.push_back(
+      register_module("block_" + std::to_string(level), ResidualBlock(dimension, channels[level], channels[level], d)));
   }
   m_Out = register_module("out", Conv(dimension, channels[0], 1, 3));
 }
@@ -259,8 +256,9 @@ CrossConditionedUNetImpl::CrossConditionedUNetImpl(int                   dimensi
   {
     for (int b = 0; b < config.UNetBlocks; ++b)
     {
-      m_Down[level].push_back(register_module("down_" + std::to_string(level) + "_" + std::to_string(b),
-                                              ResidualBlock(dimension, channels[level], channels[level], conditionDim)));
+      m_Down[level].push_back(
+        register_module("down_" + std::to_string(level) + "_" + std::to_string(b),
+                        ResidualBlock(dimension, channels[level], channels[level], conditionDim)));
     }
     if (level + 1 < levels)
     {
@@ -268,13 +266,12 @@ CrossConditionedUNetImpl::CrossConditionedUNetImpl(int                   dimensi
                                                Conv(dimension, channels[level], channels[level + 1], 2, 2)));
     }
   }
-  m_Middle =
-    register_module("middle", ResidualBlock(dimension, channels.back(), channels.back(), conditionDim));
+  m_Middle = register_module("middle", ResidualBlock(dimension, channels.back(), channels.back(), conditionDim));
   m_Up.resize(static_cast<size_t>(levels > 1 ? levels - 1 : 0));
   for (int level = 0; level + 1 < levels; ++level)
   {
-    m_UpConvs.push_back(register_module("upsample_" + std::to_string(level),
-                                        Conv(dimension, channels[level + 1], channels[level], 3)));
+    m_UpConvs.push_back(
+      register_module("upsample_" + std::to_string(level), Conv(dimension, channels[level + 1], channels[level], 3)));
     for (int b = 0; b < config.UNetBlocks; ++b)
     {
       const int64_t in = b == 0 ? 2 * channels[level] : channels[level];

@@ -8,8 +8,7 @@
 #include <algorithm>
 #include <cmath>
 
-namespace cdm
-{
+namespace cdm {
 
 double
 Percentile(std::vector<float> & values, double percent)
@@ -31,8 +30,7 @@ Percentile(std::vector<float> & values, double percent)
   return low + (position - static_cast<double>(lower)) * (high - low);
 }
 
-namespace
-{
+namespace {
 double
 ForegroundThreshold(const Volume & volume, double fraction)
 {

@@ -14,13 +14,10 @@
 #include <fstream>
 #include <sstream>
 
-namespace cdm
-{
-namespace safetensors
-{
+namespace cdm {
+namespace safetensors {
 
-namespace
-{
+namespace {
 constexpr uint64_t MaximumHeaderBytes = 100u << 20;
 
 uint64_t
@@ -73,7 +70,9 @@ Write(const std::string & path, const std::map<std::string, std::string> & metad
   {
     at::Tensor cpu = tensor.detach().to(torch::kCPU, torch::kFloat32).contiguous();
     const auto bytes = static_cast<uint64_t>(cpu.numel()) * sizeof(float);
-    header[name] = { { "dtype", "F32" }, { "shape", cpu.sizes().vec() }, { "data_offsets", { offset, offset + bytes } } };
+    header[name] = { { "dtype", "F32" },
+                     { "shape", cpu.sizes().vec() },
+                     { "data_offsets", { offset, offset + bytes } } };
     checksum = Fnv1a(static_cast<const char *>(cpu.data_ptr()), bytes, checksum);
     offset += bytes;
     contiguous.push_back(cpu);
@@ -94,7 +93,8 @@ Write(const std::string & path, const std::map<std::string, std::string> & metad
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     for (const auto & tensor : contiguous)
     {
-      out.write(static_cast<const char *>(tensor.data_ptr()), static_cast<std::streamsize>(tensor.numel() * sizeof(float)));
+      out.write(static_cast<const char *>(tensor.data_ptr()),
+                static_cast<std::streamsize>(tensor.numel() * sizeof(float)));
     }
     out.flush();
     if (!out)
@@ -123,8 +123,9 @@ ReadHeader(const std::string & path)
   in.read(reinterpret_cast<char *>(&length), sizeof(length));
   if (length > header.FileBytes - 8 || length > MaximumHeaderBytes)
   {
-    Fail(path, "truncated or not a .cdm file: the header claims " + std::to_string(length) + " bytes but " +
-                 std::to_string(header.FileBytes - 8) + " follow");
+    Fail(path,
+         "truncated or not a .cdm file: the header claims " + std::to_string(length) + " bytes but " +
+           std::to_string(header.FileBytes - 8) + " follow");
   }
   std::string text(length, '\0');
   in.read(text.data(), static_cast<std::streamsize>(length));
@@ -176,8 +177,9 @@ ReadHeader(const std::string & path)
       }
       if (entry.End > dataBytes)
       {
-        Fail(path, "truncated: tensor '" + key + "' ends at byte " + std::to_string(entry.End) + " of the data but only " +
-                     std::to_string(dataBytes) + " bytes are present");
+        Fail(path,
+             "truncated: tensor '" + key + "' ends at byte " + std::to_string(entry.End) + " of the data but only " +
+               std::to_string(dataBytes) + " bytes are present");
       }
       header.Entries.push_back(std::move(entry));
     }
@@ -186,9 +188,8 @@ ReadHeader(const std::string & path)
   {
     Fail(path, std::string("corrupt header: ") + e.what());
   }
-  std::sort(header.Entries.begin(), header.Entries.end(), [](const Entry & a, const Entry & b) {
-    return a.Begin < b.Begin;
-  });
+  std::sort(
+    header.Entries.begin(), header.Entries.end(), [](const Entry & a, const Entry & b) { return a.Begin < b.Begin; });
   uint64_t expected = 0;
   for (const auto & entry : header.Entries)
   {
@@ -200,8 +201,9 @@ ReadHeader(const std::string & path)
   }
   if (expected != dataBytes)
   {
-    Fail(path, "the data holds " + std::to_string(dataBytes) + " bytes but the tensors cover " +
-                 std::to_string(expected) + " (truncated or extended file)");
+    Fail(path,
+         "the data holds " + std::to_string(dataBytes) + " bytes but the tensors cover " + std::to_string(expected) +
+           " (truncated or extended file)");
   }
   if (header.Metadata.count("checksum") == 0)
   {

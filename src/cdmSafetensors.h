@@ -15,10 +15,8 @@
 #include <utility>
 #include <vector>
 
-namespace cdm
-{
-namespace safetensors
-{
+namespace cdm {
+namespace safetensors {
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 

@@ -17,8 +17,7 @@
 #include <numeric>
 #include <random>
 
-namespace cdm
-{
+namespace cdm {
 
 std::string
 CheckpointPath(const std::string & output)
@@ -26,8 +25,7 @@ CheckpointPath(const std::string & output)
   return output + ".ckpt";
 }
 
-namespace
-{
+namespace {
 using Clock = std::chrono::steady_clock;
 
 /** splitmix64 of (seed, stage, iteration): every iteration's random stream depends on nothing else. */
@@ -43,9 +41,9 @@ MixSeed(uint64_t seed, uint64_t stage, uint64_t iteration)
 /** A batch in network layout: sources [B, 2S, ...], target and foreground mask [B, 1, ...]. */
 struct Batch
 {
-  at::Tensor Sources;
-  at::Tensor Target;
-  at::Tensor Mask;
+  at::Tensor                        Sources;
+  at::Tensor                        Target;
+  at::Tensor                        Mask;
   std::vector<std::vector<int64_t>> ValidSizes; ///< spatial sizes before padding, per item
 
   Batch
@@ -60,13 +58,13 @@ class PatchSampler
 {
 public:
   PatchSampler(const Dataset & data, const std::vector<size_t> & cases, const Model::Impl & impl, int64_t patch)
-    : m_Patch(patch)
+      : m_Patch(patch)
   {
     const ModelConfig & config = impl.Config;
     for (const size_t index : cases)
     {
-      const TrainingCase & c = data.Cases()[index];
-      const Volume &       target = c.Images.at(config.Target);
+      const TrainingCase &                              c = data.Cases()[index];
+      const Volume &                                    target = c.Images.at(config.Target);
       std::map<std::string, const std::vector<float> *> sources;
       for (const auto & name : config.Sources)
       {
@@ -75,12 +73,13 @@ public:
       Entry entry;
       entry.Sources = impl.ToNetworkLayout(impl.SourceTensor(sources, target.Size)).contiguous();
       const std::vector<int64_t> shape{ 1, target.Size[2], target.Size[1], target.Size[0] };
-      entry.Target = impl.ToNetworkLayout(
-                       torch::from_blob(const_cast<float *>(target.Voxels.data()), shape, torch::kFloat32))
-                       .contiguous();
+      entry.Target =
+        impl.ToNetworkLayout(torch::from_blob(const_cast<float *>(target.Voxels.data()), shape, torch::kFloat32))
+          .contiguous();
       const std::vector<uint8_t> mask = data.Rule().ForegroundMask(target);
-      entry.Mask = impl.ToNetworkLayout(torch::from_blob(const_cast<uint8_t *>(mask.data()), shape, torch::kUInt8)
-                                          .to(torch::kFloat32))
+      entry.Mask = impl
+                     .ToNetworkLayout(
+                       torch::from_blob(const_cast<uint8_t *>(mask.data()), shape, torch::kUInt8).to(torch::kFloat32))
                      .contiguous();
       // Slices (2D) worth training on: at least a quarter of the largest foreground area.
       const at::Tensor area = entry.Mask.flatten(1).sum(1);
@@ -126,7 +125,8 @@ public:
     {
       const Entry & entry = m_Entries[static_cast<size_t>(i) % m_Entries.size()];
       const size_t  round = static_cast<size_t>(i) / m_Entries.size();
-      const size_t  pick = (entry.Slices.size() * (2 * round + 1)) / (2 * ((count + m_Entries.size() - 1) / m_Entries.size()));
+      const size_t  pick =
+        (entry.Slices.size() * (2 * round + 1)) / (2 * ((count + m_Entries.size() - 1) / m_Entries.size()));
       items.push_back(Crop(entry, entry.Slices[std::min(pick, entry.Slices.size() - 1)], nullptr));
     }
     std::vector<Batch> batches;
@@ -163,16 +163,17 @@ private:
   Item
   Crop(const Entry & entry, int64_t slice, std::mt19937_64 * random) const
   {
-    at::Tensor sources = entry.Sources[slice];
-    at::Tensor target = entry.Target[slice];
-    at::Tensor mask = entry.Mask[slice];
-    Item       item;
+    at::Tensor           sources = entry.Sources[slice];
+    at::Tensor           target = entry.Target[slice];
+    at::Tensor           mask = entry.Mask[slice];
+    Item                 item;
     std::vector<int64_t> pads;
     for (int64_t d = 1; d < sources.dim(); ++d)
     {
       const int64_t size = sources.size(d);
       const int64_t keep = std::min(size, m_Patch);
-      const int64_t offset = size > keep ? (random ? static_cast<int64_t>((*random)() % (size - keep + 1)) : (size - keep) / 2) : 0;
+      const int64_t offset =
+        size > keep ? (random ? static_cast<int64_t>((*random)() % (size - keep + 1)) : (size - keep) / 2) : 0;
       sources = sources.narrow(d, offset, keep);
       target = target.narrow(d, offset, keep);
       mask = mask.narrow(d, offset, keep);
@@ -245,11 +246,11 @@ DropSources(Batch & batch, double probability, std::mt19937_64 & random)
 /** One training stage: which networks it trains and its loss. */
 struct StageDefinition
 {
-  std::string                                  Name;
-  std::vector<std::string>                     Networks;
-  double                                       LearningRateFactor{ 1.0 };
-  std::function<at::Tensor(const Batch &)>     Loss;
-  std::function<at::Tensor(const Batch &)>     Predict; // for validation, under NoGradGuard
+  std::string                              Name;
+  std::vector<std::string>                 Networks;
+  double                                   LearningRateFactor{ 1.0 };
+  std::function<at::Tensor(const Batch &)> Loss;
+  std::function<at::Tensor(const Batch &)> Predict; // for validation, under NoGradGuard
 };
 
 const std::vector<std::string> &
@@ -325,8 +326,10 @@ SaveCheckpoint(const Model::Impl &               impl,
   }
   nlohmann::json full = state;
   full["optimizer_steps"] = steps;
-  safetensors::Write(path, { { "cdm", impl.Config.ToJson() }, { "format", "itk-cdm-checkpoint" }, { "training", full.dump() } },
-                     tensors);
+  safetensors::Write(
+    path,
+    { { "cdm", impl.Config.ToJson() }, { "format", "itk-cdm-checkpoint" }, { "training", full.dump() } },
+    tensors);
 }
 
 void
@@ -358,9 +361,9 @@ struct ValidationFigures
 
 /** Mean PSNR/SSIM over validation items, inside the target's foreground, normalised intensities (range 1). */
 ValidationFigures
-Validate(const std::vector<Batch> &                               batches,
-         const std::function<at::Tensor(const Batch &)> &         predict,
-         const c10::Device &                                      device)
+Validate(const std::vector<Batch> &                       batches,
+         const std::function<at::Tensor(const Batch &)> & predict,
+         const c10::Device &                              device)
 {
   ValidationFigures figures;
   int64_t           items = 0;
@@ -465,8 +468,8 @@ Train(const Dataset &                                       data,
   }
 
   // The model: fresh, or the checkpoint's.
-  const std::string checkpoint = CheckpointPath(options.Output);
-  nlohmann::json    state = { { "stage", "" }, { "iteration", 0 }, { "completed", nlohmann::json::object() } };
+  const std::string         checkpoint = CheckpointPath(options.Output);
+  nlohmann::json            state = { { "stage", "" }, { "iteration", 0 }, { "completed", nlohmann::json::object() } };
   safetensors::NamedTensors stored;
   std::shared_ptr<Model::Impl> implPointer;
   if (options.Resume)
@@ -516,8 +519,8 @@ Train(const Dataset &                                       data,
   const ModelConfig & config = impl.Config;
 
   // Training and validation cases: the last ValidationFraction of the (sorted) cases are held out.
-  const size_t        total = data.Cases().size();
-  size_t              held = total > 1 ? std::max<size_t>(1, static_cast<size_t>(options.ValidationFraction * total + 0.5)) : 0;
+  const size_t total = data.Cases().size();
+  size_t held = total > 1 ? std::max<size_t>(1, static_cast<size_t>(options.ValidationFraction * total + 0.5)) : 0;
   held = std::min(held, total - 1);
   std::vector<size_t> trainCases(total - held), validationCases;
   std::iota(trainCases.begin(), trainCases.end(), 0);
@@ -531,7 +534,8 @@ Train(const Dataset &                                       data,
   }
   const PresetDefaults defaults = DefaultsFor(config.Preset);
   const int64_t        alignment = std::max(config.UNetAlignment(), int64_t{ 1 } << config.Network.EncoderLevels);
-  int64_t              patch = options.PatchSize > 0 ? options.PatchSize : (config.Dimension == 2 ? defaults.Patch2D : defaults.Patch3D);
+  int64_t              patch =
+    options.PatchSize > 0 ? options.PatchSize : (config.Dimension == 2 ? defaults.Patch2D : defaults.Patch3D);
   if (config.Dimension == 2 && options.PatchSize <= 0)
   {
     // Whole slices when they fit: the representation then sees what it sees at inference.
@@ -550,19 +554,18 @@ Train(const Dataset &                                       data,
     patch = std::min(patch, largest);
   }
   patch = (patch + alignment - 1) / alignment * alignment;
-  const int batchSize = options.BatchSize > 0 ? options.BatchSize : defaults.BatchSize;
+  const int    batchSize = options.BatchSize > 0 ? options.BatchSize : defaults.BatchSize;
   const double learningRate = options.LearningRate > 0.0 ? options.LearningRate : defaults.LearningRate;
 
   const PatchSampler trainSampler(data, trainCases, impl, patch);
-  const PatchSampler validationSampler(data, validationCases, impl, config.Dimension == 2 ? std::max<int64_t>(patch, alignment) : patch);
+  const PatchSampler validationSampler(
+    data, validationCases, impl, config.Dimension == 2 ? std::max<int64_t>(patch, alignment) : patch);
   const std::vector<Batch> validation = validationSampler.Fixed(8, 4);
 
   TrainingReport report;
   {
     // The constant baseline: the mean foreground intensity everywhere.
-    const auto constant = [](const Batch & b) {
-      return torch::ones_like(b.Target) * MaskedMean(b.Target, b.Mask);
-    };
+    const auto constant = [](const Batch & b) { return torch::ones_like(b.Target) * MaskedMean(b.Target, b.Mask); };
     torch::NoGradGuard      noGrad;
     const ValidationFigures figures = Validate(validation, constant, torch::kCPU);
     report.ConstantBaselinePSNR = figures.PSNR;
@@ -581,7 +584,8 @@ Train(const Dataset &                                       data,
     }
     const int        t = static_cast<int>(torch::randint(trainSteps, { 1 }).item<int64_t>());
     const at::Tensor zt = impl.Schedule->QSample(z, t, torch::randn_like(z));
-    return impl.Denoiser->forward(zt, condition, torch::full({ z.size(0) }, static_cast<double>(t) / trainSteps, z.options()));
+    return impl.Denoiser->forward(
+      zt, condition, torch::full({ z.size(0) }, static_cast<double>(t) / trainSteps, z.options()));
   };
   const auto sampledRepresentation = [&](const Batch & b) {
     const at::Tensor condition = impl.EncodeSources(b.Sources);
@@ -589,7 +593,9 @@ Train(const Dataset &                                       data,
     return impl.SampleRepresentation(condition, start, 0.0, {});
   };
   std::map<std::string, StageDefinition> definitions;
-  definitions["mrm"] = { "mrm", { "mrm_encoder", "mrm_decoder" }, 1.0,
+  definitions["mrm"] = { "mrm",
+                         { "mrm_encoder", "mrm_decoder" },
+                         1.0,
                          [&](const Batch & b) {
                            const auto [prediction, mask] = impl.ReconstructMasked(b.Target);
                            return MaskedMean((prediction - b.Target).pow(2), mask);
@@ -598,19 +604,27 @@ Train(const Dataset &                                       data,
                            torch::manual_seed(options.Seed + 29);
                            return impl.ReconstructMasked(b.Target).first;
                          } };
-  definitions["cunet"] = { "cunet", { "unet" }, 1.0,
+  definitions["cunet"] = { "cunet",
+                           { "unet" },
+                           1.0,
                            [&](const Batch & b) {
                              const at::Tensor z = impl.EncodeTarget(b.Target).detach();
                              return (impl.SynthesizeBatch(b.Sources, z) - b.Target).abs().mean();
                            },
-                           [&](const Batch & b) { return impl.SynthesizeBatch(b.Sources, impl.EncodeTarget(b.Target)); } };
-  definitions["mdn"] = { "mdn", { "source_encoder", "denoiser" }, 1.0,
+                           [&](const Batch & b) {
+                             return impl.SynthesizeBatch(b.Sources, impl.EncodeTarget(b.Target));
+                           } };
+  definitions["mdn"] = { "mdn",
+                         { "source_encoder", "denoiser" },
+                         1.0,
                          [&](const Batch & b) {
                            const at::Tensor z = impl.EncodeTarget(b.Target).detach();
                            return (trainingRepresentation(impl.EncodeSources(b.Sources), z) - z).abs().mean();
                          },
                          [&](const Batch & b) { return impl.SynthesizeBatch(b.Sources, sampledRepresentation(b)); } };
-  definitions["finetune"] = { "finetune", { "source_encoder", "denoiser", "unet" }, 0.2,
+  definitions["finetune"] = { "finetune",
+                              { "source_encoder", "denoiser", "unet" },
+                              0.2,
                               [&](const Batch & b) {
                                 const at::Tensor z = impl.EncodeTarget(b.Target).detach();
                                 const at::Tensor zHat = trainingRepresentation(impl.EncodeSources(b.Sources), z);
@@ -622,8 +636,8 @@ Train(const Dataset &                                       data,
   for (const std::string & stageName : stages)
   {
     const StageDefinition & stage = definitions.at(stageName);
-    const auto stageIndex = static_cast<uint64_t>(
-      std::find(StageOrder().begin(), StageOrder().end(), stageName) - StageOrder().begin());
+    const auto              stageIndex =
+      static_cast<uint64_t>(std::find(StageOrder().begin(), StageOrder().end(), stageName) - StageOrder().begin());
     int firstIteration = state["completed"].value(stageName, 0);
     if (firstIteration >= options.Iterations)
     {
@@ -672,7 +686,7 @@ Train(const Dataset &                                       data,
     int iteration = firstIteration;
     for (; iteration < options.Iterations; ++iteration)
     {
-      const uint64_t seed = MixSeed(options.Seed, stageIndex, static_cast<uint64_t>(iteration));
+      const uint64_t  seed = MixSeed(options.Seed, stageIndex, static_cast<uint64_t>(iteration));
       std::mt19937_64 random(seed);
       torch::manual_seed(seed);
       Batch batch = trainSampler.Sample(random, batchSize);
@@ -723,8 +737,10 @@ Train(const Dataset &                                       data,
     stageReport.LastIteration = iteration;
     if (window > 0)
     {
-      stageReport.FirstLoss = std::accumulate(losses.begin(), losses.begin() + static_cast<std::ptrdiff_t>(window), 0.0) / window;
-      stageReport.LastLoss = std::accumulate(losses.end() - static_cast<std::ptrdiff_t>(window), losses.end(), 0.0) / window;
+      stageReport.FirstLoss =
+        std::accumulate(losses.begin(), losses.begin() + static_cast<std::ptrdiff_t>(window), 0.0) / window;
+      stageReport.LastLoss =
+        std::accumulate(losses.end() - static_cast<std::ptrdiff_t>(window), losses.end(), 0.0) / window;
     }
     stageReport.Seconds = std::chrono::duration<double>(Clock::now() - stageStart).count();
     report.Stages.push_back(stageReport);
@@ -751,7 +767,8 @@ Train(const Dataset &                                       data,
   provenance["iterations_per_stage"] = options.Iterations;
   provenance["stages_completed"] = state["completed"];
   provenance["training_cases"] = trainCases.size();
-  provenance["validation_cases"] = validationCases.size() == trainCases.size() && held == 0 ? 0 : validationCases.size();
+  provenance["validation_cases"] =
+    validationCases.size() == trainCases.size() && held == 0 ? 0 : validationCases.size();
   provenance["batch_size"] = batchSize;
   provenance["patch_size"] = patch;
   provenance["learning_rate"] = learningRate;

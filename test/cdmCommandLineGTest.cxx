@@ -21,8 +21,7 @@
 #include <thread>
 #include <unistd.h>
 
-namespace
-{
+namespace {
 namespace fs = std::filesystem;
 
 struct Result
@@ -34,9 +33,9 @@ struct Result
 Result
 RunCdm(const std::string & arguments)
 {
-  Result      result;
+  Result            result;
   const std::string command = std::string(CDM_EXECUTABLE) + " " + arguments + " 2>&1";
-  FILE *      pipe = ::popen(command.c_str(), "r");
+  FILE *            pipe = ::popen(command.c_str(), "r");
   if (!pipe)
   {
     return result;
@@ -93,7 +92,8 @@ protected:
   {
     if (s_Train.ExitCode < 0)
     {
-      s_Train = RunCdm("train --data " + s_Root + "/data --target t1c --preset tiny --iterations 100 --seed 3 --device cpu --out " + s_Model);
+      s_Train = RunCdm("train --data " + s_Root +
+                       "/data --target t1c --preset tiny --iterations 100 --seed 3 --device cpu --out " + s_Model);
     }
     return s_Train;
   }
@@ -125,7 +125,8 @@ TEST_F(CommandLine, TrainSynthesizeEvaluateEndToEnd)
   ASSERT_TRUE(fs::exists(s_Model));
 
   const std::string output = s_Root + "/held-t1c-cdm.nii.gz";
-  const Result      synthesis = RunCdm("synthesize --model " + s_Model + " " + AllSources() + " --output " + output + " --seed 1");
+  const Result      synthesis =
+    RunCdm("synthesize --model " + s_Model + " " + AllSources() + " --output " + output + " --seed 1");
   ASSERT_EQ(synthesis.ExitCode, 0) << synthesis.Output;
   const cdm::Volume source = cdm::ReadVolume(Held("t1n"));
   const cdm::Volume result = cdm::ReadVolume(output);
@@ -136,11 +137,11 @@ TEST_F(CommandLine, TrainSynthesizeEvaluateEndToEnd)
   // Against the reference, CDM beats a constant image of the mean foreground intensity.
   const Result evaluation = RunCdm("evaluate --reference " + Held("t1c") + " --prediction " + output + " --json");
   ASSERT_EQ(evaluation.ExitCode, 0) << evaluation.Output;
-  const nlohmann::json figures = nlohmann::json::parse(evaluation.Output);
-  cdm::Volume constant = cdm::ReadVolume(Held("t1c"));
+  const nlohmann::json         figures = nlohmann::json::parse(evaluation.Output);
+  cdm::Volume                  constant = cdm::ReadVolume(Held("t1c"));
   const cdm::NormalizationRule rule;
-  const auto   mask = rule.ForegroundMask(constant);
-  double       sum = 0.0, count = 0.0;
+  const auto                   mask = rule.ForegroundMask(constant);
+  double                       sum = 0.0, count = 0.0;
   for (size_t i = 0; i < mask.size(); ++i)
   {
     sum += mask[i] ? constant.Voxels[i] : 0.0;
@@ -160,10 +161,12 @@ TEST_F(CommandLine, TrainSynthesizeEvaluateEndToEnd)
 
   // The same seed gives the same file; several samples give an uncertainty map.
   const std::string again = s_Root + "/again.nii.gz";
-  ASSERT_EQ(RunCdm("synthesize --quiet --model " + s_Model + " " + AllSources() + " --output " + again + " --seed 1").ExitCode, 0);
+  ASSERT_EQ(
+    RunCdm("synthesize --quiet --model " + s_Model + " " + AllSources() + " --output " + again + " --seed 1").ExitCode,
+    0);
   EXPECT_EQ(cdm::ReadVolume(again).Voxels, result.Voxels);
   const std::string uncertainty = s_Root + "/uncertainty.nii.gz";
-  const Result      sampled = RunCdm("synthesize --quiet --model " + s_Model + " " + AllSources() + " --output " + again +
+  const Result sampled = RunCdm("synthesize --quiet --model " + s_Model + " " + AllSources() + " --output " + again +
                                 " --samples 3 --eta 1 --tile 16 --uncertainty " + uncertainty);
   ASSERT_EQ(sampled.ExitCode, 0) << sampled.Output;
   const cdm::Volume spread = cdm::ReadVolume(uncertainty);
@@ -173,11 +176,14 @@ TEST_F(CommandLine, TrainSynthesizeEvaluateEndToEnd)
   // An error map and a PNG montage: t1n | reference | synthesis | |error|.
   const std::string errorMap = s_Root + "/error.nii.gz";
   ASSERT_EQ(RunCdm("evaluate --reference " + Held("t1c") + " --prediction " + output + " --mask " + Held("t1n") +
-                   " --error-map " + errorMap).ExitCode, 0);
+                   " --error-map " + errorMap)
+              .ExitCode,
+            0);
   const cdm::Volume error = cdm::ReadVolume(errorMap);
   EXPECT_GT(*std::max_element(error.Voxels.begin(), error.Voxels.end()), 0.0f);
   const std::string png = s_Root + "/montage.png";
-  const Result      montage = RunCdm("montage " + Held("t1n") + " " + Held("t1c") + " " + output + " --error " + errorMap + " --out " + png);
+  const Result      montage =
+    RunCdm("montage " + Held("t1n") + " " + Held("t1c") + " " + output + " --error " + errorMap + " --out " + png);
   ASSERT_EQ(montage.ExitCode, 0) << montage.Output;
   const cdm::Volume picture = cdm::ReadVolume(png);
   EXPECT_EQ(picture.Size[0], 4 * (32 + 2) - 2);
@@ -200,7 +206,8 @@ TEST_F(CommandLine, TwoDimensionalSourcesGiveATwoDimensionalOutput)
     cdm::WriteVolume(slice.at(m), s_Root + "/slice-" + m + ".nii.gz");
     arguments += " --source " + m + "=" + s_Root + "/slice-" + m + ".nii.gz";
   }
-  const Result run = RunCdm("synthesize --quiet --model " + s_Model + arguments + " --output " + s_Root + "/slice-out.nii.gz");
+  const Result run =
+    RunCdm("synthesize --quiet --model " + s_Model + arguments + " --output " + s_Root + "/slice-out.nii.gz");
   ASSERT_EQ(run.ExitCode, 0) << run.Output;
   const cdm::Volume out = cdm::ReadVolume(s_Root + "/slice-out.nii.gz");
   EXPECT_EQ(out.Dimension, 2u);
@@ -222,11 +229,13 @@ TEST_F(CommandLine, BadSourcesAreRefusedNamingTheFile)
   EXPECT_EQ(r.ExitCode, 1) << r.Output;
   EXPECT_TRUE(Contains(r.Output, "respaced-t2w.nii.gz") && Contains(r.Output, "spacing")) << r.Output;
 
-  r = RunCdm("synthesize --model " + s_Model + " --source t1n=" + Held("t1n") + " --source t2w=" + Held("t2w") + " --output " + output);
+  r = RunCdm("synthesize --model " + s_Model + " --source t1n=" + Held("t1n") + " --source t2w=" + Held("t2w") +
+             " --output " + output);
   EXPECT_EQ(r.ExitCode, 1) << r.Output;
   EXPECT_TRUE(Contains(r.Output, "'t2f' is missing")) << r.Output;
 
-  r = RunCdm("synthesize --model " + s_Model + " " + AllSources() + " --source flair=" + Held("t2f") + " --output " + output);
+  r = RunCdm("synthesize --model " + s_Model + " " + AllSources() + " --source flair=" + Held("t2f") + " --output " +
+             output);
   EXPECT_EQ(r.ExitCode, 1) << r.Output;
   EXPECT_TRUE(Contains(r.Output, "'flair'") && Contains(r.Output, "expected t1n, t2w, t2f")) << r.Output;
 
@@ -275,7 +284,8 @@ TEST_F(CommandLine, TrainingReportsAndSkipsUnusableCases)
   auto misaligned = cdm::testing::MakeCase(4);
   misaligned["t1c"].Origin[0] += 10.0;
   WriteCase(root, "misaligned", misaligned);
-  const Result r = RunCdm("train --data " + root + " --target t1c --iterations 2 --validation-interval 2 --device cpu --out " + root + "/m.cdm");
+  const Result r = RunCdm("train --data " + root +
+                          " --target t1c --iterations 2 --validation-interval 2 --device cpu --out " + root + "/m.cdm");
   ASSERT_EQ(r.ExitCode, 0) << r.Output;
   EXPECT_TRUE(Contains(r.Output, "skipped case incomplete: missing incomplete-t2f.nii.gz")) << r.Output;
   EXPECT_TRUE(Contains(r.Output, "skipped case misaligned") && Contains(r.Output, "origin differs")) << r.Output;
@@ -294,8 +304,22 @@ TEST_F(CommandLine, SigintSavesACheckpointAndResumeFinishes)
   {
     std::freopen(log.c_str(), "w", stdout);
     const std::string data = s_Root + "/data";
-    ::execl(CDM_EXECUTABLE, "cdm", "train", "--data", data.c_str(), "--target", "t1c", "--iterations", "100000",
-            "--checkpoint-interval", "100000", "--device", "cpu", "--out", output.c_str(), static_cast<char *>(nullptr));
+    ::execl(CDM_EXECUTABLE,
+            "cdm",
+            "train",
+            "--data",
+            data.c_str(),
+            "--target",
+            "t1c",
+            "--iterations",
+            "100000",
+            "--checkpoint-interval",
+            "100000",
+            "--device",
+            "cpu",
+            "--out",
+            output.c_str(),
+            static_cast<char *>(nullptr));
     ::_exit(127);
   }
   // Wait for the first progress line, then interrupt as Ctrl-C would.
@@ -303,7 +327,7 @@ TEST_F(CommandLine, SigintSavesACheckpointAndResumeFinishes)
   for (int i = 0; i < 1200 && !started; ++i)
   {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    std::ifstream in(log);
+    std::ifstream     in(log);
     const std::string text{ std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>() };
     started = Contains(text, "stage mrm");
   }
@@ -316,7 +340,8 @@ TEST_F(CommandLine, SigintSavesACheckpointAndResumeFinishes)
   EXPECT_TRUE(fs::exists(cdm::CheckpointPath(output)));
   EXPECT_FALSE(fs::exists(output));
 
-  const Result resumed = RunCdm("train --data " + s_Root + "/data --target t1c --iterations 3 --resume --device cpu --out " + output);
+  const Result resumed =
+    RunCdm("train --data " + s_Root + "/data --target t1c --iterations 3 --resume --device cpu --out " + output);
   ASSERT_EQ(resumed.ExitCode, 0) << resumed.Output;
   EXPECT_TRUE(fs::exists(output));
 }

@@ -9,8 +9,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-namespace
-{
+namespace {
 cdm::DiffusionConfig
 LongSchedule()
 {
@@ -30,7 +29,8 @@ TEST(DiffusionSchedule, DiffIRScheduleIsLinearInSqrtBetaAndAlphaBarDecreases)
   EXPECT_NEAR(schedule.Betas().front(), 0.1, 1e-12);
   EXPECT_NEAR(schedule.Betas().back(), 0.99, 1e-12);
   EXPECT_NEAR(std::sqrt(schedule.Betas()[1]) - std::sqrt(schedule.Betas()[0]),
-              std::sqrt(schedule.Betas()[2]) - std::sqrt(schedule.Betas()[1]), 1e-12);
+              std::sqrt(schedule.Betas()[2]) - std::sqrt(schedule.Betas()[1]),
+              1e-12);
   for (const auto & config : { cdm::DiffusionConfig{}, LongSchedule() })
   {
     const cdm::DiffusionSchedule s(config);

@@ -11,8 +11,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-namespace
-{
+namespace {
 class Locality : public ::testing::TestWithParam<std::string>
 {};
 
@@ -84,7 +83,7 @@ TEST_P(Tiling, TiledAndRegionSynthesisEqualWholeImageSynthesis)
     cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", param.Dimension, { "t1n", "t2w", "t2f" }, "t1c"), 4, "cpu");
   auto sources = cdm::testing::MakeCase(2, param.ImageSize);
   sources.erase("t1c");
-  const cdm::Representation representation = model.SampleRepresentation(sources);
+  const cdm::Representation  representation = model.SampleRepresentation(sources);
   const cdm::SynthesisResult whole = model.SynthesizeRegion(sources, representation, cdm::Region{});
   const double               range = Range(whole.Image);
   ASSERT_GT(range, 0.0);
@@ -98,7 +97,9 @@ TEST_P(Tiling, TiledAndRegionSynthesisEqualWholeImageSynthesis)
   // An odd sub-region equals the same part of the whole image, and carries its own origin.
   cdm::Region region;
   region.Index = { 5, 9, param.ImageSize[2] > 2 ? 1 : 0 };
-  region.Size = { param.ImageSize[0] - 12, param.ImageSize[1] - 17, param.ImageSize[2] > 2 ? param.ImageSize[2] - 3 : 1 };
+  region.Size = { param.ImageSize[0] - 12,
+                  param.ImageSize[1] - 17,
+                  param.ImageSize[2] > 2 ? param.ImageSize[2] - 3 : 1 };
   const cdm::SynthesisResult part = model.SynthesizeRegion(sources, representation, region, tiled);
   ASSERT_EQ(part.Image.Size, region.Size);
   double difference = 0.0;
@@ -109,8 +110,8 @@ TEST_P(Tiling, TiledAndRegionSynthesisEqualWholeImageSynthesis)
       for (int64_t x = 0; x < region.Size[0]; ++x)
       {
         const auto & w = whole.Image;
-        const float  a = w.Voxels[static_cast<size_t>((x + region.Index[0]) +
-                                                     w.Size[0] * ((y + region.Index[1]) + w.Size[1] * (z + region.Index[2])))];
+        const float  a = w.Voxels[static_cast<size_t>(
+          (x + region.Index[0]) + w.Size[0] * ((y + region.Index[1]) + w.Size[1] * (z + region.Index[2])))];
         const float  b = part.Image.Voxels[static_cast<size_t>(x + region.Size[0] * (y + region.Size[1] * z))];
         difference = std::max(difference, static_cast<double>(std::abs(a - b)));
       }
@@ -140,7 +141,8 @@ TEST_P(Tiling, TiledAndRegionSynthesisEqualWholeImageSynthesis)
         {
           block.Voxels[static_cast<size_t>(x + required.Size[0] * (y + required.Size[1] * z))] =
             volume.Voxels[static_cast<size_t>((x + required.Index[0]) +
-                                              volume.Size[0] * ((y + required.Index[1]) + volume.Size[1] * (z + required.Index[2])))];
+                                              volume.Size[0] *
+                                                ((y + required.Index[1]) + volume.Size[1] * (z + required.Index[2])))];
         }
     cropped[name] = block;
   }
@@ -152,11 +154,11 @@ TEST_P(Tiling, TiledAndRegionSynthesisEqualWholeImageSynthesis)
     EXPECT_NEAR(streamed.Image.Origin[r], part.Image.Origin[r], 1e-9);
   }
   // Sources that miss part of the halo are refused.
-  cdm::SourceExtent tooSmall = extent;
+  cdm::SourceExtent  tooSmall = extent;
   cdm::SourceVolumes shrunk = cropped;
   if (required.Index[0] + required.Size[0] < param.ImageSize[0] || required.Index[0] > 0)
   {
-    cdm::Region inner = region;
+    cdm::Region       inner = region;
     const cdm::Region innerRequired = inner;
     tooSmall.Buffered = innerRequired;
     for (auto & [name, volume] : shrunk)

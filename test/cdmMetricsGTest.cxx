@@ -15,13 +15,12 @@
 #include <fstream>
 #include <random>
 
-namespace
-{
+namespace {
 TEST(Metrics, IdenticalImagesArePerfect)
 {
-  const auto                case0 = cdm::testing::MakeCase(1);
-  const cdm::Volume &       image = case0.at("t2w");
-  const cdm::ImageMetrics   m = cdm::CompareVolumes(image, image, 1000.0);
+  const auto              case0 = cdm::testing::MakeCase(1);
+  const cdm::Volume &     image = case0.at("t2w");
+  const cdm::ImageMetrics m = cdm::CompareVolumes(image, image, 1000.0);
   EXPECT_TRUE(std::isinf(m.PSNR));
   EXPECT_NEAR(m.SSIM, 1.0, 1e-9);
   EXPECT_EQ(m.MAE, 0.0);
@@ -50,12 +49,12 @@ TEST(Metrics, PsnrAndMaeFollowTheirDefinitionsInsideTheMask)
 
 TEST(Metrics, SsimFallsWithNoiseAndBlur)
 {
-  const auto                case0 = cdm::testing::MakeCase(4, { 48, 48, 1 });
-  cdm::Volume               reference = case0.at("t1n");
+  const auto                   case0 = cdm::testing::MakeCase(4, { 48, 48, 1 });
+  cdm::Volume                  reference = case0.at("t1n");
   const cdm::NormalizationRule rule;
   rule.Apply(reference.Voxels, rule.ComputeScale(reference));
-  cdm::Volume               slightlyNoisy = reference, noisy = reference;
-  std::mt19937              random(3);
+  cdm::Volume                     slightlyNoisy = reference, noisy = reference;
+  std::mt19937                    random(3);
   std::normal_distribution<float> noise(0.0f, 1.0f);
   for (size_t i = 0; i < reference.Voxels.size(); ++i)
   {
@@ -72,9 +71,9 @@ TEST(Metrics, SsimFallsWithNoiseAndBlur)
 
 TEST(Normalization, ScaleFollowsTheIntensityUnitAndZeroStaysZero)
 {
-  const auto   case0 = cdm::testing::MakeCase(5);
-  cdm::Volume  image = case0.at("t2f");
-  cdm::Volume  scaled = image;
+  const auto  case0 = cdm::testing::MakeCase(5);
+  cdm::Volume image = case0.at("t2f");
+  cdm::Volume scaled = image;
   for (float & v : scaled.Voxels)
   {
     v *= 10.0f;
@@ -159,9 +158,8 @@ TEST(Dataset, ScanReportsCasesThatLackAFileByName)
   EXPECT_NE(scan.Skipped[0].find("BraTS-002: missing BraTS-002-t2f"), std::string::npos) << scan.Skipped[0];
   EXPECT_THROW(cdm::ScanBraTSFolder(root + "/absent", { "t1n" }), cdm::InputError);
   // A reader failure is reported by case name, never silently used.
-  const cdm::Dataset data = cdm::Dataset::Load(scan, [](const std::string & path) -> cdm::Volume {
-    throw cdm::InputError("cannot read image '" + path + "'");
-  });
+  const cdm::Dataset data = cdm::Dataset::Load(
+    scan, [](const std::string & path) -> cdm::Volume { throw cdm::InputError("cannot read image '" + path + "'"); });
   EXPECT_TRUE(data.Cases().empty());
   ASSERT_EQ(data.Skipped().size(), 3u);
   EXPECT_NE(data.Skipped()[1].find("BraTS-001: cannot read image"), std::string::npos) << data.Skipped()[1];

@@ -13,8 +13,7 @@
 #include <filesystem>
 #include <fstream>
 
-namespace
-{
+namespace {
 namespace fs = std::filesystem;
 
 std::string

@@ -8,8 +8,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-namespace
-{
+namespace {
 struct ShapeCase
 {
   std::string  Preset;
@@ -24,10 +23,10 @@ TEST_P(NetworkShapes, EveryNetworkGivesTheDocumentedShape)
   const ShapeCase        param = GetParam();
   const cdm::ModelConfig config =
     cdm::ModelConfig::FromPreset(param.Preset, param.Dimension, { "t1n", "t2w", "t2f" }, "t1c");
-  cdm::Model::Impl impl(config, torch::kCPU);
-  c10::InferenceMode guard;
-  const int64_t    batch = 2;
-  const int64_t    edge = param.Dimension == 2 ? 32 : 16;
+  cdm::Model::Impl     impl(config, torch::kCPU);
+  c10::InferenceMode   guard;
+  const int64_t        batch = 2;
+  const int64_t        edge = param.Dimension == 2 ? 32 : 16;
   std::vector<int64_t> spatial(param.Dimension, edge);
   spatial.back() = edge + 8; // non-square: axes must not be mixed up
   std::vector<int64_t> sourceShape{ batch, impl.SourceChannels() };
@@ -72,8 +71,10 @@ TEST(NetworkConfig, PresetsGrowAndUnknownNamesAreRefused)
   const auto tiny = cdm::ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c");
   const auto small = cdm::ModelConfig::FromPreset("small", 2, { "t1n" }, "t1c");
   const auto paper = cdm::ModelConfig::FromPreset("paper", 2, { "t1n" }, "t1c");
-  EXPECT_LT(cdm::Model::Create(tiny, 0, "cpu").NumberOfParameters(), cdm::Model::Create(small, 0, "cpu").NumberOfParameters());
-  EXPECT_LT(cdm::Model::Create(small, 0, "cpu").NumberOfParameters(), cdm::Model::Create(paper, 0, "cpu").NumberOfParameters());
+  EXPECT_LT(cdm::Model::Create(tiny, 0, "cpu").NumberOfParameters(),
+            cdm::Model::Create(small, 0, "cpu").NumberOfParameters());
+  EXPECT_LT(cdm::Model::Create(small, 0, "cpu").NumberOfParameters(),
+            cdm::Model::Create(paper, 0, "cpu").NumberOfParameters());
   EXPECT_EQ(paper.Network.RepresentationDim, 256);
   EXPECT_THROW(cdm::ModelConfig::FromPreset("huge", 2, { "t1n" }, "t1c"), cdm::InputError);
   EXPECT_THROW(cdm::ModelConfig::FromPreset("tiny", 4, { "t1n" }, "t1c"), cdm::InputError);

@@ -15,8 +15,7 @@
 #include <cmath>
 #include <filesystem>
 
-namespace
-{
+namespace {
 namespace fs = std::filesystem;
 
 /** Mean intensity of `image` where `selector` holds. */
@@ -59,14 +58,14 @@ TEST_P(Phantom, ContrastsFollowMRPhysicsAndLabelsMarkTheTumour)
   const auto &                grey = c.TissueFractions.at("grey").Voxels;
   const auto &                white = c.TissueFractions.at("white").Voxels;
   const auto &                seg = c.Segmentation.Voxels;
-  const auto isCsf = [&](size_t i) { return csf[i] > 0.8f && seg[i] == 0.0f; };
-  const auto isGrey = [&](size_t i) { return grey[i] > 0.8f && seg[i] == 0.0f; };
-  const auto isWhite = [&](size_t i) { return white[i] > 0.8f && seg[i] == 0.0f; };
-  const auto isRim = [&](size_t i) { return seg[i] == 3.0f; };
-  const auto & t1n = c.Images.at("t1n");
-  const auto & t1c = c.Images.at("t1c");
-  const auto & t2w = c.Images.at("t2w");
-  const auto & t2f = c.Images.at("t2f");
+  const auto                  isCsf = [&](size_t i) { return csf[i] > 0.8f && seg[i] == 0.0f; };
+  const auto                  isGrey = [&](size_t i) { return grey[i] > 0.8f && seg[i] == 0.0f; };
+  const auto                  isWhite = [&](size_t i) { return white[i] > 0.8f && seg[i] == 0.0f; };
+  const auto                  isRim = [&](size_t i) { return seg[i] == 3.0f; };
+  const auto &                t1n = c.Images.at("t1n");
+  const auto &                t1c = c.Images.at("t1c");
+  const auto &                t2w = c.Images.at("t2w");
+  const auto &                t2f = c.Images.at("t2f");
   // CSF dark on T1 and FLAIR, bright on T2; white matter brighter than grey on T1, darker on T2.
   EXPECT_LT(MeanWhere(t1n, isCsf), MeanWhere(t1n, isGrey));
   EXPECT_LT(MeanWhere(t1n, isGrey), MeanWhere(t1n, isWhite));

@@ -9,13 +9,10 @@
 #include <random>
 #include <unistd.h>
 
-namespace cdm
-{
-namespace testing
-{
+namespace cdm {
+namespace testing {
 
-namespace
-{
+namespace {
 enum Tissue
 {
   Background,
@@ -34,14 +31,14 @@ MakeCase(uint64_t seed, const std::array<int64_t, 3> & size)
 {
   std::mt19937_64                        random(seed * 7919 + 13);
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  const double contrast = uniform(random); // a per-case property every modality shows
-  const double cx = size[0] * (0.45 + 0.1 * uniform(random));
-  const double cy = size[1] * (0.45 + 0.1 * uniform(random));
-  const double rx = size[0] * (0.36 + 0.06 * uniform(random));
-  const double ry = size[1] * (0.36 + 0.06 * uniform(random));
-  const double lx = cx + rx * (uniform(random) - 0.5) * 0.8;
-  const double ly = cy + ry * (uniform(random) - 0.5) * 0.8;
-  const double lr = std::min(rx, ry) * (0.22 + 0.12 * uniform(random));
+  const double                           contrast = uniform(random); // a per-case property every modality shows
+  const double                           cx = size[0] * (0.45 + 0.1 * uniform(random));
+  const double                           cy = size[1] * (0.45 + 0.1 * uniform(random));
+  const double                           rx = size[0] * (0.36 + 0.06 * uniform(random));
+  const double                           ry = size[1] * (0.36 + 0.06 * uniform(random));
+  const double                           lx = cx + rx * (uniform(random) - 0.5) * 0.8;
+  const double                           ly = cy + ry * (uniform(random) - 0.5) * 0.8;
+  const double                           lr = std::min(rx, ry) * (0.22 + 0.12 * uniform(random));
 
   // Intensity per tissue and modality (relative units).
   const std::map<std::string, std::array<double, TissueCount>> table{
@@ -60,8 +57,8 @@ MakeCase(uint64_t seed, const std::array<int64_t, 3> & size)
   std::map<std::string, Volume> images;
   for (const auto & [name, intensities] : table)
   {
-    Volume volume = geometry.EmptyCopy(name);
-    const double unit = 300.0 + 1500.0 * uniform(random);
+    Volume                           volume = geometry.EmptyCopy(name);
+    const double                     unit = 300.0 + 1500.0 * uniform(random);
     std::normal_distribution<double> noise(0.0, 0.015);
     for (int64_t z = 0; z < size[2]; ++z)
     {
@@ -73,9 +70,10 @@ MakeCase(uint64_t seed, const std::array<int64_t, 3> & size)
           const double dx = (x - cx) / rx;
           const double dy = (y - cy) / ry;
           const double r = std::sqrt(dx * dx + dy * dy + 0.5 * zf * zf);
-          const double ventricle = std::sqrt(std::pow((x - cx) / (0.18 * rx), 2) + std::pow((y - cy + 0.15 * ry) / (0.10 * ry), 2));
+          const double ventricle =
+            std::sqrt(std::pow((x - cx) / (0.18 * rx), 2) + std::pow((y - cy + 0.15 * ry) / (0.10 * ry), 2));
           const double lesion = std::sqrt(std::pow(x - lx, 2) + std::pow(y - ly, 2)) / lr + 0.6 * std::abs(zf);
-          Tissue tissue = Background;
+          Tissue       tissue = Background;
           if (r < 1.0)
           {
             tissue = r > 0.82 ? Grey : White;

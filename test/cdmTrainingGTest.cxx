@@ -14,8 +14,7 @@
 
 #include <filesystem>
 
-namespace
-{
+namespace {
 namespace fs = std::filesystem;
 
 cdm::TrainingOptions
@@ -41,15 +40,15 @@ NormalisedPSNR(const cdm::Volume & reference, const cdm::Volume & prediction)
   cdm::Volume                  r = reference, p = prediction;
   rule.Apply(r.Voxels, rule.ComputeScale(reference));
   rule.Apply(p.Voxels, rule.ComputeScale(prediction)); // each by its own rule, as `cdm evaluate` does
-  const auto           mask = rule.ForegroundMask(reference);
+  const auto mask = rule.ForegroundMask(reference);
   return cdm::CompareImages(r.Voxels, p.Voxels, r.Size, 1.0, &mask).PSNR;
 }
 
 TEST(Training, TinyModelLowersEveryStageLossAndBeatsTheConstantBaseline)
 {
-  const std::string  directory = cdm::testing::MakeTemporaryDirectory("training");
-  const cdm::Dataset data = cdm::testing::MakeDataset(8, 100);
-  const auto         options = TinyOptions(directory + "/tiny.cdm", 120);
+  const std::string         directory = cdm::testing::MakeTemporaryDirectory("training");
+  const cdm::Dataset        data = cdm::testing::MakeDataset(8, 100);
+  const auto                options = TinyOptions(directory + "/tiny.cdm", 120);
   const cdm::TrainingReport report = cdm::Train(data, options);
   ASSERT_FALSE(report.Interrupted);
   ASSERT_EQ(report.Stages.size(), 4u);
@@ -69,15 +68,15 @@ TEST(Training, TinyModelLowersEveryStageLossAndBeatsTheConstantBaseline)
   // The written model synthesizes a held-out case better than its constant image.
   const cdm::Model model = cdm::Model::Load(options.Output, "cpu");
   EXPECT_NE(model.Config().ProvenanceJson.find("\"seed\":42"), std::string::npos);
-  auto sources = cdm::testing::MakeCase(999);
+  auto              sources = cdm::testing::MakeCase(999);
   const cdm::Volume reference = sources.at("t1c");
   sources.erase("t1c");
-  const cdm::SynthesisResult result = model.Synthesize(sources);
-  cdm::Volume                constant = reference;
+  const cdm::SynthesisResult   result = model.Synthesize(sources);
+  cdm::Volume                  constant = reference;
   const cdm::NormalizationRule rule;
-  const auto                 mask = rule.ForegroundMask(reference);
-  double                     sum = 0.0;
-  int64_t                    count = 0;
+  const auto                   mask = rule.ForegroundMask(reference);
+  double                       sum = 0.0;
+  int64_t                      count = 0;
   for (size_t i = 0; i < mask.size(); ++i)
   {
     sum += mask[i] ? reference.Voxels[i] : 0.0;
@@ -100,7 +99,7 @@ TEST(Training, InterruptedAndResumedRunEndsWithTheSameWeights)
   ASSERT_FALSE(cdm::Train(data, straight).Interrupted);
 
   // The same run, stopped mid-way through the C-UNet stage as SIGINT would, then resumed.
-  auto              interrupted = straight;
+  auto interrupted = straight;
   interrupted.Output = directory + "/interrupted.cdm";
   std::atomic<bool> stop{ false };
   const auto        progress = [&](const cdm::TrainingProgress & p) {

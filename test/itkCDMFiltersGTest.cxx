@@ -23,8 +23,7 @@
 #include <filesystem>
 #include <limits>
 
-namespace
-{
+namespace {
 namespace fs = std::filesystem;
 using Image3 = itk::Image<float, 3>;
 using Image2 = itk::Image<float, 2>;
@@ -33,8 +32,8 @@ template <typename TImage>
 typename TImage::Pointer
 MakeImage(const cdm::Volume & volume)
 {
-  constexpr unsigned int Dimension = TImage::ImageDimension;
-  auto                   image = TImage::New();
+  constexpr unsigned int         Dimension = TImage::ImageDimension;
+  auto                           image = TImage::New();
   typename TImage::SizeType      size;
   typename TImage::SpacingType   spacing;
   typename TImage::PointType     origin;
@@ -161,9 +160,7 @@ struct StreamingCase
   std::array<int64_t, 3> Size;
 };
 
-class CDMStreaming
-  : public CDMFilters
-  , public ::testing::WithParamInterface<StreamingCase>
+class CDMStreaming : public CDMFilters, public ::testing::WithParamInterface<StreamingCase>
 {};
 
 TEST_P(CDMStreaming, StreamedSynthesisEqualsWholeImageAndRequestsOnlyPaddedRegions)
@@ -235,8 +232,8 @@ INSTANTIATE_TEST_SUITE_P(Models,
 
 TEST_F(CDMFilters, CompositeFilterEqualsTheCommandLine)
 {
-  auto                     images = Sources<Image3>(8, { 32, 32, 6 });
-  std::string              arguments;
+  auto        images = Sources<Image3>(8, { 32, 32, 6 });
+  std::string arguments;
   for (const std::string m : { "t1n", "t2w", "t2f" })
   {
     const std::string path = s_Directory + "/composite-" + m + ".nii.gz";
@@ -256,9 +253,10 @@ TEST_F(CDMFilters, CompositeFilterEqualsTheCommandLine)
   }
   filter->SetSeed(5);
   filter->Update();
-  const auto reference = itk::ReadImage<Image3>(output);
+  const auto   reference = itk::ReadImage<Image3>(output);
   const double difference = RelativeDifference(Values(reference.GetPointer()), Values(filter->GetOutput()));
-  std::cout << "[ composite ] largest difference to `cdm synthesize`: " << difference << " of the image range" << std::endl;
+  std::cout << "[ composite ] largest difference to `cdm synthesize`: " << difference << " of the image range"
+            << std::endl;
   EXPECT_LE(difference, 1e-5);
   // The output keeps the sources' geometry.
   const auto * source = filter->GetSource("t1n");
@@ -269,10 +267,10 @@ TEST_F(CDMFilters, CompositeFilterEqualsTheCommandLine)
 
 TEST_F(CDMFilters, EncoderEqualsTheCoreEngineAndSamplerRepeatsWithASeed)
 {
-  auto model = LoadModel(2);
+  auto       model = LoadModel(2);
   const auto raw = cdm::testing::MakeCase(4, { 32, 32, 6 });
-  auto images = Sources<Image3>(4, { 32, 32, 6 });
-  auto encoder = itk::CDMModalityEncoderImageFilter<Image3>::New();
+  auto       images = Sources<Image3>(4, { 32, 32, 6 });
+  auto       encoder = itk::CDMModalityEncoderImageFilter<Image3>::New();
   encoder->SetModel(model);
   encoder->SetInput(images["t1c"]);
   encoder->Update();
@@ -294,7 +292,8 @@ TEST_F(CDMFilters, EncoderEqualsTheCoreEngineAndSamplerRepeatsWithASeed)
     sampler->SetSeed(seed);
     sampler->Update();
     double scale = 0.0;
-    EXPECT_TRUE(itk::ExposeMetaData<double>(sampler->GetOutput()->GetMetaDataDictionary(), "CDM_SourceScale_t2w", scale));
+    EXPECT_TRUE(
+      itk::ExposeMetaData<double>(sampler->GetOutput()->GetMetaDataDictionary(), "CDM_SourceScale_t2w", scale));
     EXPECT_GT(scale, 0.0);
     const auto * out = sampler->GetOutput();
     return std::vector<float>(out->GetBufferPointer(), out->GetBufferPointer() + 6 * 32);
@@ -305,7 +304,7 @@ TEST_F(CDMFilters, EncoderEqualsTheCoreEngineAndSamplerRepeatsWithASeed)
 
 TEST_F(CDMFilters, UncertaintyIsZeroForOneSampleAndPositiveForSeveral)
 {
-  auto images = Sources<Image3>(6, { 32, 32, 4 });
+  auto       images = Sources<Image3>(6, { 32, 32, 4 });
   const auto run = [&](unsigned int samples) {
     auto filter = itk::CDMImageFilter<Image3>::New();
     filter->SetModel(LoadModel(2));
@@ -337,7 +336,9 @@ TEST_F(CDMFilters, BadInputIsRefusedWithAnExceptionNamingIt)
     }
     return filter;
   };
-  auto sources = std::map<std::string, Image3::Pointer>{ { "t1n", images["t1n"] }, { "t2w", images["t2w"] }, { "t2f", images["t2f"] } };
+  auto sources = std::map<std::string, Image3::Pointer>{ { "t1n", images["t1n"] },
+                                                         { "t2w", images["t2w"] },
+                                                         { "t2f", images["t2f"] } };
 
   auto respaced = Sources<Image3>(9, { 32, 32, 4 })["t2w"];
   auto spacing = respaced->GetSpacing();
@@ -414,8 +415,7 @@ TEST_F(CDMFilters, RunsBetweenStandardFiltersWithShortPixelsAndReportsProgress)
 }
 } // namespace
 
-namespace
-{
+namespace {
 TEST_F(CDMFilters, ExamplesRunOnNIfTIFiles)
 {
   auto        images = Sources<Image3>(13, { 32, 32, 6 });
@@ -424,10 +424,11 @@ TEST_F(CDMFilters, ExamplesRunOnNIfTIFiles)
   {
     itk::WriteImage(images[m], s_Directory + "/example-" + m + ".nii.gz");
   }
-  const std::string sources = s_Directory + "/example-t1n.nii.gz " + s_Directory + "/example-t2w.nii.gz " +
-                              s_Directory + "/example-t2f.nii.gz ";
+  const std::string sources =
+    s_Directory + "/example-t1n.nii.gz " + s_Directory + "/example-t2w.nii.gz " + s_Directory + "/example-t2f.nii.gz ";
   const std::string streamed = s_Directory + "/example-streamed.nii.gz";
-  const std::string composite = std::string(CDM_SYNTHESIZE_EXAMPLE) + " " + ModelPath(2) + " " + sources + streamed + " 3 cpu";
+  const std::string composite =
+    std::string(CDM_SYNTHESIZE_EXAMPLE) + " " + ModelPath(2) + " " + sources + streamed + " 3 cpu";
   ASSERT_EQ(std::system(composite.c_str()), 0) << composite;
   const std::string cli = s_Directory + "/example-cli.nii.gz";
   const std::string command = std::string(CDM_EXECUTABLE) + " synthesize --quiet --device cpu --model " + ModelPath(2) +
@@ -440,7 +441,8 @@ TEST_F(CDMFilters, ExamplesRunOnNIfTIFiles)
 
   const std::string uncertainty = s_Directory + "/example-uncertainty.nii.gz";
   const std::string byHand = std::string(CDM_FILTERS_BY_HAND_EXAMPLE) + " " + ModelPath(2) + " " + s_Directory +
-                             "/example-t1c.nii.gz " + sources + s_Directory + "/example-byhand.nii.gz " + uncertainty + " 3";
+                             "/example-t1c.nii.gz " + sources + s_Directory + "/example-byhand.nii.gz " + uncertainty +
+                             " 3";
   ASSERT_EQ(std::system(byHand.c_str()), 0) << byHand;
   const auto spread = Values(itk::ReadImage<Image3>(uncertainty).GetPointer());
   EXPECT_GT(*std::max_element(spread.begin(), spread.end()), 0.0f);
