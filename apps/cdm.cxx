@@ -26,7 +26,8 @@
 #include <iostream>
 #include <sstream>
 
-namespace {
+namespace
+{
 std::atomic<bool> g_StopRequested{ false };
 
 extern "C" void

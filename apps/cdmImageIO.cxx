@@ -5,6 +5,7 @@
 #include "cdmImageIO.h"
 #include "cdmAtomicFile.h"
 #include "cdmError.h"
+#include "itkCDMImageConversion.h"
 
 #include "itkImage.h"
 #include "itkImageFileReader.h"
@@ -13,7 +14,8 @@
 #include <algorithm>
 #include <filesystem>
 
-namespace cdm {
+namespace cdm
+{
 
 Volume
 ReadVolume(const std::string & path)
@@ -40,79 +42,25 @@ ReadVolume(const std::string & path)
 Volume
 ToVolume(const itk::Image<float, 3> * image, const std::string & description, unsigned int dimension)
 {
-  Volume volume;
-  volume.Description = description;
+  Volume volume = itk::CDMConversion::ToVolume(image, image->GetBufferedRegion(), description);
   volume.Dimension = dimension;
-  const auto size = image->GetBufferedRegion().GetSize();
-  for (unsigned int a = 0; a < 3; ++a)
-  {
-    volume.Size[a] = static_cast<int64_t>(size[a]);
-    volume.Spacing[a] = image->GetSpacing()[a];
-    volume.Origin[a] = image->GetOrigin()[a];
-    for (unsigned int b = 0; b < 3; ++b)
-    {
-      volume.Direction[3 * a + b] = image->GetDirection()[a][b];
-    }
-  }
-  volume.Voxels.assign(image->GetBufferPointer(), image->GetBufferPointer() + volume.NumberOfVoxels());
   return volume;
 }
 
 itk::Image<float, 3>::Pointer
 ToImage(const Volume & volume)
 {
-  using ImageType = itk::Image<float, 3>;
-  auto                     image = ImageType::New();
-  ImageType::SizeType      size;
-  ImageType::SpacingType   spacing;
-  ImageType::PointType     origin;
-  ImageType::DirectionType direction;
-  for (unsigned int a = 0; a < 3; ++a)
-  {
-    size[a] = static_cast<itk::SizeValueType>(volume.Size[a]);
-    spacing[a] = volume.Spacing[a];
-    origin[a] = volume.Origin[a];
-    for (unsigned int b = 0; b < 3; ++b)
-    {
-      direction[a][b] = volume.Direction[3 * a + b];
-    }
-  }
-  image->SetRegions(ImageType::RegionType(size));
-  image->SetSpacing(spacing);
-  image->SetOrigin(origin);
-  image->SetDirection(direction);
-  image->Allocate();
-  std::copy(volume.Voxels.begin(), volume.Voxels.end(), image->GetBufferPointer());
-  return image;
+  return itk::CDMConversion::MakeImage<itk::Image<float, 3>>(volume);
 }
 
-namespace {
+namespace
+{
 template <unsigned int VDimension>
 void
 WriteImage(const Volume & volume, const std::string & path)
 {
   using ImageType = itk::Image<float, VDimension>;
-  auto                              image = ImageType::New();
-  typename ImageType::SizeType      size;
-  typename ImageType::SpacingType   spacing;
-  typename ImageType::PointType     origin;
-  typename ImageType::DirectionType direction;
-  for (unsigned int a = 0; a < VDimension; ++a)
-  {
-    size[a] = static_cast<itk::SizeValueType>(volume.Size[a]);
-    spacing[a] = volume.Spacing[a];
-    origin[a] = volume.Origin[a];
-    for (unsigned int b = 0; b < VDimension; ++b)
-    {
-      direction[a][b] = volume.Direction[3 * a + b];
-    }
-  }
-  image->SetRegions(typename ImageType::RegionType(size));
-  image->SetSpacing(spacing);
-  image->SetOrigin(origin);
-  image->SetDirection(direction);
-  image->Allocate();
-  std::copy(volume.Voxels.begin(), volume.Voxels.end(), image->GetBufferPointer());
+  const auto image = itk::CDMConversion::MakeImage<ImageType>(volume);
   WriteAtomically(path, [&](const std::string & temporary) {
     auto writer = itk::ImageFileWriter<ImageType>::New();
     writer->SetInput(image);

@@ -11,7 +11,8 @@
 
 #include <string>
 
-namespace cdm {
+namespace cdm
+{
 
 /** Reads any scalar image ITK can read (NIfTI, NRRD, MetaImage...) as float. Throws InputError naming the file. */
 Volume

@@ -12,9 +12,11 @@
 
 #include <algorithm>
 
-namespace cdm {
+namespace cdm
+{
 
-namespace {
+namespace
+{
 /** (column axis, row axis) of a slice across `axis`. */
 std::pair<int, int>
 InPlaneAxes(int axis)

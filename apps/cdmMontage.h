@@ -10,7 +10,8 @@
 #include <string>
 #include <vector>
 
-namespace cdm {
+namespace cdm
+{
 
 /** \brief One panel of a montage: an image and how its grey levels are scaled. */
 struct MontagePanel

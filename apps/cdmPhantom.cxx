@@ -26,9 +26,11 @@
 #include <filesystem>
 #include <random>
 
-namespace cdm {
+namespace cdm
+{
 
-namespace {
+namespace
+{
 using ImageType = itk::Image<float, 3>;
 using LabelImageType = itk::Image<unsigned char, 3>;
 
@@ -198,7 +200,8 @@ struct PhantomGenerator::Anatomy
   ImageType::Pointer Fractions[3]; // CSF, grey, white on the output grid
 };
 
-namespace {
+namespace
+{
 /** Colin27 (Debian's mricron-data): the 0.5 mm T1, masked by the brain of the 1 mm extracted template; partial-volume
  *  fractions from the intensity between the Otsu class means of CSF, grey and white matter. */
 void

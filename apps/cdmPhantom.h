@@ -13,7 +13,8 @@
 #include <memory>
 #include <string>
 
-namespace cdm {
+namespace cdm
+{
 
 /** \brief Options of the BraTS-like phantom generator (`cdm phantom`). */
 struct PhantomOptions

@@ -9,7 +9,8 @@
 #include <functional>
 #include <string>
 
-namespace cdm {
+namespace cdm
+{
 
 /** Calls `write` with a temporary path beside `path` (same folder and extension), then renames it onto `path`,
  *  so that readers never see a partial file. The temporary file is removed when `write` throws. */

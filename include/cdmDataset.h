@@ -13,7 +13,8 @@
 #include <string>
 #include <vector>
 
-namespace cdm {
+namespace cdm
+{
 
 /** \brief The files of one case in the BraTS 2023 layout: `<case>/<case>-<modality>.nii.gz`. */
 struct CaseFiles

@@ -8,7 +8,8 @@
 #include <stdexcept>
 #include <string>
 
-namespace cdm {
+namespace cdm
+{
 
 /** \brief Base of every error the core engine raises. */
 class Error : public std::runtime_error

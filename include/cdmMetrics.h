@@ -10,7 +10,8 @@
 #include <cstdint>
 #include <vector>
 
-namespace cdm {
+namespace cdm
+{
 
 /** \brief Image-quality figures of a prediction against a reference. */
 struct ImageMetrics

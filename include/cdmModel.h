@@ -16,7 +16,8 @@
 #include <string>
 #include <vector>
 
-namespace cdm {
+namespace cdm
+{
 
 /** Progress of long work: a fraction in [0, 1] and what is being done. */
 using ProgressCallback = std::function<void(double fraction, const std::string & what)>;

@@ -10,7 +10,8 @@
 #include <string>
 #include <vector>
 
-namespace cdm {
+namespace cdm
+{
 
 /** \brief Sizes of the four networks (DESIGN.md section 1). A preset fills them; every field is stored in the model. */
 struct NetworkConfig

@@ -9,7 +9,8 @@
 
 #include <string>
 
-namespace cdm {
+namespace cdm
+{
 
 /** \brief The per-image robust intensity normalisation, defined once and stored in every model file.
  *

@@ -13,7 +13,8 @@
 #include <string>
 #include <vector>
 
-namespace cdm {
+namespace cdm
+{
 
 /** \brief What `cdm train` asks for. Zero-valued sizes mean "the preset's default". */
 struct TrainingOptions

@@ -10,7 +10,8 @@
 #include <string>
 #include <vector>
 
-namespace cdm {
+namespace cdm
+{
 
 /** \brief A scalar image the core engine works on: float voxels with ITK's physical geometry.
  *

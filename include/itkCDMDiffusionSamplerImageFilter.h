@@ -8,7 +8,8 @@
 #include "itkCDMSourceImageFilter.h"
 #include "itkVectorImage.h"
 
-namespace itk {
+namespace itk
+{
 
 /** \class CDMDiffusionSamplerImageFilter
  * \brief The source encoder and the MDN sampler: the source modalities in, the sampled representation z_hat out.

@@ -8,7 +8,8 @@
 #include "itkCDMDiffusionSamplerImageFilter.h"
 #include "itkCDMRepresentation.h"
 
-namespace itk {
+namespace itk
+{
 
 template <typename TInputImage>
 void

@@ -13,8 +13,10 @@
 
 #include <string>
 
-namespace itk {
-namespace CDMConversion {
+namespace itk
+{
+namespace CDMConversion
+{
 
 /** The cdm::Region (x, y, z) of an ITK region of dimension 2 or 3. */
 template <unsigned int VDimension>
@@ -97,6 +99,36 @@ CopyToImage(const cdm::Volume & volume, TImage * image, const typename TImage::R
   {
     it.Set(static_cast<typename TImage::PixelType>(volume.Voxels[i++]));
   }
+}
+
+/** A new image of type TImage (2D or 3D, any scalar pixel) with the Volume's geometry and voxels. */
+template <typename TImage>
+typename TImage::Pointer
+MakeImage(const cdm::Volume & volume)
+{
+  constexpr unsigned int         Dimension = TImage::ImageDimension;
+  auto                           image = TImage::New();
+  typename TImage::SizeType      size;
+  typename TImage::SpacingType   spacing;
+  typename TImage::PointType     origin;
+  typename TImage::DirectionType direction;
+  for (unsigned int a = 0; a < Dimension; ++a)
+  {
+    size[a] = static_cast<SizeValueType>(volume.Size[a]);
+    spacing[a] = volume.Spacing[a];
+    origin[a] = volume.Origin[a];
+    for (unsigned int b = 0; b < Dimension; ++b)
+    {
+      direction[a][b] = volume.Direction[3 * a + b];
+    }
+  }
+  image->SetRegions(typename TImage::RegionType(size));
+  image->SetSpacing(spacing);
+  image->SetOrigin(origin);
+  image->SetDirection(direction);
+  image->Allocate();
+  CopyToImage(volume, image.GetPointer(), image->GetLargestPossibleRegion());
+  return image;
 }
 
 } // namespace CDMConversion

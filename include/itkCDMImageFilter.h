@@ -8,7 +8,8 @@
 #include "itkCDMDiffusionSamplerImageFilter.h"
 #include "itkCDMSynthesisImageFilter.h"
 
-namespace itk {
+namespace itk
+{
 
 /** \class CDMImageFilter
  * \brief Synthesizes a missing MRI contrast with the Cross-conditioned Diffusion Model: sources in, target out.

@@ -8,7 +8,8 @@
 #include "itkCDMImageFilter.h"
 #include "itkProgressAccumulator.h"
 
-namespace itk {
+namespace itk
+{
 
 template <typename TInputImage, typename TOutputImage>
 CDMImageFilter<TInputImage, TOutputImage>::CDMImageFilter()
@@ -29,17 +30,7 @@ template <typename TInputImage, typename TOutputImage>
 void
 CDMImageFilter<TInputImage, TOutputImage>::GenerateOutputInformation()
 {
-  const TInputImage * first = this->GetFirstSource();
-  if (!first)
-  {
-    return;
-  }
-  for (unsigned int i = 0; i < 2; ++i)
-  {
-    auto * output = dynamic_cast<TOutputImage *>(this->ProcessObject::GetOutput(i));
-    output->CopyInformation(first);
-    output->SetLargestPossibleRegion(first->GetLargestPossibleRegion());
-  }
+  this->CopySourceInformationToOutputs();
 }
 
 template <typename TInputImage, typename TOutputImage>

@@ -9,7 +9,8 @@
 #include "itkImageToImageFilter.h"
 #include "itkVectorImage.h"
 
-namespace itk {
+namespace itk
+{
 
 /** \class CDMModalityEncoderImageFilter
  * \brief The MRM feature encoder: an image of the target modality in, its representation z out.

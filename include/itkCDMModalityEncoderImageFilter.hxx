@@ -9,7 +9,8 @@
 #include "itkCDMModalityEncoderImageFilter.h"
 #include "itkCDMRepresentation.h"
 
-namespace itk {
+namespace itk
+{
 
 template <typename TInputImage>
 void

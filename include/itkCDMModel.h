@@ -14,7 +14,8 @@
 #include <memory>
 #include <string>
 
-namespace itk {
+namespace itk
+{
 
 /** \class CDMModel
  * \brief A CDM model file (`.cdm`) loaded once, on a device, and shared by the CDM filters.

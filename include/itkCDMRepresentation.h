@@ -15,8 +15,10 @@
 
 #include <string>
 
-namespace itk {
-namespace CDMConversion {
+namespace itk
+{
+namespace CDMConversion
+{
 
 /** Output information of a representation image computed from `input` (set on `output`, not allocated). */
 template <typename TInputImage, typename TRepresentationImage>

@@ -12,7 +12,8 @@
 #include <string>
 #include <vector>
 
-namespace itk {
+namespace itk
+{
 
 /** \class CDMSourceImageFilter
  * \brief Base of the CDM filters that read source modalities: a shared CDMModel and one named input per source.
@@ -68,6 +69,9 @@ protected:
   /** The sources' voxels in `region` (of each source) as core-engine volumes. */
   cdm::SourceVolumes
   SourceVolumes(const InputRegionType & region) const;
+  /** Gives every output image the first source's geometry and largest possible region. */
+  void
+  CopySourceInformationToOutputs();
   /** The first source image (by modality order of the model). */
   const TInputImage *
   GetFirstSource() const;

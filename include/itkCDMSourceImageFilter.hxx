@@ -8,7 +8,8 @@
 #include "itkCDMImageConversion.h"
 #include "itkCDMSourceImageFilter.h"
 
-namespace itk {
+namespace itk
+{
 
 template <typename TInputImage, typename TOutputImage>
 CDMSourceImageFilter<TInputImage, TOutputImage>::CDMSourceImageFilter()
@@ -67,6 +68,25 @@ CDMSourceImageFilter<TInputImage, TOutputImage>::GetFirstSource() const
   }
   const auto names = this->GetSourceNames();
   return names.empty() ? nullptr : this->GetSource(names.front());
+}
+
+template <typename TInputImage, typename TOutputImage>
+void
+CDMSourceImageFilter<TInputImage, TOutputImage>::CopySourceInformationToOutputs()
+{
+  const TInputImage * first = this->GetFirstSource();
+  if (!first)
+  {
+    return;
+  }
+  for (unsigned int i = 0; i < this->GetNumberOfIndexedOutputs(); ++i)
+  {
+    if (auto * output = dynamic_cast<TOutputImage *>(this->ProcessObject::GetOutput(i)))
+    {
+      output->CopyInformation(first);
+      output->SetLargestPossibleRegion(first->GetLargestPossibleRegion());
+    }
+  }
 }
 
 template <typename TInputImage, typename TOutputImage>

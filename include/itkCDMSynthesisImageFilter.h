@@ -8,7 +8,8 @@
 #include "itkCDMSourceImageFilter.h"
 #include "itkVectorImage.h"
 
-namespace itk {
+namespace itk
+{
 
 /** \class CDMSynthesisImageFilter
  * \brief The C-UNet: the source modalities and the representation z in, the target modality out. It streams.

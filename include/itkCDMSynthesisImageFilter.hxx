@@ -9,7 +9,8 @@
 #include "itkCDMRepresentation.h"
 #include "itkCDMSynthesisImageFilter.h"
 
-namespace itk {
+namespace itk
+{
 
 template <typename TInputImage, typename TOutputImage>
 CDMSynthesisImageFilter<TInputImage, TOutputImage>::CDMSynthesisImageFilter()
@@ -56,17 +57,7 @@ template <typename TInputImage, typename TOutputImage>
 void
 CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateOutputInformation()
 {
-  const TInputImage * first = this->GetFirstSource();
-  if (!first)
-  {
-    return;
-  }
-  for (unsigned int i = 0; i < 2; ++i)
-  {
-    auto * output = dynamic_cast<TOutputImage *>(this->ProcessObject::GetOutput(i));
-    output->CopyInformation(first);
-    output->SetLargestPossibleRegion(first->GetLargestPossibleRegion());
-  }
+  this->CopySourceInformationToOutputs();
 }
 
 template <typename TInputImage, typename TOutputImage>

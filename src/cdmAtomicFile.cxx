@@ -9,7 +9,8 @@
 #include <system_error>
 #include <unistd.h>
 
-namespace cdm {
+namespace cdm
+{
 
 void
 WriteAtomically(const std::string & path, const std::function<void(const std::string & temporaryPath)> & write)

@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <filesystem>
 
-namespace cdm {
+namespace cdm
+{
 
 namespace fs = std::filesystem;
 
-namespace {
+namespace
+{
 /** `<folder>/<case>-<suffix>.nii.gz`, or `.nii`; empty when neither exists. */
 std::string
 FindCaseFile(const fs::path & folder, const std::string & name, const std::string & suffix)

@@ -9,7 +9,8 @@
 
 #include <cmath>
 
-namespace cdm {
+namespace cdm
+{
 
 DiffusionSchedule::DiffusionSchedule(const DiffusionConfig & config)
 {

@@ -13,7 +13,8 @@
 #include <functional>
 #include <vector>
 
-namespace cdm {
+namespace cdm
+{
 
 /** \brief The forward process q(z_t | z_0) = N(sqrt(abar_t) z_0, (1 - abar_t) I) and DDIM reverse steps with an
  *  x0-predicting network. Timesteps are 0-based: t = 0 .. T-1; "t = -1" is the clean sample (abar = 1). */

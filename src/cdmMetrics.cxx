@@ -8,9 +8,11 @@
 #include <cmath>
 #include <limits>
 
-namespace cdm {
+namespace cdm
+{
 
-namespace {
+namespace
+{
 constexpr double SsimSigma = 1.5;
 constexpr int    SsimRadius = 5; // an 11-tap window, as in Wang et al. 2004
 

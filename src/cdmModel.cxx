@@ -13,7 +13,8 @@
 #include <cmath>
 #include <filesystem>
 
-namespace cdm {
+namespace cdm
+{
 
 // ---------------------------------------------------------------------------------------------------------------
 // Devices and threads
@@ -489,7 +490,8 @@ Model::CheckSources(const SourceVolumes & sources) const
   }
 }
 
-namespace {
+namespace
+{
 /** Normalises each source with the given scales (computing them when absent). */
 std::map<std::string, std::vector<float>>
 NormaliseSources(const ModelConfig & config, const SourceVolumes & sources, std::map<std::string, double> & scales)
@@ -593,7 +595,8 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
   return representation;
 }
 
-namespace {
+namespace
+{
 /** The network window of an output range [begin, end) on an axis of `extent` voxels: padded by the halo, aligned;
  *  the end may pass the image (the part beyond it is zero padding up to the aligned extent). */
 std::pair<int64_t, int64_t>

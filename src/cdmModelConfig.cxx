@@ -10,7 +10,8 @@
 #include <algorithm>
 #include <set>
 
-namespace cdm {
+namespace cdm
+{
 
 const std::vector<std::string> &
 KnownModalities()

@@ -19,7 +19,8 @@
 #include <string>
 #include <vector>
 
-namespace cdm {
+namespace cdm
+{
 
 struct Model::Impl
 {

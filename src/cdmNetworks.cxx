@@ -8,10 +8,13 @@
 
 #include <cmath>
 
-namespace cdm {
-namespace nn {
+namespace cdm
+{
+namespace nn
+{
 
-namespace {
+namespace
+{
 std::vector<int64_t>
 Repeat(int64_t value, int dimension)
 {

@@ -14,8 +14,10 @@
 
 #include <vector>
 
-namespace cdm {
-namespace nn {
+namespace cdm
+{
+namespace nn
+{
 
 /** \brief A convolution for 2D or 3D tensors ([B, C, H, W] or [B, C, D, H, W]); zero padding of kernel / 2. */
 class ConvImpl : public torch::nn::Module

@@ -8,7 +8,8 @@
 #include <algorithm>
 #include <cmath>
 
-namespace cdm {
+namespace cdm
+{
 
 double
 Percentile(std::vector<float> & values, double percent)
@@ -30,7 +31,8 @@ Percentile(std::vector<float> & values, double percent)
   return low + (position - static_cast<double>(lower)) * (high - low);
 }
 
-namespace {
+namespace
+{
 double
 ForegroundThreshold(const Volume & volume, double fraction)
 {

@@ -14,10 +14,13 @@
 #include <fstream>
 #include <sstream>
 
-namespace cdm {
-namespace safetensors {
+namespace cdm
+{
+namespace safetensors
+{
 
-namespace {
+namespace
+{
 constexpr uint64_t MaximumHeaderBytes = 100u << 20;
 
 uint64_t

@@ -15,8 +15,10 @@
 #include <utility>
 #include <vector>
 
-namespace cdm {
-namespace safetensors {
+namespace cdm
+{
+namespace safetensors
+{
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 

@@ -17,7 +17,8 @@
 #include <numeric>
 #include <random>
 
-namespace cdm {
+namespace cdm
+{
 
 std::string
 CheckpointPath(const std::string & output)
@@ -25,7 +26,8 @@ CheckpointPath(const std::string & output)
   return output + ".ckpt";
 }
 
-namespace {
+namespace
+{
 using Clock = std::chrono::steady_clock;
 
 /** splitmix64 of (seed, stage, iteration): every iteration's random stream depends on nothing else. */

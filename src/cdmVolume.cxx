@@ -9,7 +9,8 @@
 #include <cmath>
 #include <sstream>
 
-namespace cdm {
+namespace cdm
+{
 
 Volume
 Volume::EmptyCopy(const std::string & description) const
@@ -25,7 +26,8 @@ Volume::EmptyCopy(const std::string & description) const
   return copy;
 }
 
-namespace {
+namespace
+{
 template <typename TArray>
 std::string
 Format(const TArray & values, size_t count)

@@ -21,7 +21,8 @@
 #include <thread>
 #include <unistd.h>
 
-namespace {
+namespace
+{
 namespace fs = std::filesystem;
 
 struct Result

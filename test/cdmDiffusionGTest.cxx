@@ -9,7 +9,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-namespace {
+namespace
+{
 cdm::DiffusionConfig
 LongSchedule()
 {

@@ -11,7 +11,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-namespace {
+namespace
+{
 class Locality : public ::testing::TestWithParam<std::string>
 {};
 

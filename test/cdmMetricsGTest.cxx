@@ -15,7 +15,8 @@
 #include <fstream>
 #include <random>
 
-namespace {
+namespace
+{
 TEST(Metrics, IdenticalImagesArePerfect)
 {
   const auto              case0 = cdm::testing::MakeCase(1);

@@ -13,7 +13,8 @@
 #include <filesystem>
 #include <fstream>
 
-namespace {
+namespace
+{
 namespace fs = std::filesystem;
 
 std::string

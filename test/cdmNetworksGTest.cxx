@@ -8,7 +8,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-namespace {
+namespace
+{
 struct ShapeCase
 {
   std::string  Preset;

@@ -15,7 +15,8 @@
 #include <cmath>
 #include <filesystem>
 
-namespace {
+namespace
+{
 namespace fs = std::filesystem;
 
 /** Mean intensity of `image` where `selector` holds. */

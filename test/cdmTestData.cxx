@@ -9,10 +9,13 @@
 #include <random>
 #include <unistd.h>
 
-namespace cdm {
-namespace testing {
+namespace cdm
+{
+namespace testing
+{
 
-namespace {
+namespace
+{
 enum Tissue
 {
   Background,

@@ -13,8 +13,10 @@
 #include <map>
 #include <string>
 
-namespace cdm {
-namespace testing {
+namespace cdm
+{
+namespace testing
+{
 
 /** A small multi-contrast test case: an elliptic "brain" (grey matter rim, white matter, a CSF ventricle) with a
  *  lesion (core, enhancing rim, oedema). Intensities per tissue follow MR contrast rules (CSF dark on T1 and FLAIR,

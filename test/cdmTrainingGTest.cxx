@@ -14,7 +14,8 @@
 
 #include <filesystem>
 
-namespace {
+namespace
+{
 namespace fs = std::filesystem;
 
 cdm::TrainingOptions

@@ -23,43 +23,13 @@
 #include <filesystem>
 #include <limits>
 
-namespace {
+namespace
+{
 namespace fs = std::filesystem;
 using Image3 = itk::Image<float, 3>;
 using Image2 = itk::Image<float, 2>;
 
-template <typename TImage>
-typename TImage::Pointer
-MakeImage(const cdm::Volume & volume)
-{
-  constexpr unsigned int         Dimension = TImage::ImageDimension;
-  auto                           image = TImage::New();
-  typename TImage::SizeType      size;
-  typename TImage::SpacingType   spacing;
-  typename TImage::PointType     origin;
-  typename TImage::DirectionType direction;
-  for (unsigned int a = 0; a < Dimension; ++a)
-  {
-    size[a] = static_cast<itk::SizeValueType>(volume.Size[a]);
-    spacing[a] = volume.Spacing[a];
-    origin[a] = volume.Origin[a];
-    for (unsigned int b = 0; b < Dimension; ++b)
-    {
-      direction[a][b] = volume.Direction[3 * a + b];
-    }
-  }
-  image->SetRegions(typename TImage::RegionType(size));
-  image->SetSpacing(spacing);
-  image->SetOrigin(origin);
-  image->SetDirection(direction);
-  image->Allocate();
-  size_t i = 0;
-  for (itk::ImageRegionIterator<TImage> it(image, image->GetLargestPossibleRegion()); !it.IsAtEnd(); ++it)
-  {
-    it.Set(static_cast<typename TImage::PixelType>(volume.Voxels[i++]));
-  }
-  return image;
-}
+using itk::CDMConversion::MakeImage;
 
 template <typename TImage>
 std::vector<float>
@@ -415,7 +385,8 @@ TEST_F(CDMFilters, RunsBetweenStandardFiltersWithShortPixelsAndReportsProgress)
 }
 } // namespace
 
-namespace {
+namespace
+{
 TEST_F(CDMFilters, ExamplesRunOnNIfTIFiles)
 {
   auto        images = Sources<Image3>(13, { 32, 32, 6 });
