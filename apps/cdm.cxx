@@ -113,7 +113,7 @@ RunTrain(const TrainArguments & arguments)
   std::vector<std::string> modalities = options.Sources;
   modalities.push_back(options.Target);
   // Validate names before reading any data.
-  cdm::ModelConfig::FromPreset(options.Preset, options.Dimension, options.Sources, options.Target);
+  cdm::ModelConfig::FromPreset(options.Preset, options.Dimension, options.Sources, options.Target, options.ModelKind);
 
   const cdm::DatasetScan scan = cdm::ScanBraTSFolder(arguments.Data, modalities);
   std::cout << "[cdm train] reading " << scan.Cases.size() << " case(s) from " << arguments.Data << std::endl;
@@ -449,8 +449,15 @@ main(int argc, char ** argv)
   trainCommand->add_option("--preset", train.Options.Preset, "Network sizes")
     ->check(CLI::IsMember({ "tiny", "small", "paper" }))
     ->capture_default_str();
-  trainCommand->add_option("--stage", train.Options.Stage, "Stage(s) to train")
-    ->check(CLI::IsMember({ "all", "mrm", "cunet", "mdn", "finetune" }))
+  trainCommand
+    ->add_option(
+      "--model-kind", train.Options.ModelKind, "cdm, or a baseline: unet (no guidance), ddim (image-space diffusion)")
+    ->check(CLI::IsMember({ "cdm", "unet", "ddim" }))
+    ->capture_default_str();
+  trainCommand
+    ->add_option(
+      "--stage", train.Options.Stage, "Stage(s) to train (cdm: mrm, cunet, mdn, finetune; unet: unet; ddim: ddim)")
+    ->check(CLI::IsMember({ "all", "mrm", "cunet", "mdn", "finetune", "unet", "ddim" }))
     ->capture_default_str();
   trainCommand->add_option("--iterations", train.Options.Iterations, "Iterations per stage")
     ->check(CLI::PositiveNumber)

@@ -47,7 +47,7 @@ struct ModelConfig
   static constexpr int CurrentFormatVersion = 1;
 
   int                      FormatVersion{ CurrentFormatVersion };
-  std::string              ModelKind{ "cdm" };
+  std::string              ModelKind{ "cdm" }; ///< cdm | unet (C-UNet without guidance) | ddim (image-space diffusion)
   std::string              Preset{ "tiny" };
   unsigned int             Dimension{ 2 };
   int                      SliceAxis{ 2 }; ///< axis a 2D model slices 3D volumes along (0 x, 1 y, 2 z)
@@ -60,13 +60,20 @@ struct ModelConfig
   double                   TargetScale{ 1.0 };     ///< output intensity of a normalised 1.0 (median training scale)
   std::string              ProvenanceJson{ "{}" }; ///< training provenance (free-form JSON object)
 
-  /** A configuration from a named preset: "tiny" (tests), "small" (CPU benchmark), "paper" (DiffIR scale).
-   *  Throws InputError for an unknown preset, dimension or modality list. */
+  /** A configuration from a named preset: "tiny" (tests), "small" (CPU benchmark), "paper" (DiffIR scale), for a
+   *  model kind: "cdm", or the baselines "unet" (the C-UNet with no guidance) and "ddim" (the same UNet predicting
+   *  noise in image space, 1000-step linear schedule, 50 strided DDIM steps). Throws InputError for an unknown
+   *  preset, kind, dimension or modality list. */
   static ModelConfig
   FromPreset(const std::string &              preset,
              unsigned int                     dimension,
              const std::vector<std::string> & sources,
-             const std::string &              target);
+             const std::string &              target,
+             const std::string &              kind = "cdm");
+
+  /** The training stages of this model kind, in order. */
+  std::vector<std::string>
+  Stages() const;
 
   /** Serialises to one JSON object (the `cdm` entry of the file header). */
   std::string

@@ -23,8 +23,9 @@ struct TrainingOptions
   std::string              Target{ "t1c" };
   unsigned int             Dimension{ 2 };
   std::string              Preset{ "tiny" };
-  std::string              Stage{ "all" };    ///< all | mrm | cunet | mdn | finetune
-  int                      Iterations{ 200 }; ///< per stage
+  std::string              ModelKind{ "cdm" }; ///< cdm | unet | ddim (the baselines train by the same code)
+  std::string              Stage{ "all" };     ///< all | mrm | cunet | mdn | finetune
+  int                      Iterations{ 200 };  ///< per stage
   bool                     Resume{ false };
   std::string              Device{ "auto" };
   uint64_t                 Seed{ 0 };

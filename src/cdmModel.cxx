@@ -138,11 +138,24 @@ Model::Impl::Impl(const ModelConfig & config, const c10::Device & device)
   Config.Validate();
   const int             dimension = static_cast<int>(Config.Dimension);
   const NetworkConfig & n = Config.Network;
-  MrmEncoder = nn::ImageEncoder(dimension, 1, n);
-  MrmDecoder = nn::FeatureDecoder(dimension, MrmEncoder->FeatureChannels(), n);
-  SourceEncoder = nn::ImageEncoder(dimension, SourceChannels(), n);
-  Denoiser = nn::Denoiser(n);
-  UNet = nn::CrossConditionedUNet(dimension, SourceChannels(), n.RepresentationDim, n);
+  if (Config.ModelKind == "cdm")
+  {
+    MrmEncoder = nn::ImageEncoder(dimension, 1, n);
+    MrmDecoder = nn::FeatureDecoder(dimension, MrmEncoder->FeatureChannels(), n);
+    SourceEncoder = nn::ImageEncoder(dimension, SourceChannels(), n);
+    Denoiser = nn::Denoiser(n);
+    UNet = nn::CrossConditionedUNet(dimension, SourceChannels(), n.RepresentationDim, n);
+  }
+  else if (Config.ModelKind == "unet")
+  {
+    UNet = nn::CrossConditionedUNet(dimension, SourceChannels(), 0, n); // no guidance: a plain UNet regressor
+  }
+  else
+  {
+    // ddim: the same UNet over [noisy target, sources], conditioned on the timestep instead of z.
+    UNet = nn::CrossConditionedUNet(dimension, 1 + SourceChannels(), n.RepresentationDim, n);
+    TimeEmbedding = nn::TimeEmbedding(n.RepresentationDim);
+  }
   Schedule = std::make_unique<DiffusionSchedule>(Config.Diffusion);
   for (auto & [name, network] : Networks())
   {
@@ -154,11 +167,20 @@ Model::Impl::Impl(const ModelConfig & config, const c10::Device & device)
 std::vector<std::pair<std::string, torch::nn::Module *>>
 Model::Impl::Networks() const
 {
-  return { { "mrm_encoder", MrmEncoder.get() },
-           { "mrm_decoder", MrmDecoder.get() },
-           { "source_encoder", SourceEncoder.get() },
-           { "denoiser", Denoiser.get() },
-           { "unet", UNet.get() } };
+  std::vector<std::pair<std::string, torch::nn::Module *>> networks;
+  const auto                                               add = [&](const char * name, torch::nn::Module * network) {
+    if (network)
+    {
+      networks.emplace_back(name, network);
+    }
+  };
+  add("mrm_encoder", MrmEncoder ? MrmEncoder.get() : nullptr);
+  add("mrm_decoder", MrmDecoder ? MrmDecoder.get() : nullptr);
+  add("source_encoder", SourceEncoder ? SourceEncoder.get() : nullptr);
+  add("denoiser", Denoiser ? Denoiser.get() : nullptr);
+  add("time_embedding", TimeEmbedding ? TimeEmbedding.get() : nullptr);
+  add("unet", UNet.get());
+  return networks;
 }
 
 safetensors::NamedTensors
@@ -321,6 +343,28 @@ at::Tensor
 Model::Impl::SynthesizeBatch(const at::Tensor & sources, const at::Tensor & z) const
 {
   return UNet->forward(sources, z);
+}
+
+at::Tensor
+Model::Impl::PredictNoise(const at::Tensor & sources, const at::Tensor & xt, const at::Tensor & t) const
+{
+  return UNet->forward(torch::cat({ xt, sources }, 1), TimeEmbedding->forward(t));
+}
+
+at::Tensor
+Model::Impl::SampleImage(const at::Tensor &                     sources,
+                         const at::Tensor &                     noise,
+                         double                                 eta,
+                         const DiffusionSchedule::NoiseSource & stepNoise) const
+{
+  const double clip = Config.Normalization.Clip;
+  const auto   denoise = [&](const at::Tensor & xt, const at::Tensor & t) {
+    const int        step = static_cast<int>(std::lround(t[0].item<double>() * Schedule->TrainSteps()));
+    const double     abar = Schedule->AlphaBar(step);
+    const at::Tensor epsilon = PredictNoise(sources, xt, t);
+    return ((xt - std::sqrt(1.0 - abar) * epsilon) / std::sqrt(abar)).clamp(0.0, clip);
+  };
+  return Schedule->Sample(denoise, noise, Config.Diffusion.SamplingSteps, eta, stepNoise);
 }
 
 std::pair<at::Tensor, at::Tensor>
@@ -527,6 +571,10 @@ Model::Encode(const Volume & target) const
   c10::InferenceMode  guard;
   const Impl &        impl = *m_Impl;
   const ModelConfig & config = impl.Config;
+  if (config.ModelKind != "cdm")
+  {
+    throw InputError("a '" + config.ModelKind + "' model has no MRM encoder; expected a cdm model");
+  }
   CheckFinite(target);
   if (config.Dimension == 3 && (target.Dimension < 3 || target.Size[2] < 2))
   {
@@ -560,12 +608,20 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
   {
     throw InputError("samples must be at least 1, got " + std::to_string(options.Samples));
   }
-  c10::InferenceMode      guard;
-  const Impl &            impl = *m_Impl;
-  const ModelConfig &     config = impl.Config;
-  Representation          representation;
-  const auto              normalised = NormaliseSources(config, sources, representation.SourceScales);
-  const Volume &          first = sources.begin()->second;
+  c10::InferenceMode  guard;
+  const Impl &        impl = *m_Impl;
+  const ModelConfig & config = impl.Config;
+  Representation      representation;
+  const auto          normalised = NormaliseSources(config, sources, representation.SourceScales);
+  const Volume &      first = sources.begin()->second;
+  if (config.ModelKind != "cdm")
+  {
+    // The baselines have no representation: only the sources' normalisation travels to the synthesis.
+    representation.Cells = config.Dimension == 2 ? first.Size[config.SliceAxis] : 1;
+    representation.Dim = 0;
+    representation.Samples = options.Samples;
+    return representation;
+  }
   const at::Tensor        batch = impl.ToNetworkLayout(impl.SourceTensor(Pointers(normalised), first.Size));
   const int64_t           perCall = std::max(1, options.SlicesPerBatch);
   std::vector<at::Tensor> conditions;
@@ -608,6 +664,38 @@ NetworkWindow(int64_t begin, int64_t end, int64_t extent, int64_t halo, int64_t 
 }
 } // namespace
 
+namespace
+{
+/** The part `inside` (index relative to the volume) of a volume, with its origin moved accordingly. */
+Volume
+CropVolume(const Volume & volume, const Region & inside)
+{
+  Volume part = volume.EmptyCopy(volume.Description);
+  part.Size = inside.Size;
+  part.Allocate();
+  for (int a = 0; a < 3; ++a)
+  {
+    for (int r = 0; r < 3; ++r)
+    {
+      part.Origin[r] += volume.Direction[3 * r + a] * inside.Index[a] * volume.Spacing[a];
+    }
+  }
+  for (int64_t z = 0; z < inside.Size[2]; ++z)
+  {
+    for (int64_t y = 0; y < inside.Size[1]; ++y)
+    {
+      for (int64_t x = 0; x < inside.Size[0]; ++x)
+      {
+        part.Voxels[static_cast<size_t>(x + inside.Size[0] * (y + inside.Size[1] * z))] =
+          volume.Voxels[static_cast<size_t>(
+            (x + inside.Index[0]) + volume.Size[0] * ((y + inside.Index[1]) + volume.Size[1] * (z + inside.Index[2])))];
+      }
+    }
+  }
+  return part;
+}
+} // namespace
+
 Region
 Model::RequiredSourceRegion(const Region & output, const std::array<int64_t, 3> & imageSize) const
 {
@@ -617,6 +705,13 @@ Model::RequiredSourceRegion(const Region & output, const std::array<int64_t, 3> 
   {
     if ((config.Dimension == 2 && a == config.SliceAxis) || imageSize[a] <= 1)
     {
+      continue;
+    }
+    if (config.ModelKind == "ddim")
+    {
+      // Every reverse step widens the receptive field: the image-space baseline reads whole slices / volumes.
+      required.Index[a] = 0;
+      required.Size[a] = imageSize[a];
       continue;
     }
     const auto window = NetworkWindow(output.Index[a],
@@ -673,6 +768,23 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
                        std::to_string(required.Index[a] + required.Size[a] - 1));
     }
   }
+  if (config.ModelKind == "ddim" && required.Size != region.Size)
+  {
+    // Synthesise whole slices (volumes), then keep the requested part.
+    const SynthesisResult whole = SynthesizeRegion(sources, representation, required, options, progress, extent);
+    Region                inside = region;
+    for (int a = 0; a < 3; ++a)
+    {
+      inside.Index[a] -= required.Index[a];
+    }
+    SynthesisResult result;
+    result.Image = CropVolume(whole.Image, inside);
+    if (!whole.Uncertainty.Voxels.empty())
+    {
+      result.Uncertainty = CropVolume(whole.Uncertainty, inside);
+    }
+    return result;
+  }
   std::map<std::string, double> scales = representation.SourceScales;
   for (const auto & [name, volume] : sources)
   {
@@ -685,13 +797,14 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
   const auto       normalised = NormaliseSources(config, sources, scales);
   const at::Tensor layout = impl.ToNetworkLayout(impl.SourceTensor(Pointers(normalised), first.Size));
   const int64_t    cells = config.Dimension == 2 ? imageSize[config.SliceAxis] : 1;
-  if (representation.Cells != cells || representation.Dim != config.Network.RepresentationDim ||
+  const int        expectedDim = config.ModelKind == "cdm" ? config.Network.RepresentationDim : 0;
+  if (representation.Cells != cells || representation.Dim != expectedDim ||
       static_cast<int64_t>(representation.Values.size()) !=
         static_cast<int64_t>(representation.Samples) * cells * representation.Dim)
   {
     throw InputError("representation has " + std::to_string(representation.Cells) + " cell(s) of length " +
                      std::to_string(representation.Dim) + "; expected " + std::to_string(cells) + " of length " +
-                     std::to_string(config.Network.RepresentationDim) + " for these sources");
+                     std::to_string(expectedDim) + " for these sources");
   }
   const int        samples = representation.Samples;
   const at::Tensor zAll = torch::from_blob(
@@ -780,7 +893,39 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
       at::Tensor           input = torch::constant_pad_nd(window, pads, 0.0).to(impl.Device);
       std::vector<int64_t> repeats(static_cast<size_t>(input.dim()), 1);
       repeats[0] = samples;
-      at::Tensor prediction = impl.SynthesizeBatch(samples > 1 ? input.repeat(repeats) : input, z);
+      const at::Tensor batchInput = samples > 1 ? input.repeat(repeats) : input;
+      at::Tensor       prediction;
+      if (config.ModelKind == "ddim")
+      {
+        // Starting noise per (seed, sample, slice): the same whatever the batching.
+        const uint64_t base = options.Seed * 1000003ull;
+        const auto     rowNoise = [&](uint64_t salt) {
+          std::vector<at::Tensor> rows;
+          std::vector<int64_t>    shape{ 1, 1 };
+          for (int64_t d = 2; d < batchInput.dim(); ++d)
+          {
+            shape.push_back(batchInput.size(d));
+          }
+          for (int k = 0; k < samples; ++k)
+          {
+            for (int64_t r = 0; r < count; ++r)
+            {
+              const auto row = static_cast<uint64_t>(b0 + batchStart + r);
+              rows.push_back(
+                SeededNoise(shape, base + static_cast<uint64_t>(k) * 7919ull + row * 104729ull + salt, impl.Device));
+            }
+          }
+          return torch::cat(rows, 0);
+        };
+        uint64_t   step = 0;
+        const auto stepNoise = [&]() { return rowNoise(++step * 15485863ull); };
+        prediction =
+          impl.SampleImage(batchInput, rowNoise(0), options.Eta < 0.0 ? config.Diffusion.Eta : options.Eta, stepNoise);
+      }
+      else
+      {
+        prediction = impl.SynthesizeBatch(batchInput, config.ModelKind == "cdm" ? z : at::Tensor());
+      }
       for (int64_t s = 0; s < spatialAxes; ++s)
       {
         prediction = prediction.narrow(s + 2, cropOffset[s], cropSize[s]);

@@ -24,9 +24,20 @@ ModelConfig
 ModelConfig::FromPreset(const std::string &              preset,
                         unsigned int                     dimension,
                         const std::vector<std::string> & sources,
-                        const std::string &              target)
+                        const std::string &              target,
+                        const std::string &              kind)
 {
   ModelConfig config;
+  config.ModelKind = kind;
+  if (kind == "ddim")
+  {
+    // The image-space baseline: DDPM's linear schedule, strided DDIM sampling.
+    config.Diffusion.Schedule = "linear";
+    config.Diffusion.TrainSteps = 1000;
+    config.Diffusion.SamplingSteps = 50;
+    config.Diffusion.BetaStart = 1e-4;
+    config.Diffusion.BetaEnd = 2e-2;
+  }
   config.Preset = preset;
   config.Dimension = dimension;
   config.Sources = sources;
@@ -81,9 +92,9 @@ ModelConfig::Validate() const
   {
     fail("dimension " + std::to_string(Dimension) + " is not supported; expected 2 or 3");
   }
-  if (ModelKind != "cdm")
+  if (ModelKind != "cdm" && ModelKind != "unet" && ModelKind != "ddim")
   {
-    fail("model kind '" + ModelKind + "' is unknown; expected cdm");
+    fail("model kind '" + ModelKind + "' is unknown; expected cdm, unet or ddim");
   }
   if (SliceAxis < 0 || SliceAxis > 2)
   {
@@ -144,6 +155,20 @@ ModelConfig::Validate() const
   {
     fail("target scale must be positive");
   }
+}
+
+std::vector<std::string>
+ModelConfig::Stages() const
+{
+  if (ModelKind == "unet")
+  {
+    return { "unet" };
+  }
+  if (ModelKind == "ddim")
+  {
+    return { "ddim" };
+  }
+  return { "mrm", "cunet", "mdn", "finetune" };
 }
 
 int

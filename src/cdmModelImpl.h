@@ -34,6 +34,7 @@ struct Model::Impl
   mutable nn::ImageEncoder           SourceEncoder{ nullptr };
   mutable nn::Denoiser               Denoiser{ nullptr };
   mutable nn::CrossConditionedUNet   UNet{ nullptr };
+  mutable nn::TimeEmbedding          TimeEmbedding{ nullptr }; ///< ddim baseline only
   std::unique_ptr<DiffusionSchedule> Schedule;
 
   /** The networks by their prefix in the model file. */
@@ -89,6 +90,17 @@ struct Model::Impl
   /** C-UNet on a [B, 2S, ...] batch whose spatial sizes are multiples of the UNet alignment. */
   at::Tensor
   SynthesizeBatch(const at::Tensor & sources, const at::Tensor & z) const;
+  /** The ddim baseline's reverse process: strided DDIM from `noise` ([B, 1, ...]) given the sources, predicting
+   *  noise and clipping the clean estimate to the normalised range. */
+  at::Tensor
+  SampleImage(const at::Tensor &                     sources,
+              const at::Tensor &                     noise,
+              double                                 eta,
+              const DiffusionSchedule::NoiseSource & stepNoise) const;
+  /** The ddim baseline's noise prediction for x_t at timestep fractions t ([B]). */
+  at::Tensor
+  PredictNoise(const at::Tensor & sources, const at::Tensor & xt, const at::Tensor & t) const;
+
   /** MRM reconstruction of a masked target: {prediction, mask}; the mask uses torch's current random state. */
   std::pair<at::Tensor, at::Tensor>
   ReconstructMasked(const at::Tensor & target) const;

@@ -212,6 +212,28 @@ FeatureDecoderImpl::forward(const torch::Tensor & features, const torch::Tensor 
   return m_Out(torch::silu(h));
 }
 
+torch::Tensor
+SinusoidalEmbedding(const torch::Tensor & t, int64_t dim)
+{
+  const int64_t       half = dim / 2;
+  const torch::Tensor frequencies =
+    torch::exp(-std::log(10000.0) * torch::arange(half, t.options()) / static_cast<double>(half));
+  const torch::Tensor angles = (1000.0 * t).view({ -1, 1 }) * frequencies.view({ 1, -1 });
+  return torch::cat({ torch::sin(angles), torch::cos(angles) }, 1);
+}
+
+TimeEmbeddingImpl::TimeEmbeddingImpl(int64_t dim)
+{
+  m_First = register_module("first", torch::nn::Linear(SinusoidDim, dim));
+  m_Second = register_module("second", torch::nn::Linear(dim, dim));
+}
+
+torch::Tensor
+TimeEmbeddingImpl::forward(const torch::Tensor & t)
+{
+  return m_Second(torch::silu(m_First(SinusoidalEmbedding(t, SinusoidDim))));
+}
+
 DenoiserImpl::DenoiserImpl(const NetworkConfig & config)
 {
   const int64_t d = config.RepresentationDim;
@@ -228,12 +250,7 @@ DenoiserImpl::DenoiserImpl(const NetworkConfig & config)
 torch::Tensor
 DenoiserImpl::forward(const torch::Tensor & zt, const torch::Tensor & condition, const torch::Tensor & t)
 {
-  // Sinusoidal timestep embedding (as in DDPM) of 1000 * t.
-  const int64_t       half = EmbeddingDim / 2;
-  const torch::Tensor frequencies =
-    torch::exp(-std::log(10000.0) * torch::arange(half, zt.options()) / static_cast<double>(half));
-  const torch::Tensor angles = (1000.0 * t).view({ -1, 1 }) * frequencies.view({ 1, -1 });
-  const torch::Tensor embedding = torch::cat({ torch::sin(angles), torch::cos(angles) }, 1);
+  const torch::Tensor embedding = SinusoidalEmbedding(t, EmbeddingDim);
   torch::Tensor       h = torch::leaky_relu(m_In(torch::cat({ zt, condition, embedding }, 1)), 0.1);
   for (size_t b = 0; b < m_First.size(); ++b)
   {

@@ -110,6 +110,27 @@ private:
 };
 TORCH_MODULE(FeatureDecoder);
 
+/** Sinusoidal timestep embedding (as in DDPM) of 1000 * t for t in [0, 1): [B] -> [B, dim]. */
+torch::Tensor
+SinusoidalEmbedding(const torch::Tensor & t, int64_t dim);
+
+/** \brief The image-space diffusion baseline's timestep conditioning: sinusoidal embedding -> MLP -> a D-vector
+ *  that drives the UNet's Condition Embedding (FiLM) in place of z. */
+class TimeEmbeddingImpl : public torch::nn::Module
+{
+public:
+  explicit TimeEmbeddingImpl(int64_t dim);
+  torch::Tensor
+  forward(const torch::Tensor & t);
+
+  static constexpr int64_t SinusoidDim = 32;
+
+private:
+  torch::nn::Linear m_First{ nullptr };
+  torch::nn::Linear m_Second{ nullptr };
+};
+TORCH_MODULE(TimeEmbedding);
+
 /** \brief The MDN denoiser: residual MLP over [z_t, c, embedding(t)] predicting z_0. */
 class DenoiserImpl : public torch::nn::Module
 {

@@ -255,13 +255,6 @@ struct StageDefinition
   std::function<at::Tensor(const Batch &)> Predict; // for validation, under NoGradGuard
 };
 
-const std::vector<std::string> &
-StageOrder()
-{
-  static const std::vector<std::string> order{ "mrm", "cunet", "mdn", "finetune" };
-  return order;
-}
-
 at::Tensor
 MaskedMean(const at::Tensor & values, const at::Tensor & mask)
 {
@@ -437,18 +430,27 @@ Train(const Dataset &                                       data,
   {
     throw InputError("training: iterations must be at least 1, got " + std::to_string(options.Iterations));
   }
+  // The stages of this model kind (validates the kind too).
+  const std::vector<std::string> stageOrder =
+    ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c", options.ModelKind).Stages();
   std::vector<std::string> stages;
   if (options.Stage == "all")
   {
-    stages = StageOrder();
+    stages = stageOrder;
   }
-  else if (std::find(StageOrder().begin(), StageOrder().end(), options.Stage) != StageOrder().end())
+  else if (std::find(stageOrder.begin(), stageOrder.end(), options.Stage) != stageOrder.end())
   {
     stages = { options.Stage };
   }
   else
   {
-    throw InputError("training stage '" + options.Stage + "' is unknown; expected all, mrm, cunet, mdn or finetune");
+    std::string expected = "all";
+    for (const auto & name : stageOrder)
+    {
+      expected += ", " + name;
+    }
+    throw InputError("training stage '" + options.Stage + "' is not one of a '" + options.ModelKind +
+                     "' model; expected " + expected);
   }
   if (data.Cases().empty())
   {
@@ -484,7 +486,7 @@ Train(const Dataset &                                       data,
     stored = safetensors::Read(checkpoint, &header);
     const ModelConfig config = ModelConfig::FromJson(header.Metadata.at("cdm"));
     if (config.Target != options.Target || config.Sources != options.Sources || config.Dimension != options.Dimension ||
-        config.Preset != options.Preset)
+        config.Preset != options.Preset || config.ModelKind != options.ModelKind)
     {
       throw InputError("--resume: checkpoint '" + checkpoint + "' was made for a '" + config.Preset + "' " +
                        std::to_string(config.Dimension) + "D model of target " + config.Target +
@@ -504,7 +506,8 @@ Train(const Dataset &                                       data,
   }
   else
   {
-    ModelConfig config = ModelConfig::FromPreset(options.Preset, options.Dimension, options.Sources, options.Target);
+    ModelConfig config =
+      ModelConfig::FromPreset(options.Preset, options.Dimension, options.Sources, options.Target, options.ModelKind);
     config.SliceAxis = options.SliceAxis;
     config.SourcesOptional = options.SourceDropout > 0.0;
     config.Normalization = data.Rule();
@@ -634,12 +637,41 @@ Train(const Dataset &                                       data,
                                        (zHat - z).abs().mean();
                               },
                               definitions["mdn"].Predict };
+  // The baselines, trained by the same loop: a UNet regressor, and image-space diffusion predicting noise.
+  definitions["unet"] = { "unet",
+                          { "unet" },
+                          1.0,
+                          [&](const Batch & b) {
+                            return (impl.SynthesizeBatch(b.Sources, {}) - b.Target).abs().mean();
+                          },
+                          [&](const Batch & b) { return impl.SynthesizeBatch(b.Sources, {}); } };
+  definitions["ddim"] = { "ddim",
+                          { "unet", "time_embedding" },
+                          1.0,
+                          [&](const Batch & b) {
+                            const int64_t    batch = b.Target.size(0);
+                            const at::Tensor t = torch::randint(trainSteps, { batch }, torch::kLong);
+                            const at::Tensor alphaBars =
+                              torch::tensor(impl.Schedule->AlphaBars(), torch::kFloat64).index_select(0, t);
+                            std::vector<int64_t> shape(static_cast<size_t>(b.Target.dim()), 1);
+                            shape[0] = batch;
+                            const at::Tensor abar = alphaBars.to(torch::kFloat32).view(shape).to(impl.Device);
+                            const at::Tensor noise = torch::randn_like(b.Target);
+                            const at::Tensor xt = abar.sqrt() * b.Target + (1.0 - abar).sqrt() * noise;
+                            const at::Tensor fraction = (t.to(torch::kFloat32) / trainSteps).to(impl.Device);
+                            return (impl.PredictNoise(b.Sources, xt, fraction) - noise).pow(2).mean();
+                          },
+                          [&](const Batch & b) {
+                            const std::vector<int64_t> shape = b.Target.sizes().vec();
+                            return impl.SampleImage(
+                              b.Sources, SeededNoise(shape, options.Seed + 17, impl.Device), 0.0, {});
+                          } };
 
   for (const std::string & stageName : stages)
   {
     const StageDefinition & stage = definitions.at(stageName);
     const auto              stageIndex =
-      static_cast<uint64_t>(std::find(StageOrder().begin(), StageOrder().end(), stageName) - StageOrder().begin());
+      static_cast<uint64_t>(std::find(stageOrder.begin(), stageOrder.end(), stageName) - stageOrder.begin());
     int firstIteration = state["completed"].value(stageName, 0);
     if (firstIteration >= options.Iterations)
     {

@@ -167,6 +167,18 @@ TEST(PhantomCommandLine, WritesTheBraTSLayoutThatTrainingAccepts)
                             "/m.cdm >> " + root + "/log.txt 2>&1";
   EXPECT_EQ(std::system(train.c_str()), 0);
   EXPECT_TRUE(fs::exists(root + "/m.cdm"));
+  // A baseline trains and synthesizes through the same commands.
+  const std::string baseline = std::string(CDM_EXECUTABLE) + " train --model-kind unet --data " + root +
+                               "/data --target t1c --iterations 2 --validation-interval 2 --device cpu --out " + root +
+                               "/unet.cdm >> " + root + "/log.txt 2>&1";
+  EXPECT_EQ(std::system(baseline.c_str()), 0);
+  const std::string c = root + "/data/PHANTOM-00002/PHANTOM-00002";
+  const std::string synthesize = std::string(CDM_EXECUTABLE) + " synthesize --quiet --model " + root +
+                                 "/unet.cdm --source t1n=" + c + "-t1n.nii.gz --source t2w=" + c +
+                                 "-t2w.nii.gz --source t2f=" + c + "-t2f.nii.gz --output " + root +
+                                 "/unet-t1c.nii.gz >> " + root + "/log.txt 2>&1";
+  EXPECT_EQ(std::system(synthesize.c_str()), 0);
+  EXPECT_EQ(cdm::ReadVolume(root + "/unet-t1c.nii.gz").Size, t1n.Size);
   fs::remove_all(root);
 }
 } // namespace
