@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The quality and speed benchmark (DESIGN.md section 5): CDM against the `unet` and `ddim` baselines, trained by
+# the same code with the same number of gradient steps, on BraTS-like phantom cases; evaluated on held-out cases.
+# Writes <out>/RESULTS.md, <out>/results.json and a PNG montage per task. Default <out>: bench/ (RESULTS.md there).
+#
+#   bench/run.sh [--quick] [--tasks t1c,t2f] [--out DIR] [--iterations N]
+#
+# --quick: a smoke run in minutes (tiny models, few small cases). The default run is sized for ~2 h on 2 CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUICK=0
+TASKS="t1c,t2f"
+OUT=""
+ITERATIONS=""
+while (($#)); do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --tasks) TASKS="$2"; shift ;;
+    --out) OUT="$2"; shift ;;
+    --iterations) ITERATIONS="$2"; shift ;;
+    -h|--help) sed -n 2,9p "$0"; exit 0 ;;
+    *) echo "bench/run.sh: unknown option '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+if ((QUICK)); then
+  TRAIN=6; TEST=2; SIZE=64,64,48; SPACING=3; PRESET=tiny; ITERATIONS="${ITERATIONS:-30}"; OUT="${OUT:-bench/quick}"
+else
+  TRAIN=40; TEST=10; SIZE=128,128,96; SPACING=1.5; PRESET=small; ITERATIONS="${ITERATIONS:-400}"; OUT="${OUT:-bench}"
+fi
+
+./scripts/install-deps.sh >/dev/null
+BUILD_DIR="${CDM_BUILD_DIR:-build}"
+launcher=()
+if command -v ccache >/dev/null 2>&1; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON "${launcher[@]}" >/dev/null
+cmake --build "$BUILD_DIR" --target cdm >/dev/null
+CDM="$(cd "$BUILD_DIR" && pwd)/apps/cdm"
+WORK="$OUT/work"
+mkdir -p "$WORK"
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# Data: held-out cases from another seed.
+if [[ ! -d "$WORK/data/test" ]]; then
+  "$CDM" phantom --out "$WORK/data/train" --cases "$TRAIN" --seed 11 --size "$SIZE" --spacing "$SPACING"
+  "$CDM" phantom --out "$WORK/data/test" --cases "$TEST" --seed 12 --size "$SIZE" --spacing "$SPACING" --prefix TEST
+fi
+
+IFS=',' read -r -a task_list <<<"$TASKS"
+for task in "${task_list[@]}"; do
+  sources=()
+  for m in t1n t1c t2w t2f; do [[ $m != "$task" ]] && sources+=("$m"); done
+  source_list=$(IFS=,; echo "${sources[*]}")
+  for method in cdm unet ddim; do
+    model="$WORK/models/$task-$method.cdm"
+    mkdir -p "$WORK/models" "$WORK/results/$task/$method"
+    # The same number of gradient steps: CDM's four stages share what a baseline spends in its one stage.
+    steps=$ITERATIONS
+    [[ $method != cdm ]] && steps=$((4 * ITERATIONS))
+    if [[ ! -f "$model" ]]; then
+      start=$(now_ms)
+      "$CDM" train --model-kind "$method" --data "$WORK/data/train" --target "$task" --sources "$source_list" \
+        --preset "$PRESET" --iterations "$steps" --seed 1 --validation-interval "$steps" --out "$model" \
+        | tail -n 6 > "$WORK/results/$task/$method/train.log"
+      echo "{\"milliseconds\": $(($(now_ms) - start)), \"iterations\": $steps}" > "$WORK/results/$task/$method/train.json"
+    fi
+    for case_dir in "$WORK"/data/test/*/; do
+      name=$(basename "$case_dir")
+      prefix="$case_dir$name"
+      args=()
+      for m in "${sources[@]}"; do args+=(--source "$m=$prefix-$m.nii.gz"); done
+      result="$WORK/results/$task/$method/$name"
+      "$CDM" synthesize --quiet --model "$model" "${args[@]}" --output "$result.nii.gz" --seed 1 --timing "$result-timing.json" >/dev/null
+      "$CDM" evaluate --reference "$prefix-$task.nii.gz" --prediction "$result.nii.gz" --mask "$prefix-${sources[0]}.nii.gz" \
+        --error-map "$result-error.nii.gz" --json > "$result-metrics.json"
+    done
+  done
+  # A montage of the first held-out case: sources | reference | CDM | unet | ddim | |error| of each.
+  first=$(ls -d "$WORK"/data/test/*/ | head -n 1)
+  name=$(basename "$first")
+  images=()
+  for m in "${sources[@]}"; do images+=("$first$name-$m.nii.gz"); done
+  images+=("$first$name-$task.nii.gz")
+  errors=()
+  for method in cdm unet ddim; do
+    images+=("$WORK/results/$task/$method/$name.nii.gz")
+    errors+=(--error "$WORK/results/$task/$method/$name-error.nii.gz")
+  done
+  "$CDM" montage "${images[@]}" "${errors[@]}" --focus "$first$name-seg.nii.gz" --out "$OUT/montage-$task.png" >/dev/null
+done
+
+python3 bench/report.py --work "$WORK" --out "$OUT" --tasks "$TASKS" --preset "$PRESET" --iterations "$ITERATIONS" \
+  --train-cases "$TRAIN" --test-cases "$TEST" --size "$SIZE" --spacing "$SPACING" --quick "$QUICK"
+echo "bench: wrote $OUT/RESULTS.md and $OUT/results.json"
