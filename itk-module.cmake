@@ -6,8 +6,6 @@ itk_module(CDM
   DEPENDS
     ITKCommon
     ITKIOImageBase
-  COMPILE_DEPENDS
-    ITKImageSources
   TEST_DEPENDS
     ITKTestKernel
     ITKGoogleTest
