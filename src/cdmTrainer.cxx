@@ -104,7 +104,7 @@ public:
     }
   }
 
-  /** A random batch; `whole` takes full slices / volumes (padded) instead of random crops. */
+  /** A random batch of slices (2D) or patches (3D), cropped at random positions and padded to the patch size. */
   Batch
   Sample(std::mt19937_64 & random, int64_t batchSize) const
   {
@@ -139,13 +139,6 @@ public:
                                                 items.begin() + static_cast<std::ptrdiff_t>(end))));
     }
     return batches;
-  }
-
-  /** Target scale = median of the training cases' target scales is computed by the caller; here: items. */
-  size_t
-  NumberOfCases() const
-  {
-    return m_Entries.size();
   }
 
 private:
