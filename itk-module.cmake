@@ -1,6 +1,9 @@
-# The description of the CDM module, read by ITK's module system.
-get_filename_component(MY_CURRENT_DIR "${CMAKE_CURRENT_LIST_FILE}" PATH)
-file(READ "${MY_CURRENT_DIR}/README.md" DOCUMENTATION)
+# The description of the CDM module, read by ITK's module system. (A short text: ITK parses it as CMake code, and
+# the README's code blocks would break that parse.)
+set(DOCUMENTATION "Synthesizes a missing MRI contrast (e.g. T1 post-contrast) from the acquired ones with the
+Cross-conditioned Diffusion Model (Xing et al., MICCAI 2024) on LibTorch: a core engine, ITK filters
+(CDMImageFilter, CDMModalityEncoderImageFilter, CDMDiffusionSamplerImageFilter, CDMSynthesisImageFilter) and
+the cdm command line.")
 
 itk_module(CDM
   DEPENDS

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds ITK 5.2 with Python wrapping from Debian's source package (about 30 minutes on 2 cores), then this module
+# Builds ITK 5.2 with Python wrapping from Debian's source package (more than 45 minutes on 2 cores: ITKTestKernel
+# pulls in GDCM and the other IO modules; the Python wrappers are the slow part), then this module
 # against that ITK build tree through the remote-module path (ITKModuleExternal). Not part of the test command.
 #
 #   scripts/build-itk-python.sh [WORK_DIR]        (default: /tmp/itk-python)
@@ -36,6 +37,8 @@ cmake -S src -B itk-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OF
 time cmake --build itk-build
 
 # The module against the ITK build tree: the remote-module path (ITKModuleExternal).
-cmake -S "$ROOT" -B cdm-module-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DITK_DIR="$WORK/itk-build" -DBUILD_TESTING=ON
+# (ITK's style tools would be downloaded at build time: off, as nothing may download here.)
+cmake -S "$ROOT" -B cdm-module-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DITK_DIR="$WORK/itk-build" -DBUILD_TESTING=ON \
+  -DITK_USE_KWSTYLE=OFF -DITK_USE_CLANG_FORMAT=OFF
 time cmake --build cdm-module-build
 echo "ITK with Python: $WORK/itk-build; CDM as a remote module: $WORK/cdm-module-build"
