@@ -258,7 +258,8 @@ RunSynthesize(const SynthesizeArguments & arguments)
       { "slices", model.Config().Dimension == 2 ? result.Image.Size[model.Config().SliceAxis] : 1 },
       { "size", result.Image.Size },
       { "device", model.DeviceName() },
-      { "samples", options.Samples } };
+      { "samples", options.Samples }
+    };
     std::ofstream(arguments.TimingJson) << timing.dump(2) << std::endl;
   }
   std::cout << "[cdm synthesize] wrote " << arguments.Output << " (" << model.Config().Target << ", "
@@ -533,7 +534,8 @@ main(int argc, char ** argv)
   synthesizeCommand->add_option("--device", synthesize.Device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   synthesizeCommand->add_option("--threads", synthesize.Threads, "CPU threads (default: ITK's global default)");
   synthesizeCommand->add_flag("--quiet", synthesize.Quiet, "No progress output");
-  synthesizeCommand->add_option("--timing", synthesize.TimingJson, "Write the time of each half (sampling, C-UNet) as JSON");
+  synthesizeCommand->add_option(
+    "--timing", synthesize.TimingJson, "Write the time of each half (sampling, C-UNet) as JSON");
 
   EvaluateArguments evaluate;
   auto * evaluateCommand = app.add_subcommand("evaluate", "PSNR, SSIM and MAE of a prediction against a reference");
