@@ -88,6 +88,7 @@ struct TrainArguments
   cdm::TrainingOptions Options;
   std::string          Data;
   std::string          Sources;
+  std::string          StageIterations;
   int                  Threads{ 0 };
 };
 
@@ -110,6 +111,24 @@ RunTrain(const TrainArguments & arguments)
   else
   {
     options.Sources = SplitList(arguments.Sources);
+  }
+  for (const std::string & item : SplitList(arguments.StageIterations))
+  {
+    const size_t equals = item.find('=');
+    int          count = 0;
+    try
+    {
+      count = equals == std::string::npos ? 0 : std::stoi(item.substr(equals + 1));
+    }
+    catch (const std::exception &)
+    {
+      count = 0;
+    }
+    if (equals == std::string::npos || count < 1)
+    {
+      throw cdm::InputError("--stage-iterations: '" + item + "' is not STAGE=N with N >= 1 (e.g. cunet=450)");
+    }
+    options.StageIterations[item.substr(0, equals)] = count;
   }
   std::vector<std::string> modalities = options.Sources;
   modalities.push_back(options.Target);
@@ -484,6 +503,9 @@ main(int argc, char ** argv)
   trainCommand->add_option("--iterations", train.Options.Iterations, "Iterations per stage")
     ->check(CLI::PositiveNumber)
     ->capture_default_str();
+  trainCommand->add_option("--stage-iterations",
+                           train.StageIterations,
+                           "Per-stage overrides of --iterations, e.g. mrm=150,cunet=450,mdn=150,finetune=250");
   trainCommand->add_flag("--resume", train.Options.Resume, "Continue from OUT.ckpt");
   trainCommand->add_option("--device", train.Options.Device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   trainCommand->add_option("--seed", train.Options.Seed, "Random seed (repeatable runs on CPU)")->capture_default_str();
@@ -583,6 +605,11 @@ main(int argc, char ** argv)
   phantomCommand->add_option("--spacing", phantom.Options.Spacing, "Isotropic voxel spacing in mm")
     ->capture_default_str();
   phantomCommand->add_option("--prefix", phantom.Prefix, "Case name prefix")->capture_default_str();
+  phantomCommand
+    ->add_option("--tumour-slab",
+                 phantom.Options.TumourSlab,
+                 "Keep only this many axial slices, centred on the tumour (0: the whole grid)")
+    ->capture_default_str();
   phantomCommand->add_option("--templates", phantom.Options.TemplateDirectory, "Folder of the Colin27 templates")
     ->capture_default_str();
 

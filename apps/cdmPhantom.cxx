@@ -392,6 +392,11 @@ PhantomGenerator::PhantomGenerator(const PhantomOptions & options)
                        std::to_string(options.Size[a]));
     }
   }
+  if (options.TumourSlab < 0 || options.TumourSlab > options.Size[2])
+  {
+    throw InputError("phantom --tumour-slab: expected 0 (whole grid) .. " + std::to_string(options.Size[2]) +
+                     " slices, got " + std::to_string(options.TumourSlab));
+  }
   if (!(options.Spacing >= 0.25 && options.Spacing <= 10.0))
   {
     throw InputError("phantom --spacing: expected 0.25..10 mm, got " + std::to_string(options.Spacing));
@@ -638,6 +643,35 @@ PhantomGenerator::Generate(uint64_t seed) const
   result.TissueFractions["csf"] = ToVolume(tissue[Csf], "csf");
   result.TissueFractions["grey"] = ToVolume(tissue[Grey], "grey");
   result.TissueFractions["white"] = ToVolume(tissue[White], "white");
+  if (m_Options.TumourSlab > 0)
+  {
+    // The axial slab about the tumour's centroid slice, kept inside the grid.
+    const auto sx = static_cast<int64_t>(size[0]), sy = static_cast<int64_t>(size[1]),
+               sz = static_cast<int64_t>(size[2]);
+    double sum = 0.0, count = 0.0;
+    for (size_t i = 0; i < n; ++i)
+    {
+      if (result.Segmentation.Voxels[i] > 0.0f)
+      {
+        sum += static_cast<double>(static_cast<int64_t>(i) / (sx * sy));
+        count += 1.0;
+      }
+    }
+    const int64_t centreSlice = count > 0.0 ? std::llround(sum / count) : sz / 2;
+    const int64_t first = std::clamp<int64_t>(centreSlice - m_Options.TumourSlab / 2, 0, sz - m_Options.TumourSlab);
+    const std::array<int64_t, 3> index{ { 0, 0, first } };
+    const std::array<int64_t, 3> slab{ { sx, sy, m_Options.TumourSlab } };
+    for (auto & [name, volume] : result.Images)
+    {
+      volume = CropVolume(volume, index, slab);
+    }
+    result.Segmentation = CropVolume(result.Segmentation, index, slab);
+    for (auto & [name, volume] : result.TissueFractions)
+    {
+      volume = CropVolume(volume, index, slab);
+    }
+    parameters["tumour_slab"] = { { "first_slice", first }, { "slices", m_Options.TumourSlab } };
+  }
   result.ParametersJson = parameters.dump();
   return result;
 }

@@ -23,6 +23,8 @@ struct PhantomOptions
   std::array<int64_t, 3> Size{ { 128, 128, 96 } };
   double                 Spacing{ 1.5 }; ///< mm, isotropic
   std::string            TemplateDirectory{ "/usr/share/mricron/templates" };
+  /** > 0: keep only this many axial slices, centred on the tumour (benchmarks on the slices that matter). */
+  int64_t TumourSlab{ 0 };
 };
 
 /** \brief One generated case: t1n, t1c, t2w, t2f (float) and the BraTS labels (1 necrotic core, 2 oedema,

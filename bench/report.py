@@ -36,12 +36,21 @@ def machine():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    for name in ["work", "out", "tasks", "preset", "iterations", "train-cases", "test-cases", "size", "spacing", "quick"]:
+    for name in ["work", "out", "tasks", "preset", "iterations", "train-cases", "test-cases", "size", "spacing", "slab",
+                 "stages", "quick"]:
         parser.add_argument("--" + name, required=True)
     a = parser.parse_args()
-    results = {"machine": machine(), "setup": {k: getattr(a, k.replace("-", "_")) for k in
-                                               ["preset", "iterations", "train_cases", "test_cases", "size", "spacing", "quick"]},
-               "tasks": {}}
+    results = {"machine": machine(), "setup": {k: getattr(a, k) for k in
+                                               ["preset", "iterations", "train_cases", "test_cases", "size", "spacing",
+                                                "slab", "stages", "quick"]},
+               "tasks": {}, "volume": {}}
+    for method in METHODS:
+        path = os.path.join(a.work, "results", "volume-{}-timing.json".format(method))
+        if os.path.exists(path):
+            t = json.load(open(path))
+            results["volume"][method] = {"size": t["size"], "total_seconds": t["total_seconds"] - t["load_seconds"],
+                                         "sampling_seconds": t["sampling_seconds"],
+                                         "synthesis_seconds": t["synthesis_seconds"]}
     for task in a.tasks.split(","):
         per_method = {}
         for method in METHODS:
@@ -65,23 +74,34 @@ def main():
     lines = ["# itk-cdm benchmark" + (" (quick smoke run)" if a.quick == "1" else ""), "",
              "Produced by `bench/run.sh" + (" --quick" if a.quick == "1" else "") + "` on phantom data (`cdm phantom`, Colin27 anatomy).", "",
              "Machine: {cpu}, {cores} cores, torch {torch} ({torch_threads} threads), CPU.".format(**results["machine"]),
-             "Setup: preset `{preset}`, {train_cases} training and {test_cases} held-out cases of {size} voxels at {spacing} mm; "
-             "CDM {iterations} iterations per stage (4 stages), baselines 4 x {iterations} in their one stage.".format(**results["setup"]),
+             "Setup: preset `{preset}`; {train_cases} training cases of {size} voxels at {spacing} mm; {test_cases} held-out "
+             "cases (other seeds), each a {slab}-slice axial slab about its tumour. Every method gets {iterations} gradient "
+             "steps (batch 8, whole 2D slices); CDM splits them over its stages ({stages}).".format(**results["setup"]),
              "Quality inside the brain (reference and prediction each normalised by the robust rule; data range 1), mean +- std over held-out cases.", ""]
     for task, per_method in results["tasks"].items():
         lines += ["## Task: " + task, "", "| method | PSNR (dB) | SSIM | MAE | training (s) |", "| --- | --- | --- | --- | --- |"]
         for method, e in per_method.items():
             lines.append("| {} | {:.2f} +- {:.2f} | {:.4f} +- {:.4f} | {:.4f} +- {:.4f} | {:.0f} |".format(
                 method, *e["psnr"], *e["ssim"], *e["mae"], e["train_seconds"]))
-        floor = per_method["unet"]["total_seconds"][0]
-        lines += ["", "| method | s / volume | s / slice | source encoder + MDN (s) | C-UNet (s) | x unet (same run) |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        floor = per_method["unet"]["seconds_per_slice"][0]
+        lines += ["", "| method | s / slice (held-out slabs) | x unet (same run) |", "| --- | --- | --- |"]
         for method, e in per_method.items():
-            lines.append("| {} | {:.3f} | {:.4f} | {:.3f} | {:.3f} | {:.2f} |".format(
-                method, e["total_seconds"][0], e["seconds_per_slice"][0], e["sampling_seconds"][0],
-                e["synthesis_seconds"][0], e["total_seconds"][0] / floor if floor > 0 else float("nan")))
+            lines.append("| {} | {:.4f} +- {:.4f} | {:.2f} |".format(
+                method, *e["seconds_per_slice"], e["seconds_per_slice"][0] / floor if floor > 0 else float("nan")))
         lines += ["", "![montage](montage-{}.png)".format(task),
                   "Montage columns: sources | reference | CDM | unet | ddim | |error| of CDM, unet, ddim (0 to 0.5).", ""]
+    if results["volume"]:
+        size = "x".join(str(v) for v in next(iter(results["volume"].values()))["size"])
+        floor = results["volume"].get("unet", {}).get("total_seconds", float("nan"))
+        lines += ["## Speed on one whole {} volume".format(size), "",
+                  "One held-out volume per method, the first task's models, after loading; CDM's time split into its "
+                  "source encoder + MDN sampling and its C-UNet.", "",
+                  "| method | s / volume | source encoder + MDN (s) | C-UNet or sampler (s) | x unet (same run) |",
+                  "| --- | --- | --- | --- | --- |"]
+        for method, v in results["volume"].items():
+            lines.append("| {} | {:.2f} | {:.3f} | {:.2f} | {:.2f} |".format(
+                method, v["total_seconds"], v["sampling_seconds"], v["synthesis_seconds"], v["total_seconds"] / floor))
+        lines.append("")
     open(os.path.join(a.out, "RESULTS.md"), "w").write("\n".join(lines) + "\n")
     json.dump(results, open(os.path.join(a.out, "results.json"), "w"), indent=2)
     print("\n".join(lines))

@@ -5,10 +5,12 @@
 #
 #   bench/run.sh [--quick] [--tasks t1c,t2f] [--out DIR] [--iterations N]
 #
-# --quick: a smoke run in minutes (tiny models, few small cases). The default run is sized for ~2 h on 2 CPU cores:
-# measured here, `small` on 128x128 slices (batch 8) costs per iteration about 0.5 s (mrm), 1.1 s (cunet), 0.3 s (mdn),
-# 1.3 s (finetune), 1.0 s (unet), 1.1 s (ddim); 250 CDM iterations per stage is ~13 min per task, each baseline
-# (1000 steps) ~17-18 min, so two tasks with 50 phantom cases take ~110 min.
+# --quick: a smoke run in minutes (tiny models, few small cases). --iterations N: gradient steps per method (default
+# 600); CDM splits them over its stages (mrm 2/15, cunet 7/15, mdn 3/20, finetune 1/4: the C-UNet gets most).
+# Held-out cases are 16-slice axial slabs about the tumour (`cdm phantom --tumour-slab`), because `ddim` costs 50 UNet
+# passes per slice (about 5.7 min per 128x128x96 volume here); one whole held-out volume per method times 3D cost.
+# The default run is sized for about 90 min on 2 CPU cores: measured here, `small` on 128x128 slices (batch 8) costs
+# per iteration about 0.5 s (mrm), 1.1 s (cunet), 0.3 s (mdn), 1.3 s (finetune), 1.0 s (unet), 1.1 s (ddim).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=0
@@ -27,10 +29,12 @@ while (($#)); do
   shift
 done
 if ((QUICK)); then
-  TRAIN=6; TEST=2; SIZE=64,64,48; SPACING=3; PRESET=tiny; ITERATIONS="${ITERATIONS:-30}"; OUT="${OUT:-bench/quick}"
+  TRAIN=6; TEST=2; SIZE=64,64,48; SPACING=3; SLAB=8; PRESET=tiny; ITERATIONS="${ITERATIONS:-60}"; OUT="${OUT:-bench/quick}"
 else
-  TRAIN=40; TEST=10; SIZE=128,128,96; SPACING=1.5; PRESET=small; ITERATIONS="${ITERATIONS:-250}"; OUT="${OUT:-bench}"
+  TRAIN=40; TEST=10; SIZE=128,128,96; SPACING=1.5; SLAB=16; PRESET=small; ITERATIONS="${ITERATIONS:-600}"; OUT="${OUT:-bench}"
 fi
+STAGES="mrm=$((ITERATIONS * 2 / 15)),cunet=$((ITERATIONS * 7 / 15)),mdn=$((ITERATIONS * 3 / 20))"
+STAGES="$STAGES,finetune=$((ITERATIONS - ITERATIONS * 2 / 15 - ITERATIONS * 7 / 15 - ITERATIONS * 3 / 20))"
 
 ./scripts/install-deps.sh >/dev/null
 BUILD_DIR="${CDM_BUILD_DIR:-build}"
@@ -43,10 +47,12 @@ WORK="$OUT/work"
 mkdir -p "$WORK"
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
-# Data: held-out cases from another seed.
-if [[ ! -d "$WORK/data/test" ]]; then
+# Data: held-out cases from other seeds: tumour slabs for quality, one whole volume for 3D timing.
+if [[ ! -d "$WORK/data/volume" ]]; then
   "$CDM" phantom --out "$WORK/data/train" --cases "$TRAIN" --seed 11 --size "$SIZE" --spacing "$SPACING"
-  "$CDM" phantom --out "$WORK/data/test" --cases "$TEST" --seed 12 --size "$SIZE" --spacing "$SPACING" --prefix TEST
+  "$CDM" phantom --out "$WORK/data/test" --cases "$TEST" --seed 12 --size "$SIZE" --spacing "$SPACING" --prefix TEST \
+    --tumour-slab "$SLAB"
+  "$CDM" phantom --out "$WORK/data/volume" --cases 1 --seed 13 --size "$SIZE" --spacing "$SPACING" --prefix VOLUME
 fi
 
 IFS=',' read -r -a task_list <<<"$TASKS"
@@ -58,14 +64,23 @@ for task in "${task_list[@]}"; do
     model="$WORK/models/$task-$method.cdm"
     mkdir -p "$WORK/models" "$WORK/results/$task/$method"
     # The same number of gradient steps: CDM's four stages share what a baseline spends in its one stage.
-    steps=$ITERATIONS
-    [[ $method != cdm ]] && steps=$((4 * ITERATIONS))
+    stage_args=(--iterations "$ITERATIONS")
+    [[ $method == cdm ]] && stage_args+=(--stage-iterations "$STAGES")
     if [[ ! -f "$model" ]]; then
       start=$(now_ms)
       "$CDM" train --model-kind "$method" --data "$WORK/data/train" --target "$task" --sources "$source_list" \
-        --preset "$PRESET" --iterations "$steps" --seed 1 --validation-interval "$steps" --out "$model" \
+        --preset "$PRESET" "${stage_args[@]}" --seed 1 --validation-interval "$ITERATIONS" --out "$model" \
         | tail -n 6 > "$WORK/results/$task/$method/train.log"
-      echo "{\"milliseconds\": $(($(now_ms) - start)), \"iterations\": $steps}" > "$WORK/results/$task/$method/train.json"
+      echo "{\"milliseconds\": $(($(now_ms) - start)), \"iterations\": $ITERATIONS}" > "$WORK/results/$task/$method/train.json"
+    fi
+    # 3D cost: one whole held-out volume, for the first task only (the cost does not depend on the target).
+    volume_case=$(ls -d "$WORK"/data/volume/*/ | head -n 1)
+    if [[ $task == "${task_list[0]}" && ! -f "$WORK/results/volume-$method-timing.json" ]]; then
+      vname=$(basename "$volume_case")
+      args=()
+      for m in "${sources[@]}"; do args+=(--source "$m=$volume_case$vname-$m.nii.gz"); done
+      "$CDM" synthesize --quiet --model "$model" "${args[@]}" --output "$WORK/results/volume-$method.nii.gz" --seed 1 \
+        --timing "$WORK/results/volume-$method-timing.json" >/dev/null
     fi
     for case_dir in "$WORK"/data/test/*/; do
       name=$(basename "$case_dir")
@@ -73,9 +88,11 @@ for task in "${task_list[@]}"; do
       args=()
       for m in "${sources[@]}"; do args+=(--source "$m=$prefix-$m.nii.gz"); done
       result="$WORK/results/$task/$method/$name"
+      [[ -f "$result-metrics.json" ]] && continue
       "$CDM" synthesize --quiet --model "$model" "${args[@]}" --output "$result.nii.gz" --seed 1 --timing "$result-timing.json" >/dev/null
       "$CDM" evaluate --reference "$prefix-$task.nii.gz" --prediction "$result.nii.gz" --mask "$prefix-${sources[0]}.nii.gz" \
-        --error-map "$result-error.nii.gz" --json > "$result-metrics.json"
+        --error-map "$result-error.nii.gz" --json > "$result-metrics.json.part"
+      mv "$result-metrics.json.part" "$result-metrics.json"
     done
   done
   # A montage of the first held-out case: sources | reference | CDM | unet | ddim | |error| of each.
@@ -93,5 +110,6 @@ for task in "${task_list[@]}"; do
 done
 
 python3 bench/report.py --work "$WORK" --out "$OUT" --tasks "$TASKS" --preset "$PRESET" --iterations "$ITERATIONS" \
-  --train-cases "$TRAIN" --test-cases "$TEST" --size "$SIZE" --spacing "$SPACING" --quick "$QUICK"
+  --train-cases "$TRAIN" --test-cases "$TEST" --size "$SIZE" --spacing "$SPACING" --slab "$SLAB" --stages "$STAGES" \
+  --quick "$QUICK"
 echo "bench: wrote $OUT/RESULTS.md and $OUT/results.json"

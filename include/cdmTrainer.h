@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,18 +27,28 @@ struct TrainingOptions
   std::string              ModelKind{ "cdm" }; ///< cdm | unet | ddim (the baselines train by the same code)
   std::string              Stage{ "all" };     ///< all | mrm | cunet | mdn | finetune
   int                      Iterations{ 200 };  ///< per stage
-  bool                     Resume{ false };
-  std::string              Device{ "auto" };
-  uint64_t                 Seed{ 0 };
-  std::string              Output; ///< the `.cdm` file; its checkpoint is Output + ".ckpt"
-  int                      BatchSize{ 0 };
-  int                      PatchSize{ 0 };
-  double                   LearningRate{ 0.0 };
-  int                      ValidationInterval{ 50 };
-  int                      CheckpointInterval{ 50 };
-  double                   ValidationFraction{ 0.2 };
-  int                      SliceAxis{ 2 };
-  double                   SourceDropout{ 0.0 }; ///< > 0 trains for missing sources (availability masks)
+  /** Per-stage overrides of Iterations, e.g. {"cunet", 450}: one budget split by what each stage needs. */
+  std::map<std::string, int> StageIterations;
+  bool                       Resume{ false };
+  std::string                Device{ "auto" };
+  uint64_t                   Seed{ 0 };
+  std::string                Output; ///< the `.cdm` file; its checkpoint is Output + ".ckpt"
+  int                        BatchSize{ 0 };
+  int                        PatchSize{ 0 };
+  double                     LearningRate{ 0.0 };
+  int                        ValidationInterval{ 50 };
+  int                        CheckpointInterval{ 50 };
+  double                     ValidationFraction{ 0.2 };
+  int                        SliceAxis{ 2 };
+  double                     SourceDropout{ 0.0 }; ///< > 0 trains for missing sources (availability masks)
+
+  /** The iterations of one stage: its override, else Iterations. */
+  int
+  IterationsOf(const std::string & stage) const
+  {
+    const auto found = StageIterations.find(stage);
+    return found == StageIterations.end() ? Iterations : found->second;
+  }
 };
 
 /** \brief One progress report (a line of `cdm train`). */

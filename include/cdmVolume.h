@@ -56,6 +56,11 @@ SameGeometry(const Volume & a, const Volume & b, std::string * why = nullptr, do
 void
 CheckFinite(const Volume & volume);
 
+/** The box [index, index + size) of `volume` as a volume of its own whose origin keeps every voxel at the same
+ *  physical point. Throws InputError when the box leaves the volume. */
+Volume
+CropVolume(const Volume & volume, const std::array<int64_t, 3> & index, const std::array<int64_t, 3> & size);
+
 } // namespace cdm
 
 #endif

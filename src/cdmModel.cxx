@@ -664,38 +664,6 @@ NetworkWindow(int64_t begin, int64_t end, int64_t extent, int64_t halo, int64_t 
 }
 } // namespace
 
-namespace
-{
-/** The part `inside` (index relative to the volume) of a volume, with its origin moved accordingly. */
-Volume
-CropVolume(const Volume & volume, const Region & inside)
-{
-  Volume part = volume.EmptyCopy(volume.Description);
-  part.Size = inside.Size;
-  part.Allocate();
-  for (int a = 0; a < 3; ++a)
-  {
-    for (int r = 0; r < 3; ++r)
-    {
-      part.Origin[r] += volume.Direction[3 * r + a] * inside.Index[a] * volume.Spacing[a];
-    }
-  }
-  for (int64_t z = 0; z < inside.Size[2]; ++z)
-  {
-    for (int64_t y = 0; y < inside.Size[1]; ++y)
-    {
-      for (int64_t x = 0; x < inside.Size[0]; ++x)
-      {
-        part.Voxels[static_cast<size_t>(x + inside.Size[0] * (y + inside.Size[1] * z))] =
-          volume.Voxels[static_cast<size_t>(
-            (x + inside.Index[0]) + volume.Size[0] * ((y + inside.Index[1]) + volume.Size[1] * (z + inside.Index[2])))];
-      }
-    }
-  }
-  return part;
-}
-} // namespace
-
 Region
 Model::RequiredSourceRegion(const Region & output, const std::array<int64_t, 3> & imageSize) const
 {
@@ -778,10 +746,10 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
       inside.Index[a] -= required.Index[a];
     }
     SynthesisResult result;
-    result.Image = CropVolume(whole.Image, inside);
+    result.Image = CropVolume(whole.Image, inside.Index, inside.Size);
     if (!whole.Uncertainty.Voxels.empty())
     {
-      result.Uncertainty = CropVolume(whole.Uncertainty, inside);
+      result.Uncertainty = CropVolume(whole.Uncertainty, inside.Index, inside.Size);
     }
     return result;
   }

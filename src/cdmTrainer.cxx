@@ -445,6 +445,19 @@ Train(const Dataset &                                       data,
     throw InputError("training stage '" + options.Stage + "' is not one of a '" + options.ModelKind +
                      "' model; expected " + expected);
   }
+  for (const auto & [name, count] : options.StageIterations)
+  {
+    if (std::find(stageOrder.begin(), stageOrder.end(), name) == stageOrder.end())
+    {
+      throw InputError("training: --stage-iterations names stage '" + name + "', which a '" + options.ModelKind +
+                       "' model does not have");
+    }
+    if (count < 1)
+    {
+      throw InputError("training: --stage-iterations " + name + "=" + std::to_string(count) +
+                       ": iterations must be at least 1");
+    }
+  }
   if (data.Cases().empty())
   {
     throw InputError("training: no usable case in the data set");
@@ -665,8 +678,9 @@ Train(const Dataset &                                       data,
     const StageDefinition & stage = definitions.at(stageName);
     const auto              stageIndex =
       static_cast<uint64_t>(std::find(stageOrder.begin(), stageOrder.end(), stageName) - stageOrder.begin());
-    int firstIteration = state["completed"].value(stageName, 0);
-    if (firstIteration >= options.Iterations)
+    const int iterations = options.IterationsOf(stageName);
+    int       firstIteration = state["completed"].value(stageName, 0);
+    if (firstIteration >= iterations)
     {
       continue;
     }
@@ -711,7 +725,7 @@ Train(const Dataset &                                       data,
     const auto          stageStart = Clock::now();
     impl.SetTraining(true);
     int iteration = firstIteration;
-    for (; iteration < options.Iterations; ++iteration)
+    for (; iteration < iterations; ++iteration)
     {
       const uint64_t  seed = MixSeed(options.Seed, stageIndex, static_cast<uint64_t>(iteration));
       std::mt19937_64 random(seed);
@@ -728,12 +742,12 @@ Train(const Dataset &                                       data,
       TrainingProgress line;
       line.Stage = stageName;
       line.Iteration = iteration + 1;
-      line.Iterations = options.Iterations;
+      line.Iterations = iterations;
       line.Loss = losses.back();
       const double seconds = std::chrono::duration<double>(Clock::now() - stageStart).count();
       line.IterationsPerSecond = static_cast<double>(iteration + 1 - firstIteration) / std::max(seconds, 1e-9);
-      line.EtaSeconds = (options.Iterations - iteration - 1) / std::max(line.IterationsPerSecond, 1e-9);
-      const bool last = iteration + 1 == options.Iterations;
+      line.EtaSeconds = (iterations - iteration - 1) / std::max(line.IterationsPerSecond, 1e-9);
+      const bool last = iteration + 1 == iterations;
       if ((iteration + 1) % std::max(1, options.ValidationInterval) == 0 || last)
       {
         impl.SetTraining(false);
@@ -771,13 +785,13 @@ Train(const Dataset &                                       data,
     }
     stageReport.Seconds = std::chrono::duration<double>(Clock::now() - stageStart).count();
     report.Stages.push_back(stageReport);
-    if (iteration < options.Iterations)
+    if (iteration < iterations)
     {
       report.Interrupted = true;
       report.Seconds = std::chrono::duration<double>(Clock::now() - runStart).count();
       return report;
     }
-    state = checkpointState(options.Iterations, false);
+    state = checkpointState(iterations, false);
     SaveCheckpoint(impl, checkpoint, state, nullptr, {});
   }
 
@@ -792,6 +806,10 @@ Train(const Dataset &                                       data,
   provenance["seed"] = options.Seed;
   provenance["device"] = impl.Device.str();
   provenance["iterations_per_stage"] = options.Iterations;
+  for (const auto & [name, count] : options.StageIterations)
+  {
+    provenance["stage_iterations"][name] = count;
+  }
   provenance["stages_completed"] = state["completed"];
   provenance["training_cases"] = trainCases.size();
   provenance["validation_cases"] =

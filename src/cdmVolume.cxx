@@ -110,4 +110,38 @@ CheckFinite(const Volume & volume)
   }
 }
 
+Volume
+CropVolume(const Volume & volume, const std::array<int64_t, 3> & index, const std::array<int64_t, 3> & size)
+{
+  for (int a = 0; a < 3; ++a)
+  {
+    if (index[a] < 0 || size[a] < 1 || index[a] + size[a] > volume.Size[a])
+    {
+      throw InputError("cannot crop " + volume.Description + " of size " + Format(volume.Size, 3) + " to index " +
+                       Format(index, 3) + ", size " + Format(size, 3) + ": the box must lie inside the volume");
+    }
+  }
+  Volume part = volume.EmptyCopy(volume.Description);
+  part.Size = size;
+  part.Allocate();
+  for (int a = 0; a < 3; ++a)
+  {
+    for (int r = 0; r < 3; ++r)
+    {
+      part.Origin[r] += volume.Direction[3 * r + a] * static_cast<double>(index[a]) * volume.Spacing[a];
+    }
+  }
+  for (int64_t z = 0; z < size[2]; ++z)
+  {
+    for (int64_t y = 0; y < size[1]; ++y)
+    {
+      const auto from =
+        volume.Voxels.begin() +
+        static_cast<std::ptrdiff_t>(index[0] + volume.Size[0] * ((y + index[1]) + volume.Size[1] * (z + index[2])));
+      std::copy(from, from + size[0], part.Voxels.begin() + static_cast<std::ptrdiff_t>(size[0] * (y + size[1] * z)));
+    }
+  }
+  return part;
+}
+
 } // namespace cdm

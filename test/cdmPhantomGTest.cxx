@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -124,6 +125,28 @@ TEST_P(Phantom, ASeedReproducesACaseBitForBit)
   }
   EXPECT_EQ(a.Segmentation.Voxels, b.Segmentation.Voxels);
   EXPECT_EQ(a.ParametersJson, b.ParametersJson);
+}
+
+TEST_P(Phantom, ATumourSlabIsTheWholeCaseCroppedAboutTheTumour)
+{
+  const cdm::PhantomCase whole = cdm::PhantomGenerator(SmallOptions(GetParam())).Generate(5);
+  cdm::PhantomOptions    options = SmallOptions(GetParam());
+  options.TumourSlab = 8;
+  const cdm::PhantomCase slab = cdm::PhantomGenerator(options).Generate(5);
+  const cdm::Volume &    t1c = slab.Images.at("t1c");
+  ASSERT_EQ(t1c.Size, (std::array<int64_t, 3>{ 56, 64, 8 }));
+  const int64_t first = nlohmann::json::parse(slab.ParametersJson)["tumour_slab"]["first_slice"].get<int64_t>();
+  // Same voxels at the same physical points as the whole case.
+  EXPECT_EQ(t1c.Voxels, cdm::CropVolume(whole.Images.at("t1c"), { 0, 0, first }, t1c.Size).Voxels);
+  EXPECT_NEAR(t1c.Origin[2], whole.Images.at("t1c").Origin[2] + first * whole.Images.at("t1c").Spacing[2], 1e-9);
+  // The slab holds the tumour's centroid slice: more tumour per slice than the whole case.
+  const auto tumourFraction = [](const cdm::Volume & seg) {
+    return std::count_if(seg.Voxels.begin(), seg.Voxels.end(), [](float v) { return v > 0.0f; }) /
+           static_cast<double>(seg.Voxels.size());
+  };
+  EXPECT_GT(tumourFraction(slab.Segmentation), tumourFraction(whole.Segmentation));
+  options.TumourSlab = 49;
+  EXPECT_THROW(cdm::PhantomGenerator{ options }, cdm::InputError);
 }
 
 INSTANTIATE_TEST_SUITE_P(Anatomies, Phantom, ::testing::Values("procedural", "colin27"));

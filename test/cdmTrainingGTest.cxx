@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 
 namespace
 {
@@ -165,6 +166,22 @@ TEST(Training, ThreeDimensionalModelTrainsOnPatches)
   fs::remove_all(directory);
 }
 
+TEST(Training, StageIterationsSplitOneBudgetOverTheStages)
+{
+  const cdm::Dataset data = cdm::testing::MakeDataset(3, 3);
+  const std::string  directory = cdm::testing::MakeTemporaryDirectory("stages");
+  auto               options = TinyOptions(directory + "/m.cdm", 4);
+  options.StageIterations = { { "cunet", 7 }, { "mdn", 2 } };
+  const cdm::TrainingReport report = cdm::Train(data, options);
+  ASSERT_EQ(report.Stages.size(), 4u);
+  const std::map<std::string, int> expected{ { "mrm", 4 }, { "cunet", 7 }, { "mdn", 2 }, { "finetune", 4 } };
+  for (const auto & stage : report.Stages)
+  {
+    EXPECT_EQ(stage.LastIteration, expected.at(stage.Stage)) << stage.Stage;
+  }
+  fs::remove_all(directory);
+}
+
 TEST(Training, BadOptionsAreRefused)
 {
   const cdm::Dataset data = cdm::testing::MakeDataset(2, 1);
@@ -175,6 +192,11 @@ TEST(Training, BadOptionsAreRefused)
   EXPECT_THROW(cdm::Train(data, options), cdm::InputError);
   options = TinyOptions("/tmp/cdm-never.cdm", 5);
   options.Target = "pd";
+  EXPECT_THROW(cdm::Train(data, options), cdm::InputError);
+  options = TinyOptions("/tmp/cdm-never.cdm", 5);
+  options.StageIterations = { { "decoder", 3 } };
+  EXPECT_THROW(cdm::Train(data, options), cdm::InputError);
+  options.StageIterations = { { "cunet", 0 } };
   EXPECT_THROW(cdm::Train(data, options), cdm::InputError);
   options = TinyOptions("/tmp/cdm-never.cdm", 5);
   options.Device = "cuda:7";
