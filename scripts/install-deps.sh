@@ -6,7 +6,7 @@ set -euo pipefail
 TORCH_VERSION="${CDM_TORCH_VERSION:-2.11.0}"
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
-  libinsighttoolkit5-dev libgtest-dev nlohmann-json3-dev libcli11-dev swig
+  libinsighttoolkit5-dev libgtest-dev nlohmann-json3-dev libcli11-dev swig python3-dev
   mricron-data zlib1g-dev
 )
 
@@ -30,6 +30,13 @@ if "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0
   echo "[install-deps] torch ${TORCH_VERSION} present"
 else
   echo "[install-deps] pip install torch==${TORCH_VERSION}"
-  "$PYTHON" -m pip install -q "torch==${TORCH_VERSION}" numpy pytest
+  "$PYTHON" -m pip install -q "torch==${TORCH_VERSION}"
 fi
-"$PYTHON" -m pip install -q numpy pytest >/dev/null 2>&1 || true
+# The Python package's build and test needs: the itk wheel (its images), tqdm (progress bars), pytest.
+PIP_PACKAGES=(numpy pytest "itk==5.4.*" tqdm wheel "setuptools>=61")
+if ! "$PYTHON" -c "import numpy, pytest, itk, tqdm, wheel, setuptools" 2>/dev/null; then
+  echo "[install-deps] pip install ${PIP_PACKAGES[*]}"
+  "$PYTHON" -m pip install -q "${PIP_PACKAGES[@]}"
+else
+  echo "[install-deps] Python packages present"
+fi

@@ -1,0 +1,229 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef cdmPython_h
+#define cdmPython_h
+
+// The face of the core engine that SWIG wraps for the `itk_cdm` Python package: plain types (flat float buffers,
+// geometry as lists) so that the interface file stays small. The Python layer (itk_cdm/__init__.py) turns
+// `itk.Image` objects and NumPy arrays into these and back. No torch and no ITK here.
+
+#include "cdmModel.h"
+#include "cdmTrainer.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cdm
+{
+namespace python
+{
+
+/** A float array handed to Python without a copy: the Python layer gets a NumPy array that owns `Values`. */
+struct FloatArray
+{
+  std::vector<float>   Values;
+  std::vector<int64_t> Shape; ///< NumPy order (slowest axis first)
+};
+
+/** Images with names and a shared geometry, as the engine takes them. */
+class ImageSet
+{
+public:
+  /** Adds `voxels` (x fastest, `size` = x, y, z) with spacing (3), origin (3) and a row-major direction (9).
+   *  The voxels are copied once into the engine's buffer. Throws InputError on a size/buffer mismatch. */
+  void
+  Add(const std::string &           name,
+      const float *                 voxels,
+      int64_t                       count,
+      const std::vector<int64_t> &  size,
+      const std::vector<double> &   spacing,
+      const std::vector<double> &   origin,
+      const std::vector<double> &   direction);
+
+  std::vector<std::string>
+  Names() const;
+
+  const SourceVolumes &
+  Volumes() const
+  {
+    return m_Volumes;
+  }
+
+private:
+  SourceVolumes m_Volumes;
+};
+
+/** A sampled or encoded representation z: values [samples][cells][dim] plus the sources' normalisation scales. */
+class RepresentationData
+{
+public:
+  explicit RepresentationData(Representation representation = {})
+    : m_Representation(std::move(representation))
+  {}
+  int
+  Samples() const
+  {
+    return m_Representation.Samples;
+  }
+  int64_t
+  Cells() const
+  {
+    return m_Representation.Cells;
+  }
+  int
+  Dim() const
+  {
+    return m_Representation.Dim;
+  }
+  std::map<std::string, double>
+  SourceScales() const
+  {
+    return m_Representation.SourceScales;
+  }
+  /** A copy of the values as a [samples, cells, dim] array. */
+  FloatArray
+  Values() const;
+
+  const Representation &
+  Get() const
+  {
+    return m_Representation;
+  }
+
+private:
+  Representation m_Representation;
+};
+
+/** A synthesis result: the image and, with several samples, the uncertainty (their standard deviation). */
+class SynthesisData
+{
+public:
+  explicit SynthesisData(SynthesisResult result)
+    : m_Result(std::move(result))
+  {}
+  /** Moves the image out (a second call returns an empty array). */
+  FloatArray
+  TakeImage();
+  FloatArray
+  TakeUncertainty();
+  bool
+  HasUncertainty() const
+  {
+    return !m_Result.Uncertainty.Voxels.empty();
+  }
+
+private:
+  SynthesisResult m_Result;
+};
+
+/** A loaded `.cdm` model. */
+class ModelHandle
+{
+public:
+  /** Reads and validates the file; throws ModelFileError naming it. Device: auto, cpu, cuda or cuda:N. */
+  ModelHandle(const std::string & path, const std::string & device);
+
+  std::string
+  Path() const
+  {
+    return m_Path;
+  }
+  std::string
+  Device() const;
+  std::string
+  Target() const;
+  std::vector<std::string>
+  Sources() const;
+  unsigned int
+  Dimension() const;
+  std::string
+  Preset() const;
+  std::string
+  Kind() const;
+  bool
+  SourcesOptional() const;
+  int64_t
+  NumberOfParameters() const;
+  /** The model's whole configuration (with its training provenance) as JSON. */
+  std::string
+  ConfigJson() const;
+
+  SynthesisData
+  Synthesize(const ImageSet & sources, int samples, uint64_t seed, double eta) const;
+
+  RepresentationData
+  Encode(const ImageSet & target) const;
+
+  RepresentationData
+  SampleRepresentation(const ImageSet & sources, int samples, uint64_t seed, double eta) const;
+
+private:
+  std::string m_Path;
+  Model       m_Model;
+};
+
+/** Training progress reaches Python through this class (a SWIG director): return false to stop the run
+ *  (a checkpoint is saved and the run can be resumed). */
+class TrainingObserver
+{
+public:
+  virtual ~TrainingObserver() = default;
+  virtual bool
+  Report(const TrainingProgress & progress)
+  {
+    (void)progress;
+    return true;
+  }
+};
+
+/** Training cases gathered by the Python layer (which reads the files). */
+class TrainingData
+{
+public:
+  /** Adds a case; throws InputError when its images disagree in geometry or hold a non-finite voxel. */
+  void
+  AddCase(const std::string & name, const ImageSet & images);
+  size_t
+  NumberOfCases() const
+  {
+    return m_Data.Cases().size();
+  }
+  const Dataset &
+  Get() const
+  {
+    return m_Data;
+  }
+
+private:
+  Dataset m_Data;
+};
+
+/** Trains as `cdm train` does and returns the run's report as JSON (stages, losses, validation, interrupted). */
+std::string
+Train(const TrainingData & data, const TrainingOptions & options, TrainingObserver * observer);
+
+/** The BraTS-layout cases of a folder as JSON: {"cases": [{"name", "files": {modality: path}}], "skipped": [...]}
+ *  (the scan `cdm train` makes). */
+std::string
+ScanCases(const std::string & directory, const std::vector<std::string> & modalities);
+
+/** The modality names the engine knows (t1n, t1c, t2w, t2f). */
+std::vector<std::string>
+KnownModalityNames();
+
+/** Torch's intra-op threads (0 leaves torch's default). */
+void
+SetThreads(int threads);
+
+std::string
+Version();
+
+} // namespace python
+} // namespace cdm
+
+#endif

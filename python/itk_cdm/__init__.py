@@ -1,0 +1,198 @@
+"""itk-cdm: synthesize a missing MRI contrast with the Cross-conditioned Diffusion Model (CDM, MICCAI 2024).
+
+The functions take and return ``itk.Image`` objects (spacing, origin and direction kept) or NumPy arrays (NumPy in,
+NumPy out), in ITK's snake_case style::
+
+    import itk, itk_cdm
+    model = itk_cdm.load_model("examples/models/t1c-small.cdm")
+    sources = {m: itk.imread(f"case-{m}.nii.gz", itk.F) for m in model.sources}
+    t1c = itk_cdm.synthesize(model, sources, seed=0)
+    itk.imwrite(t1c, "case-t1c-synthetic.nii.gz")
+
+The engine is the same C++ core as the ``cdm`` command line and the ITK filters (``itk_cdm._engine``, SWIG); the
+GIL is released while it computes. Bad input raises ``ValueError``; a model file that cannot be used raises
+``RuntimeError``; both carry the engine's message.
+"""
+import json as _json
+import os as _os
+import random as _random
+import shutil as _shutil
+import subprocess as _subprocess
+import sys as _sys
+
+import numpy as _np
+import torch as _torch  # loads the LibTorch that the extension links (the pinned `torch` wheel)
+
+from . import engine as _engine
+
+__version__ = _engine.Version()
+__all__ = ["Model", "Representation", "load_model", "synthesize", "encode", "sample_representation", "train",
+           "phantom", "known_modalities", "set_number_of_threads", "__version__"]
+
+del _torch
+
+
+def known_modalities():
+    """The modality names the engine knows (BraTS 2023 names: t1n, t1c, t2w, t2f)."""
+    return list(_engine.KnownModalityNames())
+
+
+def set_number_of_threads(threads):
+    """Sets the engine's (torch's) intra-op thread count."""
+    _engine.SetThreads(int(threads))
+
+
+class Model:
+    """A loaded ``.cdm`` model. Attributes: ``path``, ``device``, ``target``, ``sources`` (the modalities it reads),
+    ``dimension`` (2 or 3: the networks' dimension; a 2D model runs slice by slice on volumes), ``preset``,
+    ``kind`` (``cdm``, or a baseline ``unet`` / ``ddim``), ``sources_optional``, ``parameters``, ``config``
+    (the whole configuration with its training provenance, a dict)."""
+
+    def __init__(self, handle):
+        self._handle = handle
+        self.path = handle.Path()
+        self.device = handle.Device()
+        self.target = handle.Target()
+        self.sources = tuple(handle.Sources())
+        self.dimension = int(handle.Dimension())
+        self.preset = handle.Preset()
+        self.kind = handle.Kind()
+        self.sources_optional = bool(handle.SourcesOptional())
+        self.parameters = int(handle.NumberOfParameters())
+        self.config = _json.loads(handle.ConfigJson())
+
+    def __repr__(self):
+        return "<itk_cdm.Model {} {}D {} ({}): {} -> {} on {}>".format(
+            self.kind, self.dimension, self.preset, _os.path.basename(self.path), ",".join(self.sources),
+            self.target, self.device)
+
+
+class Representation:
+    """A representation z: ``values`` (NumPy, [samples, cells, dim]) and the sources' normalisation scales."""
+
+    def __init__(self, data):
+        self.values = data.Values()
+        self.samples = int(data.Samples())
+        self.cells = int(data.Cells())
+        self.dim = int(data.Dim())
+        self.source_scales = dict(data.SourceScales())
+
+    def mean(self):
+        """The mean over samples, [cells, dim]."""
+        return self.values.mean(axis=0)
+
+    def __repr__(self):
+        return "<itk_cdm.Representation {} sample(s) x {} cell(s) x {}>".format(self.samples, self.cells, self.dim)
+
+
+def load_model(path, device="auto"):
+    """Reads and validates a ``.cdm`` model file. ``device``: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or
+    ``cuda:N``. Raises ``RuntimeError`` naming the file when it is missing, truncated, corrupt or of another
+    format version, ``ValueError`` for an unknown device."""
+    return Model(_engine.ModelHandle(_os.fspath(path), str(device)))
+
+
+def _is_itk_image(image):
+    return hasattr(image, "GetSpacing") and hasattr(image, "GetLargestPossibleRegion")
+
+
+def _add_image(image_set, name, image):
+    """Adds one itk.Image or NumPy array to an engine ImageSet (no copy for C-contiguous float32 data)."""
+    if _is_itk_image(image):
+        import itk
+
+        array = itk.array_view_from_image(image)
+        if array.dtype != _np.float32 or not array.flags["C_CONTIGUOUS"]:
+            array = _np.ascontiguousarray(array, dtype=_np.float32)
+        dimension = image.GetImageDimension()
+        spacing = [float(v) for v in image.GetSpacing()]
+        origin = [float(v) for v in image.GetOrigin()]
+        direction = [float(v) for v in itk.array_from_matrix(image.GetDirection()).ravel()]
+    else:
+        array = _np.asarray(image)
+        if array.dtype.kind not in "fiub":
+            raise ValueError("source '{}': expected an itk.Image or a numeric NumPy array, got {}".format(
+                name, type(image).__name__))
+        array = _np.ascontiguousarray(array, dtype=_np.float32)
+        dimension = array.ndim
+        if dimension not in (2, 3):
+            raise ValueError("source '{}': expected a 2D or 3D array, got shape {}".format(name, array.shape))
+        spacing = [1.0] * dimension
+        origin = [0.0] * dimension
+        direction = list(_np.eye(dimension).ravel())
+    size = [int(s) for s in reversed(array.shape)]  # NumPy [z, y, x] -> engine x, y, z
+    if len(size) != dimension:
+        raise ValueError("source '{}': a {}D image holds an array of shape {}".format(name, dimension, array.shape))
+    image_set.Add(str(name), array.reshape(-1), _engine.Int64Vector(size), _engine.DoubleVector(spacing),
+                  _engine.DoubleVector(origin), _engine.DoubleVector(direction))
+    return _is_itk_image(image)
+
+
+def _image_set(images):
+    if not hasattr(images, "items"):
+        raise ValueError("sources: expected a mapping of modality names to images, e.g. {'t1n': image, ...}; got "
+                         + type(images).__name__)
+    image_set = _engine.ImageSet()
+    reference = None
+    as_itk = []
+    for name, image in images.items():
+        as_itk.append(_add_image(image_set, name, image))
+        if reference is None:
+            reference = image
+    if len(set(as_itk)) > 1:
+        raise ValueError("sources: give all itk.Image objects or all NumPy arrays, not a mix")
+    return image_set, reference, bool(as_itk and as_itk[0])
+
+
+def _seed(seed):
+    return _random.getrandbits(63) if seed is None else int(seed)
+
+
+def _to_output(array, reference, as_itk):
+    if not as_itk:
+        return array
+    import itk
+
+    image = itk.image_from_array(array)
+    image.SetSpacing(reference.GetSpacing())
+    image.SetOrigin(reference.GetOrigin())
+    image.SetDirection(reference.GetDirection())
+    return image
+
+
+def synthesize(model, sources, samples=1, seed=None, uncertainty=False, eta=None):
+    """Synthesizes ``model.target`` from ``sources``, a mapping of modality names (``model.sources``) to
+    ``itk.Image`` objects or NumPy arrays ([z, y, x] or [y, x]) of one shared grid.
+
+    ``samples`` > 1 draws that many representations and returns their mean synthesis; ``seed`` fixes the starting
+    noise (the same seed gives the same image; ``None`` draws one); ``eta`` is DDIM's eta (``None``: the model's).
+    Returns an image like the sources (an ``itk.Image`` with their spacing, origin and direction, or a NumPy array),
+    and with ``uncertainty=True`` a pair (image, standard deviation over samples; needs ``samples`` >= 2).
+    Raises ``ValueError`` for a missing, unknown or mismatched source."""
+    if uncertainty and samples < 2:
+        raise ValueError("uncertainty=True needs samples >= 2 (the standard deviation over samples), got samples="
+                         + str(samples))
+    image_set, reference, as_itk = _image_set(sources)
+    result = model._handle.Synthesize(image_set, int(samples), _seed(seed), -1.0 if eta is None else float(eta))
+    image = _to_output(result.TakeImage(), reference, as_itk)
+    if not uncertainty:
+        return image
+    return image, _to_output(result.TakeUncertainty(), reference, as_itk)
+
+
+def encode(model, target_image):
+    """The MRM feature encoder on an image of the model's target modality: z = FE(target) (an ``itk.Image`` or a
+    NumPy array). Returns a :class:`Representation` with one sample."""
+    image_set, _, _ = _image_set({model.target: target_image})
+    return Representation(model._handle.Encode(image_set))
+
+
+def sample_representation(model, sources, samples=1, seed=None, eta=None):
+    """The source encoder and the MDN sampler: ``samples`` draws of z_hat from the sources (see
+    :func:`synthesize` for the arguments). Returns a :class:`Representation`."""
+    image_set, _, _ = _image_set(sources)
+    return Representation(
+        model._handle.SampleRepresentation(image_set, int(samples), _seed(seed), -1.0 if eta is None else float(eta)))
+
+
+from ._training import phantom, train  # noqa: E402  (they use the helpers above)

@@ -1,0 +1,144 @@
+"""Training and phantom data from Python: the same engine code as ``cdm train`` and ``cdm phantom``."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from . import engine as _engine
+from . import _add_image
+
+
+def _progress_wanted(progress):
+    if progress is not None:
+        return bool(progress)
+    if "ipykernel" in sys.modules:
+        return True
+    return sys.stderr is not None and sys.stderr.isatty()
+
+
+class _Observer(_engine.TrainingObserver):
+    """Feeds the engine's progress lines to tqdm bars (one per stage); Ctrl-C stops the run cleanly."""
+
+    def __init__(self, show, callback):
+        super().__init__()
+        self.show = show
+        self.callback = callback
+        self.bars = {}
+        self.interrupted = False
+
+    def Report(self, p):  # noqa: N802 (the C++ name)
+        try:
+            if self.show:
+                from tqdm.auto import tqdm
+
+                bar = self.bars.get(p.Stage)
+                if bar is None:
+                    for other in self.bars.values():
+                        other.close()
+                    bar = self.bars[p.Stage] = tqdm(total=p.Iterations, initial=p.Iteration - 1,
+                                                    desc="cdm " + p.Stage, unit="it")
+                bar.update(1)
+                postfix = {"loss": "{:.4f}".format(p.Loss)}
+                if p.HasValidation:
+                    postfix["val PSNR"] = "{:.2f} dB".format(p.ValidationPSNR)
+                bar.set_postfix(postfix)
+            if self.callback is not None:
+                self.callback({"stage": p.Stage, "iteration": p.Iteration, "iterations": p.Iterations,
+                               "loss": p.Loss, "validation_psnr": p.ValidationPSNR if p.HasValidation else None})
+            return True
+        except KeyboardInterrupt:
+            self.interrupted = True
+            return False  # the engine saves a checkpoint and returns; train() re-raises
+
+    def close(self):
+        for bar in self.bars.values():
+            bar.close()
+
+
+def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm", dimension=2, iterations=200,
+          stage_iterations=None, stage="all", resume=False, device="auto", seed=0, batch_size=0, patch_size=0,
+          learning_rate=0.0, validation_interval=50, checkpoint_interval=50, validation_fraction=0.2,
+          source_dropout=0.0, progress=None, callback=None):
+    """Trains a model on a folder of BraTS-layout cases (``<case>/<case>-<modality>.nii.gz``), as ``cdm train``.
+
+    ``target``: the modality to synthesize; ``sources``: the ones it reads (default: the other three);
+    ``preset``: ``tiny``, ``small`` or ``paper``; ``model_kind``: ``cdm`` or a baseline ``unet`` / ``ddim``;
+    ``iterations`` per stage, ``stage_iterations`` a dict of per-stage overrides (e.g. ``{"cunet": 450}``).
+    Writes ``out`` (the ``.cdm`` file) and a resumable checkpoint ``out + ".ckpt"`` (``resume=True`` continues it).
+    Shows a progress bar in a terminal or notebook (``progress``: True / False / None = auto); ``callback`` gets
+    each progress line as a dict. Returns the run's report (a dict: stages with losses and validation PSNR/SSIM).
+    Ctrl-C saves a checkpoint and raises ``KeyboardInterrupt``."""
+    import itk
+
+    target = str(target)
+    source_list = list(sources) if sources is not None else [m for m in _engine.KnownModalityNames() if m != target]
+    modalities = source_list + [target]
+    scan = json.loads(_engine.ScanCases(os.fspath(data_dir), _engine.StringVector(modalities)))
+    data = _engine.TrainingData()
+    skipped = list(scan["skipped"])
+    for case in scan["cases"]:
+        images = _engine.ImageSet()
+        try:
+            for modality, path in case["files"].items():
+                _add_image(images, modality, itk.imread(path, itk.F))
+            data.AddCase(case["name"], images)
+        except (ValueError, RuntimeError) as error:
+            skipped.append("{}: {}".format(case["name"], error))
+    for reason in skipped:
+        print("[itk_cdm.train] skipped case " + reason, file=sys.stderr)
+    if data.NumberOfCases() == 0:
+        raise ValueError("no usable case in '{}'; expected <case>/<case>-<modality>.nii.gz for {}".format(
+            data_dir, ", ".join(modalities)))
+
+    options = _engine.TrainingOptions()
+    options.Sources = _engine.StringVector(source_list)
+    options.Target = target
+    options.Dimension = int(dimension)
+    options.Preset = str(preset)
+    options.ModelKind = str(model_kind)
+    options.Stage = str(stage)
+    options.Iterations = int(iterations)
+    options.StageIterations = _engine.StringIntMap({str(k): int(v) for k, v in (stage_iterations or {}).items()})
+    options.Resume = bool(resume)
+    options.Device = str(device)
+    options.Seed = int(seed)
+    options.Output = os.fspath(out)
+    options.BatchSize = int(batch_size)
+    options.PatchSize = int(patch_size)
+    options.LearningRate = float(learning_rate)
+    options.ValidationInterval = int(validation_interval)
+    options.CheckpointInterval = int(checkpoint_interval)
+    options.ValidationFraction = float(validation_fraction)
+    options.SourceDropout = float(source_dropout)
+    observer = _Observer(_progress_wanted(progress), callback)
+    try:
+        report = json.loads(_engine.Train(data, options, observer))
+    finally:
+        observer.close()
+    if observer.interrupted:
+        raise KeyboardInterrupt("training stopped; resume with resume=True (checkpoint {}.ckpt)".format(out))
+    report["skipped"] = skipped
+    return report
+
+
+def _cdm_executable():
+    found = os.environ.get("CDM_EXECUTABLE") or shutil.which("cdm")
+    if not found:
+        raise RuntimeError("itk_cdm.phantom runs the `cdm` command line (its generator uses ITK's C++ filters), "
+                           "which was not found: put it on PATH or set CDM_EXECUTABLE (build: see the README)")
+    return found
+
+
+def phantom(out_dir, cases, seed=0, anatomy="colin27", size=(128, 128, 96), spacing=1.5, prefix="PHANTOM",
+            tumour_slab=0):
+    """Writes ``cases`` BraTS-like phantom cases (t1n, t1c, t2w, t2f, seg) to ``out_dir``, as ``cdm phantom``
+    (deterministic for a seed). Returns the case folders."""
+    command = [_cdm_executable(), "phantom", "--out", os.fspath(out_dir), "--cases", str(int(cases)), "--seed",
+               str(int(seed)), "--anatomy", str(anatomy), "--size", ",".join(str(int(s)) for s in size),
+               "--spacing", str(float(spacing)), "--prefix", str(prefix), "--tumour-slab", str(int(tumour_slab))]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        message = (done.stderr or done.stdout).strip()
+        raise (ValueError if done.returncode == 2 else RuntimeError)("cdm phantom: " + message)
+    return [os.path.join(os.fspath(out_dir), "{}-{:05d}".format(prefix, i)) for i in range(int(cases))]

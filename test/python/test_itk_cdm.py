@@ -1,0 +1,202 @@
+"""The itk_cdm package: itk.Image and NumPy faces, equality with `cdm synthesize`, refusals, training, the wheel."""
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import itk
+import numpy as np
+import pytest
+
+import itk_cdm
+from conftest import ROOT, case_files
+
+
+def read_sources(data_dir, model, index=0):
+    files = case_files(data_dir, index)
+    return {m: itk.imread(files[m], itk.F) for m in model.sources}
+
+
+def test_model_header(model_path):
+    model = itk_cdm.load_model(model_path, device="cpu")
+    assert model.target == "t1c"
+    assert model.sources == ("t1n", "t2w", "t2f")
+    assert model.dimension == 2 and model.preset == "tiny" and model.kind == "cdm"
+    assert model.device == "cpu" and model.parameters > 1000
+    assert model.config["Target"] == "t1c" if "Target" in model.config else model.config["target"] == "t1c"
+
+
+def test_itk_image_round_trip_keeps_metadata(data_dir, model_path):
+    model = itk_cdm.load_model(model_path, device="cpu")
+    sources = read_sources(data_dir, model)
+    # A non-trivial geometry: anisotropic spacing, shifted origin, rotated direction, shared by all sources.
+    rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    for image in sources.values():
+        image.SetSpacing([0.9, 1.1, 3.0])
+        image.SetOrigin([10.0, -20.0, 5.5])
+        image.SetDirection(itk.matrix_from_array(rotation))
+    result = itk_cdm.synthesize(model, sources, seed=2)
+    assert isinstance(result, type(sources["t1n"]))
+    assert tuple(result.GetSpacing()) == pytest.approx((0.9, 1.1, 3.0))
+    assert tuple(result.GetOrigin()) == pytest.approx((10.0, -20.0, 5.5))
+    assert np.allclose(itk.array_from_matrix(result.GetDirection()), rotation)
+    values = itk.array_view_from_image(result)
+    assert values.shape == itk.array_view_from_image(sources["t1n"]).shape
+    assert np.isfinite(values).all() and values.std() > 0
+
+
+def test_numpy_in_numpy_out_equals_itk_path(data_dir, model_path):
+    model = itk_cdm.load_model(model_path, device="cpu")
+    sources = read_sources(data_dir, model)
+    arrays = {m: itk.array_from_image(image) for m, image in sources.items()}
+    from_numpy = itk_cdm.synthesize(model, arrays, seed=5)
+    from_itk = itk_cdm.synthesize(model, sources, seed=5)
+    assert isinstance(from_numpy, np.ndarray) and from_numpy.dtype == np.float32
+    assert from_numpy.shape == arrays["t1n"].shape
+    np.testing.assert_array_equal(from_numpy, itk.array_view_from_image(from_itk))
+    # Another seed gives another sample; the same seed the same image.
+    np.testing.assert_array_equal(from_numpy, itk_cdm.synthesize(model, arrays, seed=5))
+    assert not np.array_equal(from_numpy, itk_cdm.synthesize(model, arrays, seed=6))
+    # Other dtypes are accepted (converted once).
+    as_double = {m: a.astype(np.float64) for m, a in arrays.items()}
+    np.testing.assert_array_equal(from_numpy, itk_cdm.synthesize(model, as_double, seed=5))
+
+
+def test_equals_the_command_line(data_dir, model_path, cdm, tmp_path):
+    files = case_files(data_dir, 1)
+    output = tmp_path / "cli.nii.gz"
+    command = [cdm, "synthesize", "--quiet", "--model", model_path, "--output", str(output), "--seed", "7",
+               "--device", "cpu"]
+    for m in ("t1n", "t2w", "t2f"):
+        command += ["--source", "{}={}".format(m, files[m])]
+    subprocess.run(command, check=True, capture_output=True)
+    model = itk_cdm.load_model(model_path, device="cpu")
+    python = itk_cdm.synthesize(model, {m: itk.imread(files[m], itk.F) for m in model.sources}, seed=7)
+    np.testing.assert_array_equal(itk.array_from_image(itk.imread(str(output), itk.F)),
+                                  itk.array_view_from_image(python))
+
+
+def test_samples_and_uncertainty(data_dir, model_path):
+    model = itk_cdm.load_model(model_path, device="cpu")
+    arrays = {m: itk.array_from_image(i) for m, i in read_sources(data_dir, model).items()}
+    image, spread = itk_cdm.synthesize(model, arrays, samples=3, seed=1, uncertainty=True)
+    assert image.shape == spread.shape
+    assert (spread >= 0).all() and spread.max() > 0
+    with pytest.raises(ValueError, match="samples"):
+        itk_cdm.synthesize(model, arrays, samples=1, uncertainty=True)
+
+
+def test_encoder_and_sampler_faces(data_dir, model_path):
+    model = itk_cdm.load_model(model_path, device="cpu")
+    sources = read_sources(data_dir, model)
+    z = itk_cdm.encode(model, itk.imread(case_files(data_dir)["t1c"], itk.F))
+    assert z.samples == 1 and z.values.shape == (1, z.cells, z.dim) and np.isfinite(z.values).all()
+    z_hat = itk_cdm.sample_representation(model, sources, samples=4, seed=3)
+    assert z_hat.values.shape == (4, z.cells, z.dim)
+    assert set(z_hat.source_scales) == {"t1n", "t2w", "t2f"}
+    np.testing.assert_array_equal(z_hat.values, itk_cdm.sample_representation(model, sources, samples=4, seed=3).values)
+
+
+def test_refusals_name_the_problem(data_dir, model_path, tmp_path):
+    model = itk_cdm.load_model(model_path, device="cpu")
+    arrays = {m: itk.array_from_image(i) for m, i in read_sources(data_dir, model).items()}
+    with pytest.raises(ValueError, match="t2w"):
+        itk_cdm.synthesize(model, {m: a for m, a in arrays.items() if m != "t2w"})
+    with pytest.raises(ValueError, match="pd"):
+        itk_cdm.synthesize(model, dict(arrays, pd=arrays["t1n"]))
+    with pytest.raises(ValueError):
+        itk_cdm.synthesize(model, dict(arrays, t2f=arrays["t2f"][:, :-1, :]))
+    with pytest.raises(ValueError, match="finite|NaN|non-finite"):
+        bad = arrays["t1n"].copy()
+        bad[0, 0, 0] = np.nan
+        itk_cdm.synthesize(model, dict(arrays, t1n=bad))
+    with pytest.raises(ValueError, match="mapping"):
+        itk_cdm.synthesize(model, [arrays["t1n"]])
+    truncated = tmp_path / "truncated.cdm"
+    truncated.write_bytes(open(model_path, "rb").read()[:1000])
+    with pytest.raises(RuntimeError, match="truncated.cdm"):
+        itk_cdm.load_model(str(truncated))
+    with pytest.raises(RuntimeError, match="missing.cdm"):
+        itk_cdm.load_model(str(tmp_path / "missing.cdm"))
+    with pytest.raises(ValueError):
+        itk_cdm.load_model(model_path, device="tpu")
+    # A failed training run leaves no model file behind.
+    out = tmp_path / "never.cdm"
+    with pytest.raises(ValueError, match="no usable case"):
+        itk_cdm.train(str(tmp_path), "t1c", str(out), preset="tiny", iterations=2, progress=False)
+    assert not out.exists()
+
+
+def test_train_reports_progress_and_resumes(data_dir, tmp_path):
+    lines = []
+    out = tmp_path / "m.cdm"
+    report = itk_cdm.train(str(data_dir), "t2f", str(out), preset="tiny", iterations=4,
+                           stage_iterations={"cunet": 6}, validation_interval=4, seed=2, device="cpu",
+                           progress=False, callback=lines.append)
+    assert out.exists() and os.path.exists(str(out) + ".ckpt")
+    assert [s["stage"] for s in report["stages"]] == ["mrm", "cunet", "mdn", "finetune"]
+    assert [s["last_iteration"] for s in report["stages"]] == [4, 6, 4, 4]
+    assert len(lines) == 18 and lines[-1]["stage"] == "finetune" and lines[-1]["validation_psnr"] is not None
+    assert itk_cdm.load_model(str(out)).target == "t2f"
+    # Resuming a finished run trains nothing more.
+    again = itk_cdm.train(str(data_dir), "t2f", str(out), preset="tiny", iterations=4, stage_iterations={"cunet": 6},
+                          seed=2, device="cpu", resume=True, progress=False)
+    assert again["stages"] == [] and not again["interrupted"]
+
+
+def test_module_command_line(data_dir, model_path, tmp_path):
+    files = case_files(data_dir, 2)
+    output = tmp_path / "out.nii.gz"
+    command = [sys.executable, "-m", "itk_cdm", "synthesize", "--model", model_path, "--output", str(output),
+               "--device", "cpu", "--quiet"]
+    for m in ("t1n", "t2w", "t2f"):
+        command += ["--source", "{}={}".format(m, files[m])]
+    subprocess.run(command, check=True)
+    assert itk.imread(str(output)).GetLargestPossibleRegion().GetSize()[0] == 48
+    info = subprocess.run([sys.executable, "-m", "itk_cdm", "info", model_path], capture_output=True, text=True,
+                          check=True).stdout
+    assert "t1n,t2w,t2f -> t1c" in info
+    refused = subprocess.run(command[:-6] + ["--source", "t1n=" + files["t1n"]], capture_output=True, text=True)
+    assert refused.returncode == 2 and "t2w" in refused.stderr
+    phantom = subprocess.run([sys.executable, "-m", "itk_cdm", "phantom", "--out", str(tmp_path / "p"), "--cases", "1",
+                              "--anatomy", "procedural", "--size", "32,32,8", "--spacing", "4"], capture_output=True)
+    assert phantom.returncode == 0 and (tmp_path / "p" / "PHANTOM-00000" / "PHANTOM-00000-t1c.nii.gz").exists()
+
+
+def test_readme_python_example_runs_as_written(data_dir, tmp_path, cdm):
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    example = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    assert len(example.strip().splitlines()) <= 6
+    # The files the example names, in a scratch folder: the bundled model and one phantom case.
+    os.makedirs(tmp_path / "examples" / "models")
+    os.symlink(os.path.join(ROOT, "examples", "models", "t1c-small.cdm"), tmp_path / "examples" / "models" / "t1c-small.cdm")
+    subprocess.run([cdm, "phantom", "--out", str(tmp_path / "demo-output"), "--cases", "1", "--prefix", "DEMO",
+                    "--anatomy", "procedural", "--size", "64,64,6", "--spacing", "3"], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", example], cwd=str(tmp_path), check=True)
+    written = [p for p in glob.glob(str(tmp_path / "demo-output" / "*.nii.gz"))]
+    assert any("python" in os.path.basename(p) for p in written), written
+
+
+def test_wheel_installs_into_a_fresh_virtual_environment(tmp_path, data_dir, model_path):
+    wheels = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", ROOT, "-w",
+                    str(wheels)], check=True)
+    wheel = glob.glob(str(wheels / "itk_cdm-*.whl"))
+    assert len(wheel) == 1
+    venv = tmp_path / "venv"
+    # The venv sees the machine's torch, numpy and itk (gigabytes; the wheel pins the same torch) but not itk_cdm.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--ignore-installed", wheel[0]],
+                   check=True)
+    script = ("import itk, itk_cdm, sys; m = itk_cdm.load_model(sys.argv[1], device='cpu'); "
+              "s = {k: itk.imread(sys.argv[2].format(k), itk.F) for k in m.sources}; "
+              "print(itk_cdm.__file__); print(itk.array_view_from_image(itk_cdm.synthesize(m, s, seed=0)).shape)")
+    pattern = case_files(data_dir)["t1n"].replace("-t1n.", "-{}.")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
+    done = subprocess.run([python, "-c", script, model_path, pattern], cwd=str(tmp_path), capture_output=True,
+                          text=True, env=env, check=True)
+    assert str(venv) in done.stdout.splitlines()[0]
+    assert done.stdout.splitlines()[1] == "(8, 40, 48)"
+    print("wheel size: {:.1f} MB".format(os.path.getsize(wheel[0]) / 1e6))
