@@ -39,6 +39,8 @@ time cmake --build itk-build
 # The module against the ITK build tree: the remote-module path (ITKModuleExternal).
 # (ITK's style tools would be downloaded at build time: off, as nothing may download here.)
 cmake -S "$ROOT" -B cdm-module-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DITK_DIR="$WORK/itk-build" -DBUILD_TESTING=ON \
-  -DITK_USE_KWSTYLE=OFF -DITK_USE_CLANG_FORMAT=OFF
+  -DITK_USE_KWSTYLE=OFF -DITK_USE_CLANG_FORMAT=OFF -DITK_WRAP_PYTHON=ON
 time cmake --build cdm-module-build
+# ITK's wrapping of the filters (wrapping/*.wrap): itk.CDMImageFilter from Python, against `cdm synthesize`.
+(cd cdm-module-build && ctest -R PythonTest --output-on-failure)
 echo "ITK with Python: $WORK/itk-build; CDM as a remote module: $WORK/cdm-module-build"

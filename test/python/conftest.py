@@ -5,6 +5,10 @@ import subprocess
 
 import pytest
 
+# One torch thread per process: the tests start subprocesses, and on 2 cores two spinning OpenMP teams slow each
+# other down many times over (the C++ tests do the same through ctest's ENVIRONMENT).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
