@@ -2,7 +2,7 @@
 
 ``synthesize``, ``train`` and ``info`` run in this package's engine; ``evaluate``, ``phantom`` and ``montage`` use
 ITK's C++ filters and run the ``cdm`` executable (found on PATH or through CDM_EXECUTABLE) with the same arguments.
-Exit codes as ``cdm``: 0 done, 1 failure, 2 bad input, 130 interrupted.
+Exit codes as ``cdm``: 0 done, 1 bad input or failure, 2 usage error, 130 interrupted.
 """
 import argparse
 import json
@@ -104,10 +104,7 @@ def main(argv=None):
         parser.error("unrecognized arguments: " + " ".join(rest))
     try:
         arguments.run(arguments)
-    except ValueError as error:
-        print("python -m itk_cdm {}: {}".format(arguments.command, error), file=sys.stderr)
-        return 2
-    except RuntimeError as error:
+    except (ValueError, RuntimeError) as error:
         print("python -m itk_cdm {}: {}".format(arguments.command, error), file=sys.stderr)
         return 1
     except KeyboardInterrupt as error:

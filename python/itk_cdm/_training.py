@@ -140,5 +140,5 @@ def phantom(out_dir, cases, seed=0, anatomy="colin27", size=(128, 128, 96), spac
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip()
-        raise (ValueError if done.returncode == 2 else RuntimeError)("cdm phantom: " + message)
+        raise (ValueError if done.returncode in (1, 2) else RuntimeError)("cdm phantom: " + message)
     return [os.path.join(os.fspath(out_dir), "{}-{:05d}".format(prefix, i)) for i in range(int(cases))]

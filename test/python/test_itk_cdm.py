@@ -24,7 +24,7 @@ def test_model_header(model_path):
     assert model.sources == ("t1n", "t2w", "t2f")
     assert model.dimension == 2 and model.preset == "tiny" and model.kind == "cdm"
     assert model.device == "cpu" and model.parameters > 1000
-    assert model.config["Target"] == "t1c" if "Target" in model.config else model.config["target"] == "t1c"
+    assert model.config["target"] == "t1c" and model.config["provenance"]["iterations_per_stage"] == 15
 
 
 def test_itk_image_round_trip_keeps_metadata(data_dir, model_path):
@@ -158,7 +158,7 @@ def test_module_command_line(data_dir, model_path, tmp_path):
                           check=True).stdout
     assert "t1n,t2w,t2f -> t1c" in info
     refused = subprocess.run(command[:-6] + ["--source", "t1n=" + files["t1n"]], capture_output=True, text=True)
-    assert refused.returncode == 2 and "t2w" in refused.stderr
+    assert refused.returncode == 1 and "t2w" in refused.stderr
     phantom = subprocess.run([sys.executable, "-m", "itk_cdm", "phantom", "--out", str(tmp_path / "p"), "--cases", "1",
                               "--anatomy", "procedural", "--size", "32,32,8", "--spacing", "4"], capture_output=True)
     assert phantom.returncode == 0 and (tmp_path / "p" / "PHANTOM-00000" / "PHANTOM-00000-t1c.nii.gz").exists()
@@ -172,7 +172,7 @@ def test_readme_python_example_runs_as_written(data_dir, tmp_path, cdm):
     os.makedirs(tmp_path / "examples" / "models")
     os.symlink(os.path.join(ROOT, "examples", "models", "t1c-small.cdm"), tmp_path / "examples" / "models" / "t1c-small.cdm")
     subprocess.run([cdm, "phantom", "--out", str(tmp_path / "demo-output"), "--cases", "1", "--prefix", "DEMO",
-                    "--anatomy", "procedural", "--size", "64,64,6", "--spacing", "3"], check=True, capture_output=True)
+                    "--anatomy", "procedural", "--size", "64,64,8", "--spacing", "3"], check=True, capture_output=True)
     subprocess.run([sys.executable, "-c", example], cwd=str(tmp_path), check=True)
     written = [p for p in glob.glob(str(tmp_path / "demo-output" / "*.nii.gz"))]
     assert any("python" in os.path.basename(p) for p in written), written
