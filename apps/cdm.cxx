@@ -305,23 +305,28 @@ RunEvaluate(const EvaluateArguments & arguments)
   cdm::Volume prediction = cdm::ReadVolume(arguments.Prediction);
   cdm::CheckFinite(reference);
   cdm::CheckFinite(prediction);
-  double range = 1.0;
-  if (arguments.Normalize == "percentile")
+  cdm::Volume mask;
+  if (!arguments.Mask.empty())
   {
-    // Each image by the engine's own robust rule, so that the figures do not depend on intensity units.
+    mask = cdm::ReadVolume(arguments.Mask);
+  }
+  double range = 1.0;
+  if (arguments.Normalize == "percentile" || arguments.Normalize == "gain")
+  {
+    // The reference by the engine's robust rule, so that the figures do not depend on intensity units; the
+    // prediction by the same rule (percentile) or by its best global gain against that reference (gain).
     const cdm::NormalizationRule rule;
     rule.Apply(reference.Voxels, rule.ComputeScale(reference));
-    rule.Apply(prediction.Voxels, rule.ComputeScale(prediction));
+    const double scale =
+      arguments.Normalize == "gain"
+        ? 1.0 / cdm::LeastSquaresGain(reference, prediction, arguments.Mask.empty() ? nullptr : &mask)
+        : rule.ComputeScale(prediction);
+    rule.Apply(prediction.Voxels, scale);
   }
   else
   {
     const auto [low, high] = std::minmax_element(reference.Voxels.begin(), reference.Voxels.end());
     range = std::max(1e-12, static_cast<double>(*high - *low));
-  }
-  cdm::Volume mask;
-  if (!arguments.Mask.empty())
-  {
-    mask = cdm::ReadVolume(arguments.Mask);
   }
   const cdm::ImageMetrics metrics =
     cdm::CompareVolumes(reference, prediction, range, arguments.Mask.empty() ? nullptr : &mask);
@@ -568,8 +573,9 @@ main(int argc, char ** argv)
     ->add_option(
       "--normalize",
       evaluate.Normalize,
-      "percentile: each image by the model's robust rule, data range 1; none: raw values, data range of the reference")
-    ->check(CLI::IsMember({ "percentile", "none" }))
+      "percentile: each image by the model's robust rule, data range 1; gain: the reference by that rule and the "
+      "prediction by its least-squares gain against it; none: raw values, data range of the reference")
+    ->check(CLI::IsMember({ "percentile", "gain", "none" }))
     ->capture_default_str();
   evaluateCommand->add_flag("--json", evaluate.Json, "Print JSON");
   evaluateCommand->add_option(

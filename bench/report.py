@@ -77,7 +77,10 @@ def main():
              "Setup: preset `{preset}`; {train_cases} training cases of {size} voxels at {spacing} mm; {test_cases} held-out "
              "cases (other seeds), each a {slab}-slice axial slab about its tumour. Every method gets {iterations} gradient "
              "steps (batch 8, whole 2D slices); CDM splits them over its stages ({stages}).".format(**results["setup"]),
-             "Quality inside the brain (reference and prediction each normalised by the robust rule; data range 1), mean +- std over held-out cases.", ""]
+             "Quality inside the brain, mean +- std over held-out cases: the reference normalised by the engine's robust "
+             "rule (99.5th percentile of the foreground = 1, data range 1), each synthesis scaled by its least-squares gain "
+             "against it (`cdm evaluate --normalize gain`: MR intensity units are arbitrary, so only the best global scale "
+             "is granted).", ""]
     for task, per_method in results["tasks"].items():
         lines += ["## Task: " + task, "", "| method | PSNR (dB) | SSIM | MAE | training (s) |", "| --- | --- | --- | --- | --- |"]
         for method, e in per_method.items():

@@ -35,6 +35,12 @@ CompareImages(const std::vector<float> &     reference,
               bool                           slicewise = false);
 
 /** The same on two volumes of the same geometry. */
+/** The gain g minimising sum (reference - g * prediction)^2 over the mask (every voxel without one): MR intensity
+ *  units are arbitrary, so a synthesis is compared after its best global scale. Throws InputError on a geometry
+ *  mismatch, and when the prediction is zero inside the mask. */
+double
+LeastSquaresGain(const Volume & reference, const Volume & prediction, const Volume * mask = nullptr);
+
 ImageMetrics
 CompareVolumes(const Volume & reference, const Volume & prediction, double dataRange, const Volume * mask = nullptr);
 

@@ -25,8 +25,9 @@ CASE="$OUT/DEMO-00000/DEMO-00000"
 "$CDM" synthesize --model "$MODEL" --source t1n="$CASE-t1n.nii.gz" --source t2w="$CASE-t2w.nii.gz" \
   --source t2f="$CASE-t2f.nii.gz" --output "$OUT/t1c-synthesized.nii.gz" --seed 0
 cp "$CASE-t1c.nii.gz" "$OUT/t1c-reference.nii.gz"
-echo "== t1c synthesized by CDM vs the reference, inside the brain (images normalised by the robust rule) =="
-"$CDM" evaluate --reference "$OUT/t1c-reference.nii.gz" --prediction "$OUT/t1c-synthesized.nii.gz" \
+echo "== t1c synthesized by CDM vs the reference, inside the brain (the reference normalised by the robust rule, the"
+echo "   synthesis by its best global gain, as in bench/RESULTS.md) =="
+"$CDM" evaluate --reference "$OUT/t1c-reference.nii.gz" --prediction "$OUT/t1c-synthesized.nii.gz" --normalize gain \
   --mask "$CASE-t1n.nii.gz" --error-map "$OUT/t1c-error.nii.gz"
 "$CDM" montage "$CASE-t1n.nii.gz" "$CASE-t2w.nii.gz" "$CASE-t2f.nii.gz" "$OUT/t1c-reference.nii.gz" \
   "$OUT/t1c-synthesized.nii.gz" --error "$OUT/t1c-error.nii.gz" --focus "$CASE-seg.nii.gz" --out "$OUT/montage.png"

@@ -146,6 +146,30 @@ CompareImages(const std::vector<float> &     reference,
   return metrics;
 }
 
+double
+LeastSquaresGain(const Volume & reference, const Volume & prediction, const Volume * mask)
+{
+  std::string why;
+  if (!SameGeometry(reference, prediction, &why) || (mask && !SameGeometry(reference, *mask, &why)))
+  {
+    throw InputError("metrics: " + why);
+  }
+  double cross = 0.0, power = 0.0;
+  for (size_t i = 0; i < reference.Voxels.size(); ++i)
+  {
+    if (!mask || mask->Voxels[i] != 0.0f)
+    {
+      cross += static_cast<double>(reference.Voxels[i]) * prediction.Voxels[i];
+      power += static_cast<double>(prediction.Voxels[i]) * prediction.Voxels[i];
+    }
+  }
+  if (!(power > 0.0))
+  {
+    throw InputError("metrics: " + prediction.Description + " is zero inside the mask; no gain fits it");
+  }
+  return cross / power;
+}
+
 ImageMetrics
 CompareVolumes(const Volume & reference, const Volume & prediction, double dataRange, const Volume * mask)
 {

@@ -70,6 +70,31 @@ TEST(Metrics, SsimFallsWithNoiseAndBlur)
   EXPECT_GT(b, 0.0);
 }
 
+TEST(Metrics, LeastSquaresGainUndoesAGlobalScaleInsideTheMask)
+{
+  cdm::Volume reference;
+  reference.Size = { 8, 6, 2 };
+  reference.Allocate();
+  std::mt19937 random(5);
+  for (float & v : reference.Voxels)
+  {
+    v = std::uniform_real_distribution<float>(0.1f, 1.0f)(random);
+  }
+  cdm::Volume prediction = reference;
+  cdm::Volume mask = reference.EmptyCopy("mask");
+  for (size_t i = 0; i < prediction.Voxels.size(); ++i)
+  {
+    const bool inside = i % 3 != 0;
+    mask.Voxels[i] = inside ? 1.0f : 0.0f;
+    // 0.25 x the reference inside the mask; anything outside must not matter.
+    prediction.Voxels[i] = inside ? 0.25f * reference.Voxels[i] : 100.0f;
+  }
+  EXPECT_NEAR(cdm::LeastSquaresGain(reference, prediction, &mask), 4.0, 1e-5);
+  EXPECT_GT(std::abs(cdm::LeastSquaresGain(reference, prediction) - 4.0), 1.0);
+  cdm::Volume zero = reference.EmptyCopy("zero prediction");
+  EXPECT_THROW(cdm::LeastSquaresGain(reference, zero, &mask), cdm::InputError);
+}
+
 TEST(Normalization, ScaleFollowsTheIntensityUnitAndZeroStaysZero)
 {
   const auto  case0 = cdm::testing::MakeCase(5);
