@@ -121,8 +121,8 @@ SynthesisData::TakeUncertainty()
 }
 
 ModelHandle::ModelHandle(const std::string & path, const std::string & device)
-  : m_Path(path)
-  , m_Model(Model::Load(path, device))
+    : m_Path(path)
+    , m_Model(Model::Load(path, device))
 {}
 
 std::string

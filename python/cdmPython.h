@@ -37,13 +37,13 @@ public:
   /** Adds `voxels` (x fastest, `size` = x, y, z) with spacing (3), origin (3) and a row-major direction (9).
    *  The voxels are copied once into the engine's buffer. Throws InputError on a size/buffer mismatch. */
   void
-  Add(const std::string &           name,
-      const float *                 voxels,
-      int64_t                       count,
-      const std::vector<int64_t> &  size,
-      const std::vector<double> &   spacing,
-      const std::vector<double> &   origin,
-      const std::vector<double> &   direction);
+  Add(const std::string &          name,
+      const float *                voxels,
+      int64_t                      count,
+      const std::vector<int64_t> & size,
+      const std::vector<double> &  spacing,
+      const std::vector<double> &  origin,
+      const std::vector<double> &  direction);
 
   std::vector<std::string>
   Names() const;
@@ -63,7 +63,7 @@ class RepresentationData
 {
 public:
   explicit RepresentationData(Representation representation = {})
-    : m_Representation(std::move(representation))
+      : m_Representation(std::move(representation))
   {}
   int
   Samples() const
@@ -104,7 +104,7 @@ class SynthesisData
 {
 public:
   explicit SynthesisData(SynthesisResult result)
-    : m_Result(std::move(result))
+      : m_Result(std::move(result))
   {}
   /** Moves the image out (a second call returns an empty array). */
   FloatArray
