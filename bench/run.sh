@@ -9,7 +9,7 @@
 # 600); CDM splits them over its stages (mrm 2/15, cunet 7/15, mdn 3/20, finetune 1/4: the C-UNet gets most).
 # Held-out cases are 16-slice axial slabs about the tumour (`cdm phantom --tumour-slab`), because `ddim` costs 50 UNet
 # passes per slice (about 5.7 min per 128x128x96 volume here); one whole held-out volume per method times 3D cost.
-# The default run is sized for about 90 min on 2 CPU cores: measured here, `small` on 128x128 slices (batch 8) costs
+# The default run took 2 h 03 min on 2 CPU cores (2026-11-25, build included). `small` on 128x128 slices (batch 8) costs
 # per iteration about 0.5 s (mrm), 1.1 s (cunet), 0.3 s (mdn), 1.3 s (finetune), 1.0 s (unet), 1.1 s (ddim).
 set -euo pipefail
 cd "$(dirname "$0")/.."
