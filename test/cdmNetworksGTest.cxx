@@ -24,6 +24,9 @@ TEST_P(NetworkShapes, EveryNetworkGivesTheDocumentedShape)
   const ShapeCase        param = GetParam();
   const cdm::ModelConfig config =
     cdm::ModelConfig::FromPreset(param.Preset, param.Dimension, { "t1n", "t2w", "t2f" }, "t1c");
+  // Seeded: the MRM mask is random, and on a 3D `paper` grid of few mask patches an unseeded draw can fall outside
+  // the bounds below (it did once in about ten runs).
+  torch::manual_seed(7);
   cdm::Model::Impl     impl(config, torch::kCPU);
   c10::InferenceMode   guard;
   const int64_t        batch = 2;
