@@ -1,7 +1,8 @@
 """``python -m itk_cdm``: the ``cdm`` command line's subcommands from Python.
 
 ``synthesize``, ``train`` and ``info`` run in this package's engine; ``evaluate``, ``phantom`` and ``montage`` use
-ITK's C++ filters and run the ``cdm`` executable (found on PATH or through CDM_EXECUTABLE) with the same arguments.
+ITK's C++ filters and run the ``cdm`` executable (CDM_EXECUTABLE, else the one bundled in this package, else PATH)
+with the same arguments.
 Exit codes as ``cdm``: 0 done, 1 bad input or failure, 2 usage error, 130 interrupted.
 """
 import argparse
@@ -99,7 +100,7 @@ def main(argv=None):
         except RuntimeError as error:
             print("python -m itk_cdm: " + str(error), file=sys.stderr)
             return 1
-        return subprocess.call([executable] + list(argv))
+        return subprocess.call([executable] + list(argv), env=itk_cdm._command_line.environment())
     if rest:
         parser.error("unrecognized arguments: " + " ".join(rest))
     try:

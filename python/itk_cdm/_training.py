@@ -7,6 +7,7 @@ import sys
 
 from . import engine as _engine
 from . import _add_image
+from . import _command_line
 
 
 def _progress_wanted(progress):
@@ -123,10 +124,12 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
 
 
 def _cdm_executable():
-    found = os.environ.get("CDM_EXECUTABLE") or shutil.which("cdm")
+    """The `cdm` command line: CDM_EXECUTABLE, else the one bundled in this package, else the first on PATH."""
+    found = os.environ.get("CDM_EXECUTABLE") or _command_line.bundled_executable() or shutil.which("cdm")
     if not found:
         raise RuntimeError("itk_cdm.phantom runs the `cdm` command line (its generator uses ITK's C++ filters), "
-                           "which was not found: put it on PATH or set CDM_EXECUTABLE (build: see the README)")
+                           "which was not found: this itk_cdm was built without ITK; put `cdm` on PATH or set "
+                           "CDM_EXECUTABLE (build: see the README)")
     return found
 
 
@@ -137,7 +140,7 @@ def phantom(out_dir, cases, seed=0, anatomy="colin27", size=(128, 128, 96), spac
     command = [_cdm_executable(), "phantom", "--out", os.fspath(out_dir), "--cases", str(int(cases)), "--seed",
                str(int(seed)), "--anatomy", str(anatomy), "--size", ",".join(str(int(s)) for s in size),
                "--spacing", str(float(spacing)), "--prefix", str(prefix), "--tumour-slab", str(int(tumour_slab))]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=_command_line.environment())
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip()
         raise (ValueError if done.returncode in (1, 2) else RuntimeError)("cdm phantom: " + message)

@@ -196,9 +196,23 @@ def test_wheel_installs_into_a_fresh_virtual_environment(tmp_path, data_dir, mod
               "s = {k: itk.imread(sys.argv[2].format(k), itk.F) for k in m.sources}; "
               "print(itk_cdm.__file__); print(itk.array_view_from_image(itk_cdm.synthesize(m, s, seed=0)).shape)")
     pattern = case_files(data_dir)["t1n"].replace("-t1n.", "-{}.")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH")}
+    # No CDM_EXECUTABLE and no build folder on PATH: what the package needs, it carries.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LD_LIBRARY_PATH", "CDM_EXECUTABLE")}
+    env["PATH"] = os.pathsep.join([str(venv / "bin"), "/usr/bin", "/bin"])
     done = subprocess.run([python, "-c", script, model_path, pattern], cwd=str(tmp_path), capture_output=True,
                           text=True, env=env, check=True)
     assert str(venv) in done.stdout.splitlines()[0]
     assert done.stdout.splitlines()[1] == "(8, 40, 48)"
+    # Built here with ITK (scripts/install-deps.sh installs it), the wheel carries the `cdm` command line: the console
+    # script runs it, and itk_cdm.phantom writes cases through it.
+    version = subprocess.run([str(venv / "bin" / "cdm"), "--version"], capture_output=True, text=True, env=env)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == "itk-cdm " + itk_cdm.__version__
+    script = ("import itk_cdm, sys; print(itk_cdm.phantom(sys.argv[1], 1, seed=5, anatomy='procedural', "
+              "size=(24, 24, 8), spacing=4.0)[0])")
+    done = subprocess.run([python, "-c", script, str(tmp_path / "phantom")], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    written = done.stdout.strip()
+    assert sorted(os.listdir(written)) == sorted("PHANTOM-00000-{}.nii.gz".format(m)
+                                                 for m in ("seg", "t1c", "t1n", "t2f", "t2w"))
     print("wheel size: {:.1f} MB".format(os.path.getsize(wheel[0]) / 1e6))
