@@ -29,7 +29,7 @@ if [[ ! -d src ]]; then
   apt-get source --download-only insighttoolkit5
   mkdir -p src && tar -xf insighttoolkit5_*.orig.tar.xz -C src --strip-components=1
 fi
-cmake -S src -B itk-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DBUILD_EXAMPLES=OFF \
+[[ -f itk-build/build.ninja ]] || cmake -S src -B itk-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DBUILD_EXAMPLES=OFF \
   -DITK_BUILD_DEFAULT_MODULES=OFF -DModule_ITKIONIFTI=ON -DModule_ITKIONRRD=ON -DModule_ITKIOMeta=ON \
   -DModule_ITKIOPNG=ON -DModule_ITKBridgeNumPy=ON -DModule_ITKSmoothing=ON -DModule_ITKImageGrid=ON \
   -DModule_ITKThresholding=ON -DModule_ITKImageStatistics=ON -DModule_ITKTestKernel=ON -DModule_ITKGoogleTest=ON \
@@ -43,7 +43,8 @@ time cmake --build itk-build
 # (ITK's style tools would be downloaded at build time: off, as nothing may download here.)
 cmake -S "$ROOT" -B cdm-module-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DITK_DIR="$WORK/itk-build" -DBUILD_TESTING=ON \
   -DITK_USE_KWSTYLE=OFF -DITK_USE_CLANG_FORMAT=OFF -DITK_WRAP_PYTHON=ON \
-  -DPython3_EXECUTABLE="$WORK/venv/bin/python"
+  -DPython3_EXECUTABLE="$WORK/venv/bin/python" \
+  -DTorch_DIR="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')/Torch" # torch: the machine's Python
 time cmake --build cdm-module-build
 # ITK's wrapping of the filters (wrapping/*.wrap): itk.CDMImageFilter from Python, against `cdm synthesize`.
 (cd cdm-module-build && ctest -R PythonTest --output-on-failure)
