@@ -43,6 +43,7 @@ time cmake --build itk-build
 # (ITK's style tools would be downloaded at build time: off, as nothing may download here.)
 cmake -S "$ROOT" -B cdm-module-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DITK_DIR="$WORK/itk-build" -DBUILD_TESTING=ON \
   -DITK_USE_KWSTYLE=OFF -DITK_USE_CLANG_FORMAT=OFF -DITK_WRAP_PYTHON=ON \
+  -DITK_USE_SYSTEM_SWIG=ON -DITK_USE_SYSTEM_CASTXML=ON \
   -DPython3_EXECUTABLE="$WORK/venv/bin/python" \
   -DTorch_DIR="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')/Torch" # torch: the machine's Python
 time cmake --build cdm-module-build
