@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds ITK 5.2 with Python wrapping from Debian's source package (more than 45 minutes on 2 cores: ITKTestKernel
+# Builds ITK 5.2 with Python wrapping from Debian's source package (102 min measured on 2 busy cores: ITKTestKernel
 # pulls in GDCM and the other IO modules; the Python wrappers are the slow part), then this module
 # against that ITK build tree through the remote-module path (ITKModuleExternal). Not part of the test command.
 #
