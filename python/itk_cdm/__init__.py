@@ -16,7 +16,6 @@ GIL is released while it computes. Bad input raises ``ValueError``; a model file
 import json as _json
 import os as _os
 import random as _random
-import shutil as _shutil
 import subprocess as _subprocess
 import sys as _sys
 

@@ -96,7 +96,7 @@ def main(argv=None):
     if arguments.command in ("evaluate", "phantom", "montage"):
         argv = sys.argv[1:] if argv is None else argv
         try:
-            executable = itk_cdm._training._cdm_executable()
+            executable = itk_cdm._command_line.find_executable()
         except RuntimeError as error:
             print("python -m itk_cdm: " + str(error), file=sys.stderr)
             return 1

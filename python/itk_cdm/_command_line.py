@@ -1,6 +1,7 @@
 """The `cdm` console script: runs the C++ command line bundled in this package (itk_cdm/bin/cdm)."""
 import importlib.util
 import os
+import shutil
 import sys
 
 
@@ -8,6 +9,16 @@ def bundled_executable():
     """The path of the bundled `cdm` executable, or None where the package was built without ITK."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin", "cdm")
     return path if os.access(path, os.X_OK) else None
+
+
+def find_executable():
+    """The `cdm` command line: CDM_EXECUTABLE, else the one bundled in this package, else the first on PATH."""
+    found = os.environ.get("CDM_EXECUTABLE") or bundled_executable() or shutil.which("cdm")
+    if not found:
+        raise RuntimeError("itk_cdm.phantom runs the `cdm` command line (its generator uses ITK's C++ filters), "
+                           "which was not found: this itk_cdm was built without ITK; put `cdm` on PATH or set "
+                           "CDM_EXECUTABLE (build: see the README)")
+    return found
 
 
 def environment():

@@ -1,7 +1,6 @@
 """Training and phantom data from Python: the same engine code as ``cdm train`` and ``cdm phantom``."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -123,21 +122,11 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
     return report
 
 
-def _cdm_executable():
-    """The `cdm` command line: CDM_EXECUTABLE, else the one bundled in this package, else the first on PATH."""
-    found = os.environ.get("CDM_EXECUTABLE") or _command_line.bundled_executable() or shutil.which("cdm")
-    if not found:
-        raise RuntimeError("itk_cdm.phantom runs the `cdm` command line (its generator uses ITK's C++ filters), "
-                           "which was not found: this itk_cdm was built without ITK; put `cdm` on PATH or set "
-                           "CDM_EXECUTABLE (build: see the README)")
-    return found
-
-
 def phantom(out_dir, cases, seed=0, anatomy="colin27", size=(128, 128, 96), spacing=1.5, prefix="PHANTOM",
             tumour_slab=0):
     """Writes ``cases`` BraTS-like phantom cases (t1n, t1c, t2w, t2f, seg) to ``out_dir``, as ``cdm phantom``
     (deterministic for a seed). Returns the case folders."""
-    command = [_cdm_executable(), "phantom", "--out", os.fspath(out_dir), "--cases", str(int(cases)), "--seed",
+    command = [_command_line.find_executable(), "phantom", "--out", os.fspath(out_dir), "--cases", str(int(cases)), "--seed",
                str(int(seed)), "--anatomy", str(anatomy), "--size", ",".join(str(int(s)) for s in size),
                "--spacing", str(float(spacing)), "--prefix", str(prefix), "--tumour-slab", str(int(tumour_slab))]
     done = subprocess.run(command, capture_output=True, text=True, env=_command_line.environment())
