@@ -42,3 +42,47 @@ subprocess.run([cdm, "synthesize", "--quiet", "--model", model_path, "--seed", "
 difference = abs(itk.array_from_image(itk.imread(reference, itk.F)) - values).max()
 assert difference == 0.0, difference
 print("itk.CDMImageFilter: synthesized", tuple(values.shape), "equal to `cdm synthesize`")
+
+# The two stages by hand (MDN sampler, then the conditioned synthesis) are the composite filter.
+sampler = itk.CDMDiffusionSamplerImageFilter[ImageType].New()
+staged = itk.CDMSynthesisImageFilter[ImageType, ImageType].New()
+for stage in (sampler, staged):
+    stage.SetModel(model)
+    for name, image in sources.items():
+        stage.SetSource(name, image)
+sampler.SetSeed(1)
+staged.SetRepresentation(sampler.GetOutput())
+staged.Update()
+assert abs(itk.array_view_from_image(staged.GetOutput()) - values).max() == 0.0
+
+# The MRM encoder's representation of the true target: one vector per latent token.
+encoder = itk.CDMModalityEncoderImageFilter[ImageType].New()
+encoder.SetModel(model)
+encoder.SetInput(itk.imread(case + "t1c.nii.gz", itk.F))
+encoder.Update()
+representation = encoder.GetOutput()
+assert representation.GetNumberOfComponentsPerPixel() == sampler.GetOutput().GetNumberOfComponentsPerPixel() > 1
+
+# Signed short inputs (as scanners write them) are wrapped too.
+ShortImageType = itk.Image[itk.SS, 3]
+from_short = itk.CDMImageFilter[ShortImageType, ImageType].New()
+from_short.SetModel(model)
+for name, image in sources.items():
+    from_short.SetSource(name, itk.cast_image_filter(image, ttype=(ImageType, ShortImageType)))
+from_short.Update()
+short_values = itk.array_view_from_image(from_short.GetOutput())
+assert short_values.shape == values.shape and short_values.std() > 0
+
+# A source the model does not know is refused with ITK's exception, naming it.
+refusing = itk.CDMImageFilter[ImageType, ImageType].New()
+refusing.SetModel(model)
+for name, image in sources.items():
+    refusing.SetSource(name, image)
+refusing.SetSource("adc", sources["t1n"])
+try:
+    refusing.Update()
+    raise AssertionError("an unknown modality was accepted")
+except RuntimeError as error:
+    assert "adc" in str(error), error
+print("itk.CDMDiffusionSamplerImageFilter + itk.CDMSynthesisImageFilter, itk.CDMModalityEncoderImageFilter, "
+      "signed short inputs and the refusal of an unknown modality: as in C++")
