@@ -195,6 +195,21 @@ ModelHandle::SampleRepresentation(const ImageSet & sources, int samples, uint64_
 }
 
 void
+TrainingData::Load(const std::string & directory, const std::vector<std::string> & modalities, VolumeFileReader & reader)
+{
+  m_Data = Dataset::Load(ScanBraTSFolder(directory, modalities), [&reader](const std::string & path) {
+    ImageSet read;
+    reader.Read(path, "image", read);
+    const auto image = read.Volumes().find("image");
+    if (image == read.Volumes().end())
+    {
+      throw InputError("'" + path + "': the reader added no image");
+    }
+    return image->second;
+  });
+}
+
+void
 TrainingData::AddCase(const std::string & name, const ImageSet & images)
 {
   m_Data.AddCase(name, images.Volumes());
@@ -230,20 +245,6 @@ Train(const TrainingData & data, const TrainingOptions & options, TrainingObserv
                                { "validation_ssim", stage.ValidationSSIM },
                                { "seconds", stage.Seconds } });
   }
-  return json.dump();
-}
-
-std::string
-ScanCases(const std::string & directory, const std::vector<std::string> & modalities)
-{
-  const DatasetScan scan = ScanBraTSFolder(directory, modalities);
-  nlohmann::json    json;
-  json["cases"] = nlohmann::json::array();
-  for (const auto & c : scan.Cases)
-  {
-    json["cases"].push_back({ { "name", c.Name }, { "files", c.Files } });
-  }
-  json["skipped"] = scan.Skipped;
   return json.dump();
 }
 

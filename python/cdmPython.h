@@ -181,10 +181,25 @@ public:
   }
 };
 
-/** Training cases gathered by the Python layer (which reads the files). */
+/** Reads one image file for training (a SWIG director: the Python layer reads with itk.imread). A Python
+ *  exception raised by Read skips the case, with the exception's message as the reason. */
+class VolumeFileReader
+{
+public:
+  virtual ~VolumeFileReader() = default;
+  /** Reads `path` and adds it to `images` under `name` (ImageSet::Add). */
+  virtual void
+  Read(const std::string & path, const std::string & name, ImageSet & images) = 0;
+};
+
+/** Training cases in memory. */
 class TrainingData
 {
 public:
+  /** Scans `directory` for cases that hold every modality and reads them with `reader`, as `cdm train` does
+   *  (Dataset::Load): a case that cannot be read or whose images disagree is skipped, named in Skipped(). */
+  void
+  Load(const std::string & directory, const std::vector<std::string> & modalities, VolumeFileReader & reader);
   /** Adds a case; throws InputError when its images disagree in geometry or hold a non-finite voxel. */
   void
   AddCase(const std::string & name, const ImageSet & images);
@@ -192,6 +207,12 @@ public:
   NumberOfCases() const
   {
     return m_Data.Cases().size();
+  }
+  /** "<case>: <reason>" for every case left out by Load. */
+  std::vector<std::string>
+  Skipped() const
+  {
+    return m_Data.Skipped();
   }
   const Dataset &
   Get() const
@@ -206,11 +227,6 @@ private:
 /** Trains as `cdm train` does and returns the run's report as JSON (stages, losses, validation, interrupted). */
 std::string
 Train(const TrainingData & data, const TrainingOptions & options, TrainingObserver * observer);
-
-/** The BraTS-layout cases of a folder as JSON: {"cases": [{"name", "files": {modality: path}}], "skipped": [...]}
- *  (the scan `cdm train` makes). */
-std::string
-ScanCases(const std::string & directory, const std::vector<std::string> & modalities);
 
 /** The modality names the engine knows (t1n, t1c, t2w, t2f). */
 std::vector<std::string>

@@ -41,6 +41,33 @@ cdmFreeFloatVector(PyObject * capsule)
   }
 }
 
+// A reader's Python exception becomes the skip reason of its case (Dataset::Load catches InputError); the
+// Python error is cleared so that reading goes on with the next case.
+%feature("director") cdm::python::VolumeFileReader;
+%feature("director:except") cdm::python::VolumeFileReader::Read {
+  if ($error != nullptr)
+  {
+    PyObject * type = nullptr;
+    PyObject * value = nullptr;
+    PyObject * traceback = nullptr;
+    PyErr_Fetch(&type, &value, &traceback);
+    std::string message = "unreadable";
+    if (PyObject * text = value ? PyObject_Str(value) : nullptr)
+    {
+      if (const char * utf8 = PyUnicode_AsUTF8(text))
+      {
+        message = utf8;
+      }
+      Py_DECREF(text);
+    }
+    PyErr_Clear();
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+    throw cdm::InputError(message);
+  }
+}
+
 %exception {
   try
   {

@@ -56,6 +56,29 @@ class _Observer(_engine.TrainingObserver):
             bar.close()
 
 
+class _ImageFileReader(_engine.VolumeFileReader):
+    """Reads training images with itk.imread for the engine's Dataset::Load (which skips a case whose file
+    raises, with the message as the reason)."""
+
+    def __init__(self):
+        super().__init__()
+        self.interrupted = False
+
+    def Read(self, path, name, images):  # noqa: N802 (the C++ name)
+        import itk
+
+        if self.interrupted:
+            raise RuntimeError("interrupted")
+        try:
+            _add_image(images, name, itk.imread(path, itk.F))
+        except KeyboardInterrupt:
+            self.interrupted = True  # the engine skips the rest; train() re-raises
+            raise RuntimeError("interrupted")
+        except Exception as error:  # ITK's message does not always name the file
+            message = str(error).strip()
+            raise ValueError(message if path in message else "'{}': {}".format(path, message)) from None
+
+
 def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm", dimension=2, iterations=200,
           stage_iterations=None, stage="all", resume=False, device="auto", seed=0, batch_size=0, patch_size=0,
           learning_rate=0.0, validation_interval=50, checkpoint_interval=50, validation_fraction=0.2,
@@ -69,22 +92,15 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
     Shows a progress bar in a terminal or notebook (``progress``: True / False / None = auto); ``callback`` gets
     each progress line as a dict. Returns the run's report (a dict: stages with losses and validation PSNR/SSIM).
     Ctrl-C saves a checkpoint and raises ``KeyboardInterrupt``."""
-    import itk
-
     target = str(target)
     source_list = list(sources) if sources is not None else [m for m in _engine.KnownModalityNames() if m != target]
     modalities = source_list + [target]
-    scan = json.loads(_engine.ScanCases(os.fspath(data_dir), _engine.StringVector(modalities)))
+    reader = _ImageFileReader()
     data = _engine.TrainingData()
-    skipped = list(scan["skipped"])
-    for case in scan["cases"]:
-        images = _engine.ImageSet()
-        try:
-            for modality, path in case["files"].items():
-                _add_image(images, modality, itk.imread(path, itk.F))
-            data.AddCase(case["name"], images)
-        except (ValueError, RuntimeError) as error:
-            skipped.append("{}: {}".format(case["name"], error))
+    data.Load(os.fspath(data_dir), _engine.StringVector(modalities), reader)
+    if reader.interrupted:
+        raise KeyboardInterrupt("reading the training cases")
+    skipped = list(data.Skipped())
     for reason in skipped:
         print("[itk_cdm.train] skipped case " + reason, file=sys.stderr)
     if data.NumberOfCases() == 0:

@@ -2,6 +2,7 @@
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -145,6 +146,24 @@ def test_train_reports_progress_and_resumes(data_dir, tmp_path):
     again = itk_cdm.train(str(data_dir), "t2f", str(out), preset="tiny", iterations=4, stage_iterations={"cunet": 6},
                           seed=2, device="cpu", resume=True, progress=False)
     assert again["stages"] == [] and not again["interrupted"]
+
+
+def test_train_skips_an_unreadable_case_naming_it(data_dir, tmp_path):
+    copy = tmp_path / "cases"
+    shutil.copytree(str(data_dir), str(copy))
+    broken = copy / "PHANTOM-00001" / "PHANTOM-00001-t2w.nii.gz"
+    broken.write_bytes(b"not a NIfTI file")
+    out = tmp_path / "m.cdm"
+    report = itk_cdm.train(str(copy), "t1c", str(out), preset="tiny", iterations=2, validation_interval=2, seed=2,
+                           device="cpu", progress=False)
+    assert len(report["skipped"]) == 1, report["skipped"]
+    assert report["skipped"][0].startswith("PHANTOM-00001: ") and "PHANTOM-00001-t2w.nii.gz" in report["skipped"][0]
+    assert out.exists()
+    # Every case unreadable: nothing to train on, and the refusal says so.
+    for case in copy.iterdir():
+        (case / (case.name + "-t1n.nii.gz")).write_bytes(b"")
+    with pytest.raises(ValueError, match="no usable case"):
+        itk_cdm.train(str(copy), "t1c", str(tmp_path / "never.cdm"), preset="tiny", iterations=2, progress=False)
 
 
 def test_module_command_line(data_dir, model_path, tmp_path):
