@@ -195,7 +195,9 @@ ModelHandle::SampleRepresentation(const ImageSet & sources, int samples, uint64_
 }
 
 void
-TrainingData::Load(const std::string & directory, const std::vector<std::string> & modalities, VolumeFileReader & reader)
+TrainingData::Load(const std::string &              directory,
+                   const std::vector<std::string> & modalities,
+                   VolumeFileReader &               reader)
 {
   m_Data = Dataset::Load(ScanBraTSFolder(directory, modalities), [&reader](const std::string & path) {
     ImageSet read;
