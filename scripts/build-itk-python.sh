@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds ITK 5.2 with Python wrapping from Debian's source package (102 min measured on 2 busy cores: ITKTestKernel
 # pulls in GDCM and the other IO modules; the Python wrappers are the slow part), then this module
-# against that ITK build tree through the remote-module path (ITKModuleExternal). Not part of the test command.
+# against that ITK build tree through the remote-module path (ITKModuleExternal; 8 min), and runs the wrapping
+# test (ctest CDMImageFilterPythonTest). Not part of the test command. A configured ITK tree is kept.
 #
 #   scripts/build-itk-python.sh [WORK_DIR]        (default: /tmp/itk-python)
 #
