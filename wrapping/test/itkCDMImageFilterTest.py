@@ -73,6 +73,15 @@ from_short.Update()
 short_values = itk.array_view_from_image(from_short.GetOutput())
 assert short_values.shape == values.shape and short_values.std() > 0
 
+# 2D images (one axial slice) through the 2D instantiation: the tiny model is a 2D one.
+SliceType = itk.Image[itk.F, 2]
+on_a_slice = itk.CDMImageFilter[SliceType, SliceType].New(Model=model, Seed=1)
+for name, image in sources.items():
+    on_a_slice.SetSource(name, itk.image_from_array(itk.array_from_image(image)[4].copy()))
+on_a_slice.Update()
+slice_values = itk.array_view_from_image(on_a_slice.GetOutput())
+assert slice_values.shape == values.shape[1:] and slice_values.std() > 0
+
 # A source the model does not know is refused with ITK's exception, naming it.
 refusing = itk.CDMImageFilter[ImageType, ImageType].New()
 refusing.SetModel(model)
@@ -85,4 +94,4 @@ try:
 except RuntimeError as error:
     assert "adc" in str(error), error
 print("itk.CDMDiffusionSamplerImageFilter + itk.CDMSynthesisImageFilter, itk.CDMModalityEncoderImageFilter, "
-      "signed short inputs and the refusal of an unknown modality: as in C++")
+      "2D and signed short inputs and the refusal of an unknown modality: as in C++")
