@@ -211,12 +211,6 @@ TrainingData::Load(const std::string &              directory,
   });
 }
 
-void
-TrainingData::AddCase(const std::string & name, const ImageSet & images)
-{
-  m_Data.AddCase(name, images.Volumes());
-}
-
 std::string
 Train(const TrainingData & data, const TrainingOptions & options, TrainingObserver * observer)
 {

@@ -200,9 +200,6 @@ public:
    *  (Dataset::Load): a case that cannot be read or whose images disagree is skipped, named in Skipped(). */
   void
   Load(const std::string & directory, const std::vector<std::string> & modalities, VolumeFileReader & reader);
-  /** Adds a case; throws InputError when its images disagree in geometry or hold a non-finite voxel. */
-  void
-  AddCase(const std::string & name, const ImageSet & images);
   size_t
   NumberOfCases() const
   {

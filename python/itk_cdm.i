@@ -42,7 +42,7 @@ cdmFreeFloatVector(PyObject * capsule)
 }
 
 // A reader's Python exception becomes the skip reason of its case (Dataset::Load catches InputError); the
-// Python error is cleared so that reading goes on with the next case.
+// Python error is fetched (and so cleared) so that reading goes on with the next case.
 %feature("director") cdm::python::VolumeFileReader;
 %feature("director:except") cdm::python::VolumeFileReader::Read {
   if ($error != nullptr)
@@ -60,7 +60,6 @@ cdmFreeFloatVector(PyObject * capsule)
       }
       Py_DECREF(text);
     }
-    PyErr_Clear();
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(traceback);

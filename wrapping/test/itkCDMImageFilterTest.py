@@ -19,13 +19,19 @@ subprocess.run([cdm, "train", "--data", data, "--target", "t1c", "--preset", "ti
 case = os.path.join(data, "PHANTOM-00000", "PHANTOM-00000-")
 ImageType = itk.Image[itk.F, 3]
 sources = {m: itk.imread(case + m + ".nii.gz", itk.F) for m in ("t1n", "t2w", "t2f")}
+
+
+def set_sources(source_filter, images):
+    for name, image in images.items():
+        source_filter.SetSource(name, image)
+
+
 model = itk.CDMModel.New()
 model.Load(model_path, "cpu")
 
 synthesis = itk.CDMImageFilter[ImageType, ImageType].New()
 synthesis.SetModel(model)
-for name, image in sources.items():
-    synthesis.SetSource(name, image)
+set_sources(synthesis, sources)
 synthesis.SetSeed(1)
 synthesis.Update()
 output = synthesis.GetOutput()
@@ -48,8 +54,7 @@ sampler = itk.CDMDiffusionSamplerImageFilter[ImageType].New()
 staged = itk.CDMSynthesisImageFilter[ImageType, ImageType].New()
 for stage in (sampler, staged):
     stage.SetModel(model)
-    for name, image in sources.items():
-        stage.SetSource(name, image)
+    set_sources(stage, sources)
 sampler.SetSeed(1)
 staged.SetRepresentation(sampler.GetOutput())
 staged.Update()
@@ -67,8 +72,8 @@ assert representation.GetNumberOfComponentsPerPixel() == sampler.GetOutput().Get
 ShortImageType = itk.Image[itk.SS, 3]
 from_short = itk.CDMImageFilter[ShortImageType, ImageType].New()
 from_short.SetModel(model)
-for name, image in sources.items():
-    from_short.SetSource(name, itk.cast_image_filter(image, ttype=(ImageType, ShortImageType)))
+set_sources(from_short, {name: itk.cast_image_filter(image, ttype=(ImageType, ShortImageType))
+                         for name, image in sources.items()})
 from_short.Update()
 short_values = itk.array_view_from_image(from_short.GetOutput())
 assert short_values.shape == values.shape and short_values.std() > 0
@@ -76,8 +81,8 @@ assert short_values.shape == values.shape and short_values.std() > 0
 # 2D images (one axial slice) through the 2D instantiation: the tiny model is a 2D one.
 SliceType = itk.Image[itk.F, 2]
 on_a_slice = itk.CDMImageFilter[SliceType, SliceType].New(Model=model, Seed=1)
-for name, image in sources.items():
-    on_a_slice.SetSource(name, itk.image_from_array(itk.array_from_image(image)[4].copy()))
+set_sources(on_a_slice, {name: itk.image_from_array(itk.array_from_image(image)[4].copy())
+                         for name, image in sources.items()})
 on_a_slice.Update()
 slice_values = itk.array_view_from_image(on_a_slice.GetOutput())
 assert slice_values.shape == values.shape[1:] and slice_values.std() > 0
@@ -85,8 +90,7 @@ assert slice_values.shape == values.shape[1:] and slice_values.std() > 0
 # A source the model does not know is refused with ITK's exception, naming it.
 refusing = itk.CDMImageFilter[ImageType, ImageType].New()
 refusing.SetModel(model)
-for name, image in sources.items():
-    refusing.SetSource(name, image)
+set_sources(refusing, sources)
 refusing.SetSource("adc", sources["t1n"])
 try:
     refusing.Update()
