@@ -168,6 +168,10 @@ RunTrain(const TrainArguments & arguments)
     {
       std::cout << "  | val PSNR " << std::setprecision(2) << p.ValidationPSNR << " dB  SSIM " << std::setprecision(4)
                 << p.ValidationSSIM;
+      if (p.HasTumourValidation)
+      {
+        std::cout << "  tumour PSNR " << std::setprecision(2) << p.ValidationTumourPSNR << " dB";
+      }
     }
     std::cout << std::defaultfloat << std::endl;
   };
@@ -184,7 +188,7 @@ RunTrain(const TrainArguments & arguments)
     std::cout << "[cdm train] stage " << stage.Stage << ": loss " << stage.FirstLoss << " -> " << stage.LastLoss
               << " (iterations " << stage.FirstIteration << "-" << stage.LastIteration << ", "
               << FormatSeconds(stage.Seconds) << "), validation PSNR " << stage.ValidationPSNR << " dB SSIM "
-              << stage.ValidationSSIM << std::endl;
+              << stage.ValidationSSIM << ", tumour PSNR " << stage.ValidationTumourPSNR << " dB" << std::endl;
   }
   std::cout << "[cdm train] constant-image baseline: PSNR " << report.ConstantBaselinePSNR << " dB SSIM "
             << report.ConstantBaselineSSIM << std::endl;
@@ -204,6 +208,8 @@ struct SynthesizeArguments
   int                      Threads{ 0 };
   bool                     Quiet{ false };
   std::string              TimingJson;
+  std::string              RepresentationMode{ "sampled" };
+  std::string              Reference;
 };
 
 int
@@ -249,7 +255,17 @@ RunSynthesize(const SynthesizeArguments & arguments)
   };
   // The two halves timed apart: source encoder + MDN sampling, then the C-UNet (what bench/ reports).
   const auto                 loaded = std::chrono::steady_clock::now();
-  const cdm::Representation  representation = model.SampleRepresentation(sources, options);
+  cdm::Representation representation = model.SampleRepresentation(sources, options);
+  if (arguments.RepresentationMode != "sampled")
+  {
+    cdm::Volume reference;
+    if (!arguments.Reference.empty())
+    {
+      reference = cdm::ReadVolume(arguments.Reference);
+    }
+    representation = model.ReplaceRepresentation(
+      representation, arguments.RepresentationMode, arguments.Reference.empty() ? nullptr : &reference);
+  }
   const auto                 sampled = std::chrono::steady_clock::now();
   const cdm::SynthesisResult result = model.SynthesizeRegion(sources, representation, cdm::Region{}, options, progress);
   const auto                 synthesized = std::chrono::steady_clock::now();
@@ -293,7 +309,10 @@ struct EvaluateArguments
   std::string Reference;
   std::string Prediction;
   std::string Mask;
+  std::string Segmentation;
   std::string Normalize{ "percentile" };
+  std::string Protocol{ "default" };
+  std::string Uncertainty;
   std::string ErrorMap;
   bool        Json{ false };
 };
@@ -310,12 +329,24 @@ RunEvaluate(const EvaluateArguments & arguments)
   {
     mask = cdm::ReadVolume(arguments.Mask);
   }
-  double range = 1.0;
-  if (arguments.Normalize == "percentile" || arguments.Normalize == "gain")
+  cdm::Volume segmentation;
+  if (!arguments.Segmentation.empty())
   {
-    // The reference by the engine's robust rule, so that the figures do not depend on intensity units; the
-    // prediction by the same rule (percentile) or by its best global gain against that reference (gain).
-    const cdm::NormalizationRule rule;
+    segmentation = cdm::ReadVolume(arguments.Segmentation);
+  }
+  double range = 1.0;
+  if (arguments.Protocol == "brasyn")
+  {
+    // BraSyn scores each image after clipping to its own 0.5/99.5 percentiles inside the brain, scaled to [0, 1].
+    cdm::Volume brain = arguments.Mask.empty() ? reference : mask;
+    cdm::BraSynNormalize(reference, brain);
+    cdm::BraSynNormalize(prediction, brain);
+  }
+  else if (arguments.Normalize == "percentile" || arguments.Normalize == "gain")
+  {
+    // The reference by a fixed robust rule, so that the figures do not depend on intensity units; the prediction
+    // by the same rule (percentile) or by its best global gain against that reference (gain).
+    const cdm::NormalizationRule rule = cdm::EvaluationRule();
     rule.Apply(reference.Voxels, rule.ComputeScale(reference));
     const double scale =
       arguments.Normalize == "gain"
@@ -328,8 +359,22 @@ RunEvaluate(const EvaluateArguments & arguments)
     const auto [low, high] = std::minmax_element(reference.Voxels.begin(), reference.Voxels.end());
     range = std::max(1e-12, static_cast<double>(*high - *low));
   }
-  const cdm::ImageMetrics metrics =
-    cdm::CompareVolumes(reference, prediction, range, arguments.Mask.empty() ? nullptr : &mask);
+  cdm::Volume brain = mask;
+  if (arguments.Mask.empty())
+  {
+    brain = reference.EmptyCopy("the whole image");
+    std::fill(brain.Voxels.begin(), brain.Voxels.end(), 1.0f);
+  }
+  const std::map<std::string, cdm::ImageMetrics> regions =
+    cdm::CompareRegions(reference, prediction, range, brain, arguments.Segmentation.empty() ? nullptr : &segmentation);
+  const cdm::ImageMetrics & metrics = regions.at("brain");
+  cdm::UncertaintyFigures   uncertaintyFigures;
+  if (!arguments.Uncertainty.empty())
+  {
+    // Judged against the errors in the figures' units; a spread is unit-free in rank terms, so no scaling.
+    uncertaintyFigures =
+      cdm::CompareUncertainty(reference, prediction, cdm::ReadVolume(arguments.Uncertainty), brain, 0.1);
+  }
   if (!arguments.ErrorMap.empty())
   {
     // |reference - prediction| in the units the figures use (inside the mask when one is given).
@@ -344,21 +389,56 @@ RunEvaluate(const EvaluateArguments & arguments)
   }
   if (arguments.Json)
   {
-    const nlohmann::json j = { { "psnr", metrics.PSNR },
-                               { "ssim", metrics.SSIM },
-                               { "mae", metrics.MAE },
-                               { "voxels", metrics.Voxels },
-                               { "data_range", range },
-                               { "normalize", arguments.Normalize },
-                               { "reference", arguments.Reference },
-                               { "prediction", arguments.Prediction } };
+    nlohmann::json j = { { "psnr", metrics.PSNR },
+                         { "ssim", metrics.SSIM },
+                         { "mae", metrics.MAE },
+                         { "voxels", metrics.Voxels },
+                         { "data_range", range },
+                         { "normalize", arguments.Protocol == "brasyn" ? "brasyn" : arguments.Normalize },
+                         { "protocol", arguments.Protocol },
+                         { "reference", arguments.Reference },
+                         { "prediction", arguments.Prediction } };
+    for (const auto & [name, m] : regions)
+    {
+      j["regions"][name] = { { "psnr", m.PSNR }, { "ssim", m.SSIM }, { "mae", m.MAE }, { "voxels", m.Voxels } };
+    }
+    if (!arguments.Uncertainty.empty())
+    {
+      j["uncertainty"] = { { "spearman", uncertaintyFigures.Spearman },
+                           { "auroc_worst", uncertaintyFigures.AUROC },
+                           { "worst_fraction", uncertaintyFigures.Fraction },
+                           { "file", arguments.Uncertainty } };
+    }
     std::cout << j.dump(2) << std::endl;
   }
-  else
+  else if (regions.size() == 1)
   {
     std::cout << std::fixed << "PSNR " << std::setprecision(3) << metrics.PSNR << " dB\nSSIM " << std::setprecision(4)
               << metrics.SSIM << "\nMAE  " << std::setprecision(5) << metrics.MAE << "\nvoxels " << metrics.Voxels
               << std::endl;
+  }
+  else
+  {
+    std::cout << std::left << std::setw(12) << "region" << std::right << std::setw(10) << "PSNR (dB)" << std::setw(9)
+              << "SSIM" << std::setw(10) << "MAE" << std::setw(10) << "voxels" << "\n";
+    for (const char * name : { "brain", "tumour", "enhancing", "non_tumour" })
+    {
+      const auto found = regions.find(name);
+      if (found == regions.end())
+      {
+        continue;
+      }
+      const cdm::ImageMetrics & m = found->second;
+      std::cout << std::left << std::setw(12) << name << std::right << std::fixed << std::setprecision(3)
+                << std::setw(10) << m.PSNR << std::setprecision(4) << std::setw(9) << m.SSIM << std::setprecision(5)
+                << std::setw(10) << m.MAE << std::setw(10) << m.Voxels << "\n";
+    }
+    std::cout << std::flush;
+  }
+  if (!arguments.Json && !arguments.Uncertainty.empty())
+  {
+    std::cout << std::fixed << std::setprecision(3) << "uncertainty vs |error|: Spearman " << uncertaintyFigures.Spearman
+              << ", AUROC for the worst 10 % " << uncertaintyFigures.AUROC << std::endl;
   }
   return 0;
 }
@@ -419,6 +499,7 @@ struct MontageArguments
 {
   std::vector<std::string> Images;
   std::vector<std::string> Errors;
+  std::vector<std::string> Uncertainties;
   std::string              Output;
   std::string              Focus;
   int                      Axis{ 2 };
@@ -437,6 +518,10 @@ RunMontage(const MontageArguments & arguments)
   for (const auto & path : arguments.Errors)
   {
     panels.push_back({ cdm::ReadVolume(path), arguments.ErrorMaximum });
+  }
+  for (const auto & path : arguments.Uncertainties)
+  {
+    panels.push_back({ cdm::ReadVolume(path), 0.0 });
   }
   int64_t slice = arguments.Slice;
   if (slice < 0)
@@ -540,6 +625,37 @@ main(int argc, char ** argv)
       "--source-dropout", train.Options.SourceDropout, "Probability of hiding each source (missing-modality training)")
     ->check(CLI::Range(0.0, 0.9))
     ->capture_default_str();
+  trainCommand
+    ->add_option("--tumour-fraction",
+                 train.Options.TumourFraction,
+                 "Share of training patches centred on a tumour voxel (cases with a -seg file)")
+    ->check(CLI::Range(0.0, 1.0))
+    ->capture_default_str();
+  trainCommand
+    ->add_option("--tumour-loss-weight",
+                 train.Options.TumourLossWeight,
+                 "Extra weight of the synthesis loss inside the tumour (L1 weighted 1 + w there)")
+    ->check(CLI::Range(0.0, 1000.0))
+    ->capture_default_str();
+  trainCommand
+    ->add_option("--teacher-encoder",
+                 train.Options.TeacherEncoder,
+                 "true: the C-UNet stage trains the MRM encoder with it (z learns what the synthesis needs); false: "
+                 "the MRM encoder stays frozen")
+    ->capture_default_str();
+  trainCommand
+    ->add_option("--mdn-schedule",
+                 train.Options.MdnSchedule,
+                 "The MDN's diffusion: diffir (T = 4, unrolled, near-deterministic) or linear (T = 1000, 20 DDIM "
+                 "steps, stochastic samples of z)")
+    ->check(CLI::IsMember({ "diffir", "linear" }))
+    ->capture_default_str();
+  trainCommand
+    ->add_option("--representation-noise",
+                 train.Options.RepresentationNoise,
+                 "Noise on z while the C-UNet trains, relative to z's spread")
+    ->check(CLI::Range(0.0, 10.0))
+    ->capture_default_str();
   trainCommand->add_option("--threads", train.Threads, "CPU threads (default: ITK's global default)");
 
   SynthesizeArguments synthesize;
@@ -553,6 +669,15 @@ main(int argc, char ** argv)
   synthesizeCommand->add_option(
     "--uncertainty", synthesize.Uncertainty, "Also write the voxel-wise standard deviation over samples");
   synthesizeCommand->add_option("--seed", synthesize.Options.Seed, "Seed of the starting noise")->capture_default_str();
+  synthesizeCommand
+    ->add_option("--representation",
+                 synthesize.RepresentationMode,
+                 "The ablation of z: sampled (the MDN's, the default), oracle (the MRM encoding of --reference, the "
+                 "true target), zero")
+    ->check(CLI::IsMember({ "sampled", "oracle", "zero" }))
+    ->capture_default_str();
+  synthesizeCommand->add_option(
+    "--reference", synthesize.Reference, "An image of the target modality, for --representation oracle");
   synthesizeCommand->add_option(
     "--eta", synthesize.Options.Eta, "DDIM eta (default: the model's, 0 = deterministic steps)");
   synthesizeCommand->add_option("--tile", synthesize.Tile, "Tile edge in voxels (0: whole image)")
@@ -573,9 +698,25 @@ main(int argc, char ** argv)
     ->add_option(
       "--normalize",
       evaluate.Normalize,
-      "percentile: each image by the model's robust rule, data range 1; gain: the reference by that rule and the "
-      "prediction by its least-squares gain against it; none: raw values, data range of the reference")
+      "percentile: each image by a fixed robust rule (foreground 99.5th percentile = 1, clipped at 1.5), data range "
+      "1; gain: the reference by that rule and the prediction by its least-squares gain against it; none: raw "
+      "values, data range of the reference")
     ->check(CLI::IsMember({ "percentile", "gain", "none" }))
+    ->capture_default_str();
+  evaluateCommand->add_option("--segmentation",
+                              evaluate.Segmentation,
+                              "BraTS labels (1 core, 2 oedema, 3 enhancing): adds figures inside the tumour, the "
+                              "enhancing tumour and the non-tumour brain");
+  evaluateCommand->add_option("--uncertainty",
+                              evaluate.Uncertainty,
+                              "A voxel-wise uncertainty (cdm synthesize --uncertainty): adds its Spearman rho with "
+                              "|error| and its AUROC for flagging the worst 10 % of voxels");
+  evaluateCommand
+    ->add_option("--protocol",
+                 evaluate.Protocol,
+                 "default: --normalize applies; brasyn: both images clipped to their 0.5/99.5 percentiles inside the "
+                 "brain (--mask, else the whole image) and scaled to [0, 1], as the BraSyn challenge scores")
+    ->check(CLI::IsMember({ "default", "brasyn" }))
     ->capture_default_str();
   evaluateCommand->add_flag("--json", evaluate.Json, "Print JSON");
   evaluateCommand->add_option(
@@ -586,6 +727,8 @@ main(int argc, char ** argv)
   montageCommand->add_option("images", montage.Images, "Images, left to right (each scaled by its robust maximum)")
     ->required();
   montageCommand->add_option("--error", montage.Errors, "Error maps appended on the right, shown on [0, --error-max]");
+  montageCommand->add_option(
+    "--uncertainty", montage.Uncertainties, "Uncertainty maps appended after the errors, each on its own scale");
   montageCommand->add_option("--error-max", montage.ErrorMaximum, "Upper end of the error maps' grey scale")
     ->capture_default_str();
   montageCommand->add_option("--out", montage.Output, "PNG file")->required();

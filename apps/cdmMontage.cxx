@@ -5,6 +5,7 @@
 #include "cdmMontage.h"
 #include "cdmAtomicFile.h"
 #include "cdmError.h"
+#include "cdmMetrics.h"
 #include "cdmNormalization.h"
 
 #include "itkImage.h"
@@ -78,7 +79,7 @@ WriteMontage(const std::vector<MontagePanel> & panels, int axis, int64_t slice, 
   png->SetRegions(PngImage::RegionType(size));
   png->Allocate();
   png->FillBuffer(0);
-  const NormalizationRule rule;
+  const NormalizationRule rule = EvaluationRule(); // the display scale `cdm evaluate` uses
   for (size_t p = 0; p < panels.size(); ++p)
   {
     const Volume & image = panels[p].Image;

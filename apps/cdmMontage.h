@@ -17,7 +17,7 @@ namespace cdm
 struct MontagePanel
 {
   Volume Image;
-  /** 0: scale by the image's own robust normalisation (the engine's rule); > 0: show [0, FixedMaximum]. */
+  /** 0: scale by the image's own robust normalisation (`cdm evaluate`'s rule); > 0: show [0, FixedMaximum]. */
   double FixedMaximum{ 0.0 };
 };
 

@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
-# The quality and speed benchmark (DESIGN.md section 5): CDM against the `unet` and `ddim` baselines, trained by
-# the same code with the same number of gradient steps, on BraTS-like phantom cases; evaluated on held-out cases.
+# The quality and speed benchmark (DESIGN.md section 5): CDM against the copy-the-input floor (`identity`: the best
+# single source under its least-squares gain), the `unet` and `ddim` baselines trained by the same code with the same
+# number of gradient steps, and a `unet-time` trained for CDM's training wall time; on BraTS-like phantom cases,
+# evaluated on held-out cases inside the brain, the tumour, the enhancing tumour and the non-tumour brain, with
+# BraSyn's protocol beside; CDM's representation ablation (sampled, oracle, zero, shuffled z) and its uncertainty.
 # Writes <out>/RESULTS.md, <out>/results.json and a PNG montage per task. Default <out>: bench/ (RESULTS.md there).
 #
-#   bench/run.sh [--quick] [--tasks t1c,t2f] [--out DIR] [--iterations N]
+#   bench/run.sh [--quick] [--tasks t1c,t2f] [--methods identity,cdm,unet,ddim,unet-time] [--out DIR] [--iterations N]
 #
 # --quick: a smoke run in minutes (tiny models, few small cases). --iterations N: gradient steps per method (default
-# 600); CDM splits them over its stages (mrm 2/15, cunet 7/15, mdn 3/20, finetune 1/4: the C-UNet gets most).
+# 600); CDM splits them over its stages (CDM_STAGES, default mrm 1/15, cunet 8/15, mdn 2/15, finetune 4/15).
 # Held-out cases are 16-slice axial slabs about the tumour (`cdm phantom --tumour-slab`), because `ddim` costs 50 UNet
 # passes per slice (about 5.7 min per 128x128x96 volume here); one whole held-out volume per method times 3D cost.
-# The default run took 2 h 03 min on 2 CPU cores (2026-11-25, build included). `small` on 128x128 slices (batch 8) costs
-# per iteration about 0.5 s (mrm), 1.1 s (cunet), 0.3 s (mdn), 1.3 s (finetune), 1.0 s (unet), 1.1 s (ddim).
+# CDM_TRAIN_ARGS adds `cdm train` options to every trained method (e.g. --tumour-loss-weight 4).
+# The default run took 2 h 03 min on 2 CPU cores (2026-11-25, build included, without unet-time and the ablations).
+# `small` on 128x128 slices (batch 8) costs per iteration about 0.5 s (mrm), 1.1 s (cunet), 0.3 s (mdn), 1.3 s
+# (finetune), 1.0 s (unet), 1.1 s (ddim).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=0
 TASKS="t1c,t2f"
+METHODS="identity,cdm,unet,ddim,unet-time"
 OUT=""
 ITERATIONS=""
 while (($#)); do
   case "$1" in
     --quick) QUICK=1 ;;
     --tasks) TASKS="$2"; shift ;;
+    --methods) METHODS="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --iterations) ITERATIONS="$2"; shift ;;
-    -h|--help) sed -n 2,9p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,19p "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -33,8 +40,10 @@ if ((QUICK)); then
 else
   TRAIN=40; TEST=10; SIZE=128,128,96; SPACING=1.5; SLAB=16; PRESET=small; ITERATIONS="${ITERATIONS:-600}"; OUT="${OUT:-bench}"
 fi
-STAGES="mrm=$((ITERATIONS * 2 / 15)),cunet=$((ITERATIONS * 7 / 15)),mdn=$((ITERATIONS * 3 / 20))"
-STAGES="$STAGES,finetune=$((ITERATIONS - ITERATIONS * 2 / 15 - ITERATIONS * 7 / 15 - ITERATIONS * 3 / 20))"
+STAGES="mrm=$((ITERATIONS * 1 / 15)),cunet=$((ITERATIONS * 8 / 15)),mdn=$((ITERATIONS * 2 / 15))"
+STAGES="${CDM_STAGES:-$STAGES,finetune=$((ITERATIONS - ITERATIONS * 1 / 15 - ITERATIONS * 8 / 15 - ITERATIONS * 2 / 15))}"
+read -r -a extra_train_args <<<"${CDM_TRAIN_ARGS:-}"
+has_method() { [[ ",$METHODS," == *",$1,"* ]]; }
 
 ./scripts/install-deps.sh >/dev/null
 BUILD_DIR="${CDM_BUILD_DIR:-build}"
@@ -56,33 +65,87 @@ if [[ ! -d "$WORK/data/volume" ]]; then
 fi
 
 IFS=',' read -r -a task_list <<<"$TASKS"
+volume_case=$(ls -d "$WORK"/data/volume/*/ | head -n 1)
+test_cases=("$WORK"/data/test/*/)
+
+# Evaluates one synthesis of a held-out case: the benchmark's protocol (gain) per region, and BraSyn's.
+#   evaluate_case RESULT_PREFIX CASE_PREFIX TASK FIRST_SOURCE PREDICTION [UNCERTAINTY]
+evaluate_case() {
+  local result="$1" prefix="$2" task="$3" first="$4" prediction="$5" uncertainty="${6:-}"
+  local extra=()
+  [[ -n $uncertainty ]] && extra=(--uncertainty "$uncertainty")
+  if [[ ! -f "$result-metrics.json" ]]; then
+    # MR intensity units are arbitrary: the reference by the fixed robust rule, each synthesis by its best gain.
+    "$CDM" evaluate --reference "$prefix-$task.nii.gz" --prediction "$prediction" --normalize gain \
+      --mask "$prefix-$first.nii.gz" --segmentation "$prefix-seg.nii.gz" --error-map "$result-error.nii.gz" \
+      "${extra[@]}" --json > "$result-metrics.json.part"
+    mv "$result-metrics.json.part" "$result-metrics.json"
+  fi
+  if [[ ! -f "$result-brasyn.json" ]]; then
+    "$CDM" evaluate --reference "$prefix-$task.nii.gz" --prediction "$prediction" --protocol brasyn \
+      --mask "$prefix-$first.nii.gz" --segmentation "$prefix-seg.nii.gz" --json > "$result-brasyn.json.part"
+    mv "$result-brasyn.json.part" "$result-brasyn.json"
+  fi
+}
+
+# Trains one model (skipped when it exists) and records its wall time.
+#   train_model TASK METHOD KIND SOURCES ITERATIONS [stage args...]
+train_model() {
+  local task="$1" method="$2" kind="$3" sources="$4" iterations="$5"
+  shift 5
+  local model="$WORK/models/$task-$method.cdm"
+  mkdir -p "$WORK/models" "$WORK/results/$task/$method"
+  if [[ ! -f "$model" ]]; then
+    local start
+    start=$(now_ms)
+    "$CDM" train --model-kind "$kind" --data "$WORK/data/train" --target "$task" --sources "$sources" \
+      --preset "$PRESET" --iterations "$iterations" "$@" "${extra_train_args[@]}" --seed 1 \
+      --validation-interval "$iterations" --out "$model" | tail -n 8 > "$WORK/results/$task/$method/train.log"
+    echo "{\"milliseconds\": $(($(now_ms) - start)), \"iterations\": $iterations}" \
+      > "$WORK/results/$task/$method/train.json"
+  fi
+}
+
 for task in "${task_list[@]}"; do
   sources=()
   for m in t1n t1c t2w t2f; do [[ $m != "$task" ]] && sources+=("$m"); done
   source_list=$(IFS=,; echo "${sources[*]}")
-  for method in cdm unet ddim; do
+  first_source="${sources[0]}"
+
+  # The floor: each source itself, under its least-squares gain (report.py keeps the best source).
+  if has_method identity; then
+    for m in "${sources[@]}"; do
+      mkdir -p "$WORK/results/$task/identity-$m"
+      for case_dir in "${test_cases[@]}"; do
+        name=$(basename "$case_dir")
+        evaluate_case "$WORK/results/$task/identity-$m/$name" "$case_dir$name" "$task" "$first_source" \
+          "$case_dir$name-$m.nii.gz"
+      done
+    done
+  fi
+
+  for method in cdm unet ddim unet-time; do
+    has_method "$method" || continue
     model="$WORK/models/$task-$method.cdm"
-    mkdir -p "$WORK/models" "$WORK/results/$task/$method"
-    # The same number of gradient steps: CDM's four stages share what a baseline spends in its one stage.
-    stage_args=(--iterations "$ITERATIONS")
-    [[ $method == cdm ]] && stage_args+=(--stage-iterations "$STAGES")
-    if [[ ! -f "$model" ]]; then
-      start=$(now_ms)
-      "$CDM" train --model-kind "$method" --data "$WORK/data/train" --target "$task" --sources "$source_list" \
-        --preset "$PRESET" "${stage_args[@]}" --seed 1 --validation-interval "$ITERATIONS" --out "$model" \
-        | tail -n 6 > "$WORK/results/$task/$method/train.log"
-      echo "{\"milliseconds\": $(($(now_ms) - start)), \"iterations\": $ITERATIONS}" > "$WORK/results/$task/$method/train.json"
-    fi
+    case $method in
+      cdm) train_model "$task" cdm cdm "$source_list" "$ITERATIONS" --stage-iterations "$STAGES" ;;
+      unet-time)
+        # The UNet at CDM's training wall time: its step count scaled by the measured ms per step of both.
+        cdm_ms=$(python3 -c "import json;print(json.load(open('$WORK/results/$task/cdm/train.json'))['milliseconds'])")
+        unet_ms=$(python3 -c "import json;print(json.load(open('$WORK/results/$task/unet/train.json'))['milliseconds'])")
+        train_model "$task" unet-time unet "$source_list" $((ITERATIONS * cdm_ms / unet_ms)) ;;
+      *) train_model "$task" "$method" "$method" "$source_list" "$ITERATIONS" ;;
+    esac
     # 3D cost: one whole held-out volume, for the first task only (the cost does not depend on the target).
-    volume_case=$(ls -d "$WORK"/data/volume/*/ | head -n 1)
-    if [[ $task == "${task_list[0]}" && ! -f "$WORK/results/volume-$method-timing.json" ]]; then
+    if [[ $method != unet-time && $task == "${task_list[0]}" && ! -f "$WORK/results/volume-$method-timing.json" ]]; then
       vname=$(basename "$volume_case")
       args=()
       for m in "${sources[@]}"; do args+=(--source "$m=$volume_case$vname-$m.nii.gz"); done
       "$CDM" synthesize --quiet --model "$model" "${args[@]}" --output "$WORK/results/volume-$method.nii.gz" --seed 1 \
         --timing "$WORK/results/volume-$method-timing.json" >/dev/null
     fi
-    for case_dir in "$WORK"/data/test/*/; do
+    for index in "${!test_cases[@]}"; do
+      case_dir="${test_cases[$index]}"
       name=$(basename "$case_dir")
       prefix="$case_dir$name"
       args=()
@@ -92,29 +155,58 @@ for task in "${task_list[@]}"; do
         "$CDM" synthesize --quiet --model "$model" "${args[@]}" --output "$result.nii.gz" --seed 1 \
           --timing "$result-timing.json" >/dev/null
       fi
-      # MR intensity units are arbitrary: the reference by the robust rule, each synthesis by its best global gain.
-      if [[ ! -f "$result-metrics.json" ]]; then
-        "$CDM" evaluate --reference "$prefix-$task.nii.gz" --prediction "$result.nii.gz" --normalize gain \
-          --mask "$prefix-${sources[0]}.nii.gz" --error-map "$result-error.nii.gz" --json > "$result-metrics.json.part"
-        mv "$result-metrics.json.part" "$result-metrics.json"
-      fi
+      evaluate_case "$result" "$prefix" "$task" "$first_source" "$result.nii.gz"
+      [[ $method == cdm ]] || continue
+      # What z carries: the oracle z (MRM encoding of the true target), zero z, and z of another case (the next
+      # held-out case's true target: "shuffled"); and K = 8 samples with their voxel-wise spread.
+      other="${test_cases[$(((index + 1) % ${#test_cases[@]}))]}"
+      other_name=$(basename "$other")
+      for variant in oracle zero shuffled k8; do
+        mkdir -p "$WORK/results/$task/cdm-$variant"
+        vresult="$WORK/results/$task/cdm-$variant/$name"
+        case $variant in
+          oracle) vargs=(--representation oracle --reference "$prefix-$task.nii.gz") ;;
+          zero) vargs=(--representation zero) ;;
+          shuffled) vargs=(--representation oracle --reference "$other$other_name-$task.nii.gz") ;;
+          k8) vargs=(--samples 8 --uncertainty "$vresult-uncertainty.nii.gz") ;;
+        esac
+        if [[ ! -f "$vresult.nii.gz" ]]; then
+          "$CDM" synthesize --quiet --model "$model" "${args[@]}" --output "$vresult.nii.gz" --seed 1 "${vargs[@]}" \
+            >/dev/null
+        fi
+        if [[ $variant == k8 ]]; then
+          evaluate_case "$vresult" "$prefix" "$task" "$first_source" "$vresult.nii.gz" "$vresult-uncertainty.nii.gz"
+        else
+          evaluate_case "$vresult" "$prefix" "$task" "$first_source" "$vresult.nii.gz"
+        fi
+      done
     done
   done
-  # A montage of the first held-out case: sources | reference | CDM | unet | ddim | |error| of each.
-  first=$(ls -d "$WORK"/data/test/*/ | head -n 1)
+  # A montage of the first held-out case: sources | reference | each method | |error| of each (| CDM uncertainty).
+  first="${test_cases[0]}"
   name=$(basename "$first")
   images=()
   for m in "${sources[@]}"; do images+=("$first$name-$m.nii.gz"); done
   images+=("$first$name-$task.nii.gz")
   errors=()
+  shown=()
   for method in cdm unet ddim; do
+    [[ -f "$WORK/results/$task/$method/$name.nii.gz" ]] || continue
     images+=("$WORK/results/$task/$method/$name.nii.gz")
     errors+=(--error "$WORK/results/$task/$method/$name-error.nii.gz")
+    shown+=("$method")
   done
-  "$CDM" montage "${images[@]}" "${errors[@]}" --focus "$first$name-seg.nii.gz" --out "$OUT/montage-$task.png" >/dev/null
+  uncertainty_panel=()
+  if [[ -f "$WORK/results/$task/cdm-k8/$name-uncertainty.nii.gz" ]]; then
+    uncertainty_panel=(--uncertainty "$WORK/results/$task/cdm-k8/$name-uncertainty.nii.gz")
+  fi
+  if ((${#shown[@]})); then
+    "$CDM" montage "${images[@]}" "${errors[@]}" "${uncertainty_panel[@]}" --focus "$first$name-seg.nii.gz" \
+      --out "$OUT/montage-$task.png" >/dev/null
+  fi
 done
 
 python3 bench/report.py --work "$WORK" --out "$OUT" --tasks "$TASKS" --preset "$PRESET" --iterations "$ITERATIONS" \
   --train-cases "$TRAIN" --test-cases "$TEST" --size "$SIZE" --spacing "$SPACING" --slab "$SLAB" --stages "$STAGES" \
-  --quick "$QUICK"
+  --quick "$QUICK" --methods "$METHODS"
 echo "bench: wrote $OUT/RESULTS.md and $OUT/results.json"

@@ -45,6 +45,7 @@ struct TrainingCase
   std::string                   Name;
   std::map<std::string, Volume> Images; ///< normalised
   std::map<std::string, double> Scales; ///< each modality's normalisation scale
+  Volume Segmentation; ///< BraTS labels (1 core, 2 oedema, 3 enhancing) as read; no voxels when the case has none
 };
 
 /** \brief Cases held in memory for training and validation. */
@@ -53,15 +54,18 @@ class Dataset
 public:
   explicit Dataset(NormalizationRule rule = {});
 
-  /** Reads every scanned case. A case that cannot be read, or whose modalities disagree in size, spacing,
+  /** Reads every scanned case (and its `-seg` file when there is one: tumour-aware training uses it). A case that
+   *  cannot be read, or whose modalities disagree in size, spacing,
    *  origin or direction, is reported in Skipped() by name and left out, never silently used. */
   static Dataset
   Load(const DatasetScan & scan, const VolumeReader & reader, const NormalizationRule & rule = {});
 
-  /** Adds a case from raw (not yet normalised) images; throws InputError when they disagree in geometry
-   *  or hold a non-finite voxel. */
+  /** Adds a case from raw (not yet normalised) images and, when given, its segmentation; throws InputError when
+   *  they disagree in geometry or hold a non-finite voxel. */
   void
-  AddCase(const std::string & name, const std::map<std::string, Volume> & rawImages);
+  AddCase(const std::string &                   name,
+          const std::map<std::string, Volume> & rawImages,
+          const Volume *                        segmentation = nullptr);
 
   const std::vector<TrainingCase> &
   Cases() const

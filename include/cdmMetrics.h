@@ -7,7 +7,11 @@
 
 #include "cdmVolume.h"
 
+#include "cdmNormalization.h"
+
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
 namespace cdm
@@ -43,6 +47,47 @@ LeastSquaresGain(const Volume & reference, const Volume & prediction, const Volu
 
 ImageMetrics
 CompareVolumes(const Volume & reference, const Volume & prediction, double dataRange, const Volume * mask = nullptr);
+
+/** The rule `cdm evaluate` normalises a reference by (99.5th foreground percentile = 1, clipped at 1.5): fixed, so
+ *  that figures stay comparable when a model's own training rule changes. */
+NormalizationRule
+EvaluationRule();
+
+/** BraSyn's intensity protocol (BraTS 2023 synthesis challenge): clip to the 0.5th and 99.5th percentiles of the
+ *  voxels inside `brain` (nonzero) and scale that range to [0, 1]; outside the brain 0. Throws InputError when the
+ *  mask is empty or its geometry differs. */
+void
+BraSynNormalize(Volume & image, const Volume & brain);
+
+/** Figures per region (DESIGN.md section 5; a mean over normal tissue hides the tumour): "brain" (nonzero `brain`),
+ *  and with a BraTS segmentation (labels 1 necrotic core, 2 oedema, 3 enhancing tumour) also "tumour" (label > 0),
+ *  "enhancing" (label 3) and "non_tumour" (brain, label 0), each inside the brain. The SSIM map is computed on the
+ *  whole image and averaged per region. A region without voxels is left out of the map. */
+std::map<std::string, ImageMetrics>
+CompareRegions(const Volume & reference,
+               const Volume & prediction,
+               double         dataRange,
+               const Volume & brain,
+               const Volume * segmentation = nullptr);
+
+/** \brief How well a voxel-wise uncertainty (e.g. the std over K samples) flags the errors. */
+struct UncertaintyFigures
+{
+  double  Spearman{ 0.0 };   ///< rank correlation of uncertainty and |error|
+  double  AUROC{ 0.0 };      ///< of the uncertainty as a detector of the worst `fraction` of |error|
+  double  Fraction{ 0.1 };   ///< the share of voxels counted as worst
+  int64_t Voxels{ 0 };       ///< voxels that entered (inside the mask)
+};
+
+/** Spearman's rho between `uncertainty` and |reference - prediction|, and the AUROC of the uncertainty for
+ *  flagging the `worstFraction` of voxels with the largest |error| (ties share ranks), inside the mask (nonzero).
+ *  Throws InputError when geometries differ or the mask is empty. */
+UncertaintyFigures
+CompareUncertainty(const Volume & reference,
+                   const Volume & prediction,
+                   const Volume & uncertainty,
+                   const Volume & mask,
+                   double         worstFraction = 0.1);
 
 } // namespace cdm
 

@@ -117,6 +117,13 @@ public:
   Representation
   SampleRepresentation(const SourceVolumes & sources, const SynthesisOptions & options = {}) const;
 
+  /** The representation ablations (DESIGN.md section 5; `cdm synthesize --representation`): "sampled" returns
+   *  `sampled`; "oracle" the MRM encoding of `reference`, an image of the target modality (the true target: the
+   *  most z can carry); "zero" zeros. Cells and source scales are kept, so the synthesis normalises as before.
+   *  Throws InputError for an unknown mode, an oracle without a reference, or a reference of another shape. */
+  Representation
+  ReplaceRepresentation(const Representation & sampled, const std::string & mode, const Volume * reference) const;
+
   /** The part of the sources the C-UNet reads to synthesise `output` of an image of `imageSize`: the output
    *  region padded by the receptive-field halo (not along a 2D model's slice axis), widened to the network's
    *  alignment, and cropped to the image. */

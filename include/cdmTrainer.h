@@ -41,6 +41,20 @@ struct TrainingOptions
   double                     ValidationFraction{ 0.2 };
   int                        SliceAxis{ 2 };
   double                     SourceDropout{ 0.0 }; ///< > 0 trains for missing sources (availability masks)
+  /** Share of the training patches centred on a tumour voxel (cases with a `-seg` file); the rest are uniform. */
+  double TumourFraction{ 0.5 };
+  /** Extra weight of the synthesis loss inside the tumour: L1 weighted 1 + w there (0 = plain L1). */
+  double TumourLossWeight{ 0.0 };
+  /** The C-UNet stage trains the MRM encoder with the C-UNet (DiffIR's stage-1 teacher), so that z carries what
+   *  the synthesis needs and the sources cannot show; false keeps the MRM encoder frozen. */
+  bool TeacherEncoder{ true };
+  /** The MDN's diffusion (a new cdm model only): "diffir" (T = 4, DiffIR's schedule, every reverse step unrolled
+   *  in training: fast, and in practice deterministic) or "linear" (T = 1000, DDPM's linear betas, one random
+   *  timestep per item in training, 20 strided DDIM steps in sampling: K samples of z differ where the sources leave
+   *  the target undetermined). */
+  std::string MdnSchedule{ "diffir" };
+  /** Gaussian noise on z while the C-UNet trains, relative to z's spread: the C-UNet learns to tolerate z_hat. */
+  double RepresentationNoise{ 0.0 };
 
   /** The iterations of one stage: its override, else Iterations. */
   int
@@ -63,6 +77,8 @@ struct TrainingProgress
   bool        HasValidation{ false };
   double      ValidationPSNR{ 0.0 };
   double      ValidationSSIM{ 0.0 };
+  bool        HasTumourValidation{ false }; ///< some validation item shows a tumour
+  double      ValidationTumourPSNR{ 0.0 };  ///< inside the tumour, over the items that show one
 };
 
 /** \brief What a stage did: its loss at the start and the end (means over a few iterations) and validation. */
@@ -75,6 +91,7 @@ struct StageReport
   double      LastLoss{ 0.0 };
   double      ValidationPSNR{ 0.0 };
   double      ValidationSSIM{ 0.0 };
+  double      ValidationTumourPSNR{ 0.0 };
   double      Seconds{ 0.0 };
 };
 

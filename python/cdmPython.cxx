@@ -239,6 +239,7 @@ Train(const TrainingData & data, const TrainingOptions & options, TrainingObserv
                                { "last_loss", stage.LastLoss },
                                { "validation_psnr", stage.ValidationPSNR },
                                { "validation_ssim", stage.ValidationSSIM },
+                               { "validation_tumour_psnr", stage.ValidationTumourPSNR },
                                { "seconds", stage.Seconds } });
   }
   return json.dump();

@@ -94,7 +94,13 @@ Dataset::Load(const DatasetScan & scan, const VolumeReader & reader, const Norma
         raw[modality] = reader(path);
         raw[modality].Description = path;
       }
-      data.AddCase(files.Name, raw);
+      Volume segmentation;
+      if (!files.Segmentation.empty())
+      {
+        segmentation = reader(files.Segmentation);
+        segmentation.Description = files.Segmentation;
+      }
+      data.AddCase(files.Name, raw, files.Segmentation.empty() ? nullptr : &segmentation);
     }
     catch (const std::exception & e)
     {
@@ -105,7 +111,9 @@ Dataset::Load(const DatasetScan & scan, const VolumeReader & reader, const Norma
 }
 
 void
-Dataset::AddCase(const std::string & name, const std::map<std::string, Volume> & rawImages)
+Dataset::AddCase(const std::string &                   name,
+                 const std::map<std::string, Volume> & rawImages,
+                 const Volume *                        segmentation)
 {
   if (rawImages.empty())
   {
@@ -127,6 +135,16 @@ Dataset::AddCase(const std::string & name, const std::map<std::string, Volume> &
     m_Rule.Apply(normalised.Voxels, scale);
     entry.Scales[modality] = scale;
     entry.Images[modality] = std::move(normalised);
+  }
+  if (segmentation)
+  {
+    std::string why;
+    if (!SameGeometry(first, *segmentation, &why))
+    {
+      throw InputError("segmentation disagrees with the images: " + why);
+    }
+    CheckFinite(*segmentation);
+    entry.Segmentation = *segmentation;
   }
   m_Cases.push_back(std::move(entry));
 }

@@ -5,7 +5,9 @@
 #include "cdmMetrics.h"
 #include "cdmError.h"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 namespace cdm
@@ -193,6 +195,196 @@ CompareVolumes(const Volume & reference, const Volume & prediction, double dataR
   }
   return CompareImages(
     reference.Voxels, prediction.Voxels, reference.Size, dataRange, mask ? &maskValues : nullptr, false);
+}
+
+NormalizationRule
+EvaluationRule()
+{
+  NormalizationRule rule;
+  rule.Method = "foreground-percentile-scale";
+  rule.UpperPercentile = 99.5;
+  rule.ForegroundFraction = 0.05;
+  rule.Clip = 1.5;
+  return rule;
+}
+
+void
+BraSynNormalize(Volume & image, const Volume & brain)
+{
+  std::string why;
+  if (!SameGeometry(image, brain, &why))
+  {
+    throw InputError("BraSyn normalisation of '" + image.Description + "': " + why);
+  }
+  std::vector<float> inside;
+  for (size_t i = 0; i < image.Voxels.size(); ++i)
+  {
+    if (brain.Voxels[i] != 0.0f)
+    {
+      inside.push_back(image.Voxels[i]);
+    }
+  }
+  if (inside.empty())
+  {
+    throw InputError("BraSyn normalisation of '" + image.Description + "': the brain mask '" + brain.Description +
+                     "' selects no voxel");
+  }
+  const double low = Percentile(inside, 0.5);
+  const double high = Percentile(inside, 99.5);
+  const double range = std::max(high - low, 1e-12);
+  for (size_t i = 0; i < image.Voxels.size(); ++i)
+  {
+    const double clipped = std::clamp(static_cast<double>(image.Voxels[i]), low, high);
+    image.Voxels[i] = brain.Voxels[i] != 0.0f ? static_cast<float>((clipped - low) / range) : 0.0f;
+  }
+}
+
+std::map<std::string, ImageMetrics>
+CompareRegions(const Volume & reference,
+               const Volume & prediction,
+               double         dataRange,
+               const Volume & brain,
+               const Volume * segmentation)
+{
+  std::string why;
+  if (!SameGeometry(reference, prediction, &why) || !SameGeometry(reference, brain, &why) ||
+      (segmentation && !SameGeometry(reference, *segmentation, &why)))
+  {
+    throw InputError("metrics: " + why);
+  }
+  const size_t                                                   n = reference.Voxels.size();
+  std::map<std::string, std::function<bool(float label)>> rules{
+    { "brain", [](float) { return true; } }
+  };
+  if (segmentation)
+  {
+    rules["tumour"] = [](float label) { return label > 0.5f; };
+    rules["enhancing"] = [](float label) { return std::lround(label) == 3; };
+    rules["non_tumour"] = [](float label) { return label <= 0.5f; };
+  }
+  std::map<std::string, ImageMetrics> regions;
+  for (const auto & [name, inside] : rules)
+  {
+    std::vector<uint8_t> mask(n, 0);
+    bool                 any = false;
+    for (size_t i = 0; i < n; ++i)
+    {
+      const float label = segmentation ? segmentation->Voxels[i] : 0.0f;
+      mask[i] = brain.Voxels[i] != 0.0f && inside(label);
+      any = any || mask[i];
+    }
+    if (any)
+    {
+      regions[name] = CompareImages(reference.Voxels, prediction.Voxels, reference.Size, dataRange, &mask, false);
+    }
+  }
+  return regions;
+}
+
+namespace
+{
+/** Ranks 1..n of the values, ties given their mean rank. */
+std::vector<double>
+Ranks(const std::vector<double> & values)
+{
+  std::vector<size_t> order(values.size());
+  for (size_t i = 0; i < order.size(); ++i)
+  {
+    order[i] = i;
+  }
+  std::sort(order.begin(), order.end(), [&values](size_t a, size_t b) { return values[a] < values[b]; });
+  std::vector<double> ranks(values.size());
+  for (size_t start = 0; start < order.size();)
+  {
+    size_t end = start + 1;
+    while (end < order.size() && values[order[end]] == values[order[start]])
+    {
+      ++end;
+    }
+    const double mean = 0.5 * static_cast<double>(start + 1 + end);
+    for (size_t k = start; k < end; ++k)
+    {
+      ranks[order[k]] = mean;
+    }
+    start = end;
+  }
+  return ranks;
+}
+
+double
+PearsonOf(const std::vector<double> & a, const std::vector<double> & b)
+{
+  const auto n = static_cast<double>(a.size());
+  double     meanA = 0.0, meanB = 0.0;
+  for (size_t i = 0; i < a.size(); ++i)
+  {
+    meanA += a[i] / n;
+    meanB += b[i] / n;
+  }
+  double cross = 0.0, varianceA = 0.0, varianceB = 0.0;
+  for (size_t i = 0; i < a.size(); ++i)
+  {
+    cross += (a[i] - meanA) * (b[i] - meanB);
+    varianceA += (a[i] - meanA) * (a[i] - meanA);
+    varianceB += (b[i] - meanB) * (b[i] - meanB);
+  }
+  return varianceA > 0.0 && varianceB > 0.0 ? cross / std::sqrt(varianceA * varianceB) : 0.0;
+}
+} // namespace
+
+UncertaintyFigures
+CompareUncertainty(const Volume & reference,
+                   const Volume & prediction,
+                   const Volume & uncertainty,
+                   const Volume & mask,
+                   double         worstFraction)
+{
+  std::string why;
+  if (!SameGeometry(reference, prediction, &why) || !SameGeometry(reference, uncertainty, &why) ||
+      !SameGeometry(reference, mask, &why))
+  {
+    throw InputError("uncertainty figures: " + why);
+  }
+  if (!(worstFraction > 0.0 && worstFraction < 1.0))
+  {
+    throw InputError("uncertainty figures: the worst fraction must lie in (0, 1), got " +
+                     std::to_string(worstFraction));
+  }
+  std::vector<double> errors, spreads;
+  for (size_t i = 0; i < reference.Voxels.size(); ++i)
+  {
+    if (mask.Voxels[i] != 0.0f)
+    {
+      errors.push_back(std::abs(static_cast<double>(reference.Voxels[i]) - prediction.Voxels[i]));
+      spreads.push_back(uncertainty.Voxels[i]);
+    }
+  }
+  if (errors.empty())
+  {
+    throw InputError("uncertainty figures: the mask '" + mask.Description + "' selects no voxel");
+  }
+  UncertaintyFigures figures;
+  figures.Fraction = worstFraction;
+  figures.Voxels = static_cast<int64_t>(errors.size());
+  const std::vector<double> errorRanks = Ranks(errors);
+  const std::vector<double> spreadRanks = Ranks(spreads);
+  figures.Spearman = PearsonOf(errorRanks, spreadRanks);
+  // Positives: the voxels whose error rank lies in the top fraction. AUROC by Mann-Whitney on the spread ranks.
+  const double threshold = static_cast<double>(errors.size()) * (1.0 - worstFraction);
+  double       positives = 0.0, rankSum = 0.0;
+  for (size_t i = 0; i < errors.size(); ++i)
+  {
+    if (errorRanks[i] > threshold)
+    {
+      positives += 1.0;
+      rankSum += spreadRanks[i];
+    }
+  }
+  const double negatives = static_cast<double>(errors.size()) - positives;
+  figures.AUROC = positives > 0.0 && negatives > 0.0
+                    ? (rankSum - positives * (positives + 1.0) / 2.0) / (positives * negatives)
+                    : 0.5;
+  return figures;
 }
 
 } // namespace cdm

@@ -601,6 +601,40 @@ Model::Encode(const Volume & target) const
 }
 
 Representation
+Model::ReplaceRepresentation(const Representation & sampled, const std::string & mode, const Volume * reference) const
+{
+  if (mode == "sampled")
+  {
+    return sampled;
+  }
+  Representation replaced = sampled;
+  replaced.Samples = 1;
+  if (mode == "zero")
+  {
+    replaced.Values.assign(static_cast<size_t>(sampled.Cells * sampled.Dim), 0.0f);
+    return replaced;
+  }
+  if (mode != "oracle")
+  {
+    throw InputError("representation '" + mode + "' is unknown; expected sampled, oracle or zero");
+  }
+  if (!reference)
+  {
+    throw InputError("the oracle representation needs a reference image of the target modality (" +
+                     m_Impl->Config.Target + ")");
+  }
+  const Representation oracle = Encode(*reference);
+  if (oracle.Cells != sampled.Cells || oracle.Dim != sampled.Dim)
+  {
+    throw InputError("reference '" + reference->Description + "' gives " + std::to_string(oracle.Cells) +
+                     " representation cell(s); expected " + std::to_string(sampled.Cells) +
+                     " as the sources give (the same size and slice axis)");
+  }
+  replaced.Values = oracle.Values;
+  return replaced;
+}
+
+Representation
 Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOptions & options) const
 {
   CheckSources(sources);

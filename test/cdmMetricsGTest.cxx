@@ -191,4 +191,85 @@ TEST(Dataset, ScanReportsCasesThatLackAFileByName)
   EXPECT_NE(data.Skipped()[1].find("BraTS-001: cannot read image"), std::string::npos) << data.Skipped()[1];
   fs::remove_all(root);
 }
+
+/** A 1 x 1 x n volume holding the given values. */
+cdm::Volume
+Line(const std::vector<float> & values, const std::string & name)
+{
+  cdm::Volume v;
+  v.Dimension = 3;
+  v.Size = { static_cast<int64_t>(values.size()), 1, 1 };
+  v.Voxels = values;
+  v.Description = name;
+  return v;
+}
+
+TEST(Metrics, BraSynNormalisationClipsToTheBrainPercentilesAndScalesToUnitRange)
+{
+  // 201 brain voxels 0..200 and one outlier outside the brain: the 0.5/99.5 percentiles are 1 and 199.
+  std::vector<float> values, brainValues;
+  for (int i = 0; i <= 200; ++i)
+  {
+    values.push_back(static_cast<float>(i));
+    brainValues.push_back(1.0f);
+  }
+  values.push_back(5000.0f);
+  brainValues.push_back(0.0f);
+  cdm::Volume       image = Line(values, "image");
+  const cdm::Volume brain = Line(brainValues, "brain");
+  cdm::BraSynNormalize(image, brain);
+  EXPECT_FLOAT_EQ(image.Voxels[0], 0.0f);   // below the 0.5th percentile: clipped to 0
+  EXPECT_FLOAT_EQ(image.Voxels[1], 0.0f);   // the 0.5th percentile itself
+  EXPECT_FLOAT_EQ(image.Voxels[100], 0.5f); // (100 - 1) / (199 - 1)
+  EXPECT_FLOAT_EQ(image.Voxels[200], 1.0f); // above the 99.5th: clipped to 1
+  EXPECT_FLOAT_EQ(image.Voxels[201], 0.0f); // outside the brain
+  cdm::Volume empty = Line(values, "image");
+  EXPECT_THROW(cdm::BraSynNormalize(empty, Line(std::vector<float>(values.size(), 0.0f), "nothing")),
+               cdm::InputError);
+}
+
+TEST(Metrics, RegionFiguresSeparateTheTumourFromTheRestOfTheBrain)
+{
+  // Ten brain voxels; the prediction errs by 0.1 on the two enhancing voxels only.
+  const cdm::Volume reference = Line({ 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.0f }, "ref");
+  const cdm::Volume prediction = Line({ 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.6f, 0.6f, 0.0f }, "pred");
+  const cdm::Volume brain = Line({ 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0 }, "brain");
+  const cdm::Volume labels = Line({ 0, 0, 0, 0, 0, 2, 2, 1, 3, 3, 0 }, "seg");
+  const auto        regions = cdm::CompareRegions(reference, prediction, 1.0, brain, &labels);
+  ASSERT_EQ(regions.size(), 4u);
+  EXPECT_NEAR(regions.at("brain").MAE, 0.02, 1e-6);     // 0.2 over 10 voxels
+  EXPECT_NEAR(regions.at("tumour").MAE, 0.04, 1e-6);    // 0.2 over 5 voxels
+  EXPECT_NEAR(regions.at("enhancing").MAE, 0.1, 1e-6);  // both enhancing voxels err
+  EXPECT_NEAR(regions.at("enhancing").PSNR, 20.0, 1e-4);
+  EXPECT_EQ(regions.at("non_tumour").MAE, 0.0);
+  EXPECT_EQ(regions.at("tumour").Voxels, 5);
+  EXPECT_EQ(regions.at("non_tumour").Voxels, 5);
+  // Without a segmentation only the brain; a region without voxels is left out.
+  EXPECT_EQ(cdm::CompareRegions(reference, prediction, 1.0, brain).size(), 1u);
+  const cdm::Volume noEnhancing = Line({ 0, 0, 0, 0, 0, 2, 2, 1, 1, 1, 0 }, "seg");
+  EXPECT_EQ(cdm::CompareRegions(reference, prediction, 1.0, brain, &noEnhancing).count("enhancing"), 0u);
+}
+
+TEST(Metrics, UncertaintyThatRanksTheErrorsScoresOneAndItsReverseZero)
+{
+  std::vector<float> reference(100, 1.0f), prediction(100), brain(100, 1.0f), faithful(100), reversed(100);
+  for (int i = 0; i < 100; ++i)
+  {
+    prediction[i] = 1.0f + 0.01f * static_cast<float>(i); // |error| grows with i
+    faithful[i] = 0.5f * static_cast<float>(i);            // any increasing map of |error|
+    reversed[i] = static_cast<float>(100 - i);
+  }
+  const cdm::Volume r = Line(reference, "ref"), p = Line(prediction, "pred"), m = Line(brain, "brain");
+  const auto        good = cdm::CompareUncertainty(r, p, Line(faithful, "std"), m, 0.1);
+  EXPECT_NEAR(good.Spearman, 1.0, 1e-9);
+  EXPECT_NEAR(good.AUROC, 1.0, 1e-9);
+  const auto bad = cdm::CompareUncertainty(r, p, Line(reversed, "std"), m, 0.1);
+  EXPECT_NEAR(bad.Spearman, -1.0, 1e-9);
+  EXPECT_NEAR(bad.AUROC, 0.0, 1e-9);
+  // A flat map carries no ranking: AUROC one half.
+  const auto flat = cdm::CompareUncertainty(r, p, Line(std::vector<float>(100, 0.0f), "std"), m, 0.1);
+  EXPECT_NEAR(flat.AUROC, 0.5, 1e-9);
+  EXPECT_EQ(good.Voxels, 100);
+  EXPECT_THROW(cdm::CompareUncertainty(r, p, Line(faithful, "std"), m, 0.0), cdm::InputError);
+}
 } // namespace

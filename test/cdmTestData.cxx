@@ -30,7 +30,7 @@ enum Tissue
 } // namespace
 
 std::map<std::string, Volume>
-MakeCase(uint64_t seed, const std::array<int64_t, 3> & size)
+MakeCase(uint64_t seed, const std::array<int64_t, 3> & size, Volume * segmentation)
 {
   std::mt19937_64                        random(seed * 7919 + 13);
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
@@ -58,6 +58,10 @@ MakeCase(uint64_t seed, const std::array<int64_t, 3> & size)
   geometry.Origin = { -12.5, 30.0, size[2] > 1 ? 7.0 : 0.0 };
   geometry.Direction = { 0, 1, 0, -1, 0, 0, 0, 0, 1 }; // rotated in-plane: geometry must be kept exactly
   std::map<std::string, Volume> images;
+  if (segmentation)
+  {
+    *segmentation = geometry.EmptyCopy("seg");
+  }
   for (const auto & [name, intensities] : table)
   {
     Volume                           volume = geometry.EmptyCopy(name);
@@ -98,8 +102,12 @@ MakeCase(uint64_t seed, const std::array<int64_t, 3> & size)
             }
           }
           const double value = intensities[tissue] + (tissue == Background ? 0.0 : noise(random));
-          volume.Voxels[static_cast<size_t>(x + size[0] * (y + size[1] * z))] =
-            static_cast<float>(std::max(0.0, value) * unit);
+          const auto   index = static_cast<size_t>(x + size[0] * (y + size[1] * z));
+          volume.Voxels[index] = static_cast<float>(std::max(0.0, value) * unit);
+          if (segmentation)
+          {
+            segmentation->Voxels[index] = tissue == Core ? 1.0f : (tissue == Oedema ? 2.0f : (tissue == Rim ? 3.0f : 0.0f));
+          }
         }
       }
     }
@@ -109,12 +117,15 @@ MakeCase(uint64_t seed, const std::array<int64_t, 3> & size)
 }
 
 Dataset
-MakeDataset(int cases, uint64_t seed, const std::array<int64_t, 3> & size)
+MakeDataset(int cases, uint64_t seed, const std::array<int64_t, 3> & size, bool withSegmentation)
 {
   Dataset data;
   for (int i = 0; i < cases; ++i)
   {
-    data.AddCase("case" + std::to_string(i), MakeCase(seed + static_cast<uint64_t>(i), size));
+    Volume                              segmentation;
+    const std::map<std::string, Volume> images =
+      MakeCase(seed + static_cast<uint64_t>(i), size, withSegmentation ? &segmentation : nullptr);
+    data.AddCase("case" + std::to_string(i), images, withSegmentation ? &segmentation : nullptr);
   }
   return data;
 }

@@ -22,13 +22,17 @@ namespace testing
  *  lesion (core, enhancing rim, oedema). Intensities per tissue follow MR contrast rules (CSF dark on T1 and FLAIR,
  *  bright on T2; the rim enhances on t1c), with a per-case contrast parameter that every modality shows, a random
  *  intensity unit per modality, and noise. Non-trivial spacing, origin and direction. Deterministic for a seed.
- *  (The project's full phantom generator is `cdm phantom`; this one is for fast unit tests.) */
+ *  (The project's full phantom generator is `cdm phantom`; this one is for fast unit tests.) With `segmentation`,
+ *  also the lesion's BraTS labels (1 core, 2 oedema, 3 enhancing rim) on the same grid. */
 std::map<std::string, Volume>
-MakeCase(uint64_t seed, const std::array<int64_t, 3> & size = { { 32, 32, 6 } });
+MakeCase(uint64_t seed, const std::array<int64_t, 3> & size = { { 32, 32, 6 } }, Volume * segmentation = nullptr);
 
-/** A data set of `cases` generated cases. */
+/** A data set of `cases` generated cases (with their segmentations when asked). */
 Dataset
-MakeDataset(int cases, uint64_t seed, const std::array<int64_t, 3> & size = { { 32, 32, 6 } });
+MakeDataset(int                            cases,
+            uint64_t                       seed,
+            const std::array<int64_t, 3> & size = { { 32, 32, 6 } },
+            bool                           withSegmentation = false);
 
 /** A fresh, empty temporary folder for one test. */
 std::string

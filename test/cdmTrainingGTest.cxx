@@ -38,7 +38,7 @@ TinyOptions(const std::string & output, int iterations)
 double
 NormalisedPSNR(const cdm::Volume & reference, const cdm::Volume & prediction)
 {
-  const cdm::NormalizationRule rule;
+  const cdm::NormalizationRule rule = cdm::EvaluationRule();
   cdm::Volume                  r = reference, p = prediction;
   rule.Apply(r.Voxels, rule.ComputeScale(reference));
   rule.Apply(p.Voxels, rule.ComputeScale(prediction)); // each by its own rule, as `cdm evaluate` does

@@ -82,12 +82,15 @@ class _ImageFileReader(_engine.VolumeFileReader):
 def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm", dimension=2, iterations=200,
           stage_iterations=None, stage="all", resume=False, device="auto", seed=0, batch_size=0, patch_size=0,
           learning_rate=0.0, validation_interval=50, checkpoint_interval=50, validation_fraction=0.2,
-          source_dropout=0.0, progress=None, callback=None):
+          source_dropout=0.0, tumour_fraction=None, tumour_loss_weight=None, teacher_encoder=None,
+          representation_noise=None, mdn_schedule=None, progress=None, callback=None):
     """Trains a model on a folder of BraTS-layout cases (``<case>/<case>-<modality>.nii.gz``), as ``cdm train``.
 
     ``target``: the modality to synthesize; ``sources``: the ones it reads (default: the other three);
     ``preset``: ``tiny``, ``small`` or ``paper``; ``model_kind``: ``cdm`` or a baseline ``unet`` / ``ddim``;
     ``iterations`` per stage, ``stage_iterations`` a dict of per-stage overrides (e.g. ``{"cunet": 450}``).
+    ``tumour_fraction``, ``tumour_loss_weight``, ``teacher_encoder``, ``representation_noise``, ``mdn_schedule``:
+    as ``cdm train``'s options of those names (None: the engine's default).
     Writes ``out`` (the ``.cdm`` file) and a resumable checkpoint ``out + ".ckpt"`` (``resume=True`` continues it).
     Shows a progress bar in a terminal or notebook (``progress``: True / False / None = auto); ``callback`` gets
     each progress line as a dict. Returns the run's report (a dict: stages with losses and validation PSNR/SSIM).
@@ -127,6 +130,16 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
     options.CheckpointInterval = int(checkpoint_interval)
     options.ValidationFraction = float(validation_fraction)
     options.SourceDropout = float(source_dropout)
+    if tumour_fraction is not None:
+        options.TumourFraction = float(tumour_fraction)
+    if tumour_loss_weight is not None:
+        options.TumourLossWeight = float(tumour_loss_weight)
+    if teacher_encoder is not None:
+        options.TeacherEncoder = bool(teacher_encoder)
+    if representation_noise is not None:
+        options.RepresentationNoise = float(representation_noise)
+    if mdn_schedule is not None:
+        options.MdnSchedule = str(mdn_schedule)
     observer = _Observer(_progress_wanted(progress), callback)
     try:
         report = json.loads(_engine.Train(data, options, observer))

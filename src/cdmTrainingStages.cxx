@@ -1,0 +1,145 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#include "cdmTrainingStages.h"
+
+#include <torch/torch.h>
+
+namespace cdm
+{
+
+namespace
+{
+at::Tensor
+MaskedMean(const at::Tensor & values, const at::Tensor & mask)
+{
+  return (values * mask).sum() / mask.sum().clamp_min(1.0);
+}
+} // namespace
+
+at::Tensor
+SynthesisLoss(const at::Tensor & prediction, const Batch & batch, double tumourWeight)
+{
+  const at::Tensor error = (prediction - batch.Target).abs();
+  if (tumourWeight <= 0.0)
+  {
+    return error.mean();
+  }
+  const at::Tensor weight = 1.0 + tumourWeight * batch.Tumour;
+  return (error * weight).sum() / weight.sum();
+}
+
+std::map<std::string, StageDefinition>
+DefineStages(const Model::Impl & impl, const TrainingOptions & options)
+{
+  const int    trainSteps = impl.Config.Diffusion.TrainSteps;
+  const bool   unrolled = impl.Config.Diffusion.SamplingSteps <= 16;
+  const double tumourWeight = options.TumourLossWeight;
+  // z_hat during training. DiffIR: unroll every reverse step from q(z_{T-1} | z) with gradients; long schedules:
+  // one random step.
+  const auto trainingRepresentation = [&impl, trainSteps, unrolled](const at::Tensor & condition,
+                                                                     const at::Tensor & z) {
+    if (unrolled)
+    {
+      const at::Tensor start = impl.Schedule->QSample(z, trainSteps - 1, torch::randn_like(z));
+      return impl.SampleRepresentation(condition, start, 0.0, {});
+    }
+    const int        t = static_cast<int>(torch::randint(trainSteps, { 1 }).item<int64_t>());
+    const at::Tensor zt = impl.Schedule->QSample(z, t, torch::randn_like(z));
+    return impl.Denoiser->forward(
+      zt, condition, torch::full({ z.size(0) }, static_cast<double>(t) / trainSteps, z.options()));
+  };
+  const auto sampledRepresentation = [&impl, &options](const Batch & b) {
+    const at::Tensor condition = impl.EncodeSources(b.Sources);
+    const at::Tensor start = SeededNoise({ condition.size(0), condition.size(1) }, options.Seed + 17, impl.Device);
+    return impl.SampleRepresentation(condition, start, 0.0, {});
+  };
+  // The C-UNet stage's z: the target's encoding, trained with the C-UNet when the encoder is a teacher (DiffIR's
+  // stage 1: z learns what the synthesis needs and the sources do not show), with optional noise so that the
+  // C-UNet tolerates the MDN's estimate.
+  const auto teacherRepresentation = [&impl, &options](const Batch & b) {
+    at::Tensor z = impl.EncodeTarget(b.Target);
+    if (!options.TeacherEncoder)
+    {
+      z = z.detach();
+    }
+    if (options.RepresentationNoise > 0.0)
+    {
+      z = z + options.RepresentationNoise * z.detach().std() * torch::randn_like(z);
+    }
+    return z;
+  };
+
+  std::map<std::string, StageDefinition> stages;
+  stages["mrm"] = { "mrm",
+                    { "mrm_encoder", "mrm_decoder" },
+                    1.0,
+                    [&impl](const Batch & b) {
+                      const auto [prediction, mask] = impl.ReconstructMasked(b.Target);
+                      return MaskedMean((prediction - b.Target).pow(2), mask);
+                    },
+                    [&impl, &options](const Batch & b) {
+                      torch::manual_seed(options.Seed + 29);
+                      return impl.ReconstructMasked(b.Target).first;
+                    } };
+  stages["cunet"] = { "cunet",
+                      options.TeacherEncoder ? std::vector<std::string>{ "unet", "mrm_encoder" }
+                                             : std::vector<std::string>{ "unet" },
+                      1.0,
+                      [&impl, teacherRepresentation, tumourWeight](const Batch & b) {
+                        return SynthesisLoss(impl.SynthesizeBatch(b.Sources, teacherRepresentation(b)), b, tumourWeight);
+                      },
+                      [&impl](const Batch & b) { return impl.SynthesizeBatch(b.Sources, impl.EncodeTarget(b.Target)); } };
+  stages["mdn"] = { "mdn",
+                    { "source_encoder", "denoiser" },
+                    1.0,
+                    [&impl, trainingRepresentation](const Batch & b) {
+                      const at::Tensor z = impl.EncodeTarget(b.Target).detach();
+                      return (trainingRepresentation(impl.EncodeSources(b.Sources), z) - z).abs().mean();
+                    },
+                    [&impl, sampledRepresentation](const Batch & b) {
+                      return impl.SynthesizeBatch(b.Sources, sampledRepresentation(b));
+                    } };
+  stages["finetune"] = { "finetune",
+                         { "source_encoder", "denoiser", "unet" },
+                         0.2,
+                         [&impl, trainingRepresentation, tumourWeight](const Batch & b) {
+                           const at::Tensor z = impl.EncodeTarget(b.Target).detach();
+                           const at::Tensor zHat = trainingRepresentation(impl.EncodeSources(b.Sources), z);
+                           return SynthesisLoss(impl.SynthesizeBatch(b.Sources, zHat), b, tumourWeight) +
+                                  (zHat - z).abs().mean();
+                         },
+                         stages["mdn"].Predict };
+  // The baselines, trained by the same loop: a UNet regressor, and image-space diffusion predicting noise.
+  stages["unet"] = { "unet",
+                     { "unet" },
+                     1.0,
+                     [&impl, tumourWeight](const Batch & b) {
+                       return SynthesisLoss(impl.SynthesizeBatch(b.Sources, {}), b, tumourWeight);
+                     },
+                     [&impl](const Batch & b) { return impl.SynthesizeBatch(b.Sources, {}); } };
+  stages["ddim"] = { "ddim",
+                     { "unet", "time_embedding" },
+                     1.0,
+                     [&impl, trainSteps](const Batch & b) {
+                       const int64_t    batch = b.Target.size(0);
+                       const at::Tensor t = torch::randint(trainSteps, { batch }, torch::kLong);
+                       const at::Tensor alphaBars =
+                         torch::tensor(impl.Schedule->AlphaBars(), torch::kFloat64).index_select(0, t);
+                       std::vector<int64_t> shape(static_cast<size_t>(b.Target.dim()), 1);
+                       shape[0] = batch;
+                       const at::Tensor abar = alphaBars.to(torch::kFloat32).view(shape).to(impl.Device);
+                       const at::Tensor noise = torch::randn_like(b.Target);
+                       const at::Tensor xt = abar.sqrt() * b.Target + (1.0 - abar).sqrt() * noise;
+                       const at::Tensor fraction = (t.to(torch::kFloat32) / trainSteps).to(impl.Device);
+                       return (impl.PredictNoise(b.Sources, xt, fraction) - noise).pow(2).mean();
+                     },
+                     [&impl, &options](const Batch & b) {
+                       const std::vector<int64_t> shape = b.Target.sizes().vec();
+                       return impl.SampleImage(b.Sources, SeededNoise(shape, options.Seed + 17, impl.Device), 0.0, {});
+                     } };
+  return stages;
+}
+
+} // namespace cdm

@@ -1,0 +1,42 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+#ifndef cdmTrainingStages_h
+#define cdmTrainingStages_h
+
+// Internal header of the core engine (src/ only): the training stages of every model kind, defined in one place.
+#include "cdmTrainer.h"
+#include "cdmTrainingBatch.h"
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace cdm
+{
+
+/** One training stage: which networks it trains, its loss, and its prediction for validation. */
+struct StageDefinition
+{
+  std::string                              Name;
+  std::vector<std::string>                 Networks; ///< parameter prefixes in the model file
+  double                                   LearningRateFactor{ 1.0 };
+  std::function<at::Tensor(const Batch &)> Loss;
+  std::function<at::Tensor(const Batch &)> Predict; ///< run under NoGradGuard
+};
+
+/** The stages of every model kind by name (DESIGN.md section 1): mrm, cunet, mdn, finetune (cdm), unet, ddim. The
+ *  returned functions refer to `impl` and `options`, which must outlive them. */
+std::map<std::string, StageDefinition>
+DefineStages(const Model::Impl & impl, const TrainingOptions & options);
+
+/** The synthesis loss L_Syn: L1, weighted 1 + tumourWeight inside the tumour (a mean over normal tissue would
+ *  otherwise drown the few tumour voxels), normalised by the total weight. */
+at::Tensor
+SynthesisLoss(const at::Tensor & prediction, const Batch & batch, double tumourWeight);
+
+} // namespace cdm
+
+#endif
