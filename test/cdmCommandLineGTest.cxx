@@ -78,7 +78,10 @@ protected:
     {
       WriteCase(s_Root + "/data", "case" + std::to_string(i), cdm::testing::MakeCase(200 + i));
     }
-    WriteCase(s_Root + "/test", "held", cdm::testing::MakeCase(777));
+    cdm::Volume labels;
+    auto        held = cdm::testing::MakeCase(777, { 32, 32, 6 }, &labels);
+    held["seg"] = labels;
+    WriteCase(s_Root + "/test", "held", held);
     s_Model = s_Root + "/tiny.cdm";
   }
   static void
@@ -195,6 +198,64 @@ TEST_F(CommandLine, TrainSynthesizeEvaluateEndToEnd)
   ASSERT_EQ(info.ExitCode, 0) << info.Output;
   EXPECT_TRUE(Contains(info.Output, "t1n, t2w, t2f -> t1c")) << info.Output;
   EXPECT_TRUE(Contains(info.Output, "\"format_version\": 1")) << info.Output;
+}
+
+TEST_F(CommandLine, RegionsBraSynAblationAndUncertaintyFaces)
+{
+  ASSERT_EQ(TrainedModel().ExitCode, 0) << s_Train.Output;
+  const std::string output = s_Root + "/faces-t1c.nii.gz";
+  const std::string spread = s_Root + "/faces-uncertainty.nii.gz";
+  ASSERT_EQ(RunCdm("synthesize --quiet --model " + s_Model + " " + AllSources() + " --output " + output +
+                   " --samples 3 --eta 1 --uncertainty " + spread)
+              .ExitCode,
+            0);
+  // Region figures: the tumour and its enhancing part apart from the rest of the brain.
+  const std::string common = "evaluate --reference " + Held("t1c") + " --prediction " + output + " --mask " +
+                             Held("t1n") + " --segmentation " + Held("seg") + " --json";
+  const Result regions = RunCdm(common + " --normalize gain --uncertainty " + spread);
+  ASSERT_EQ(regions.ExitCode, 0) << regions.Output;
+  const nlohmann::json figures = nlohmann::json::parse(regions.Output);
+  for (const char * name : { "brain", "tumour", "enhancing", "non_tumour" })
+  {
+    ASSERT_TRUE(figures["regions"].contains(name)) << regions.Output;
+  }
+  EXPECT_EQ(figures["regions"]["tumour"]["voxels"].get<int64_t>() +
+              figures["regions"]["non_tumour"]["voxels"].get<int64_t>(),
+            figures["regions"]["brain"]["voxels"].get<int64_t>());
+  EXPECT_EQ(figures["psnr"], figures["regions"]["brain"]["psnr"]);
+  EXPECT_GE(figures["uncertainty"]["auroc_worst"].get<double>(), 0.0);
+  EXPECT_LE(figures["uncertainty"]["auroc_worst"].get<double>(), 1.0);
+  // BraSyn's protocol scores other figures than the default one, on [0, 1].
+  const Result brasyn = RunCdm(common + " --protocol brasyn");
+  ASSERT_EQ(brasyn.ExitCode, 0) << brasyn.Output;
+  const nlohmann::json b = nlohmann::json::parse(brasyn.Output);
+  EXPECT_EQ(b["protocol"], "brasyn");
+  EXPECT_NE(b["regions"]["tumour"]["ssim"], figures["regions"]["tumour"]["ssim"]);
+  // The text form prints one row per region.
+  const Result table = RunCdm("evaluate --reference " + Held("t1c") + " --prediction " + output + " --mask " +
+                              Held("t1n") + " --segmentation " + Held("seg"));
+  EXPECT_TRUE(Contains(table.Output, "enhancing")) << table.Output;
+
+  // Ablations of z: zero and oracle give images; oracle without a reference is refused, naming what it needs.
+  const std::string zero = s_Root + "/faces-zero.nii.gz";
+  ASSERT_EQ(RunCdm("synthesize --quiet --model " + s_Model + " " + AllSources() + " --output " + zero +
+                   " --representation zero")
+              .ExitCode,
+            0);
+  EXPECT_EQ(cdm::ReadVolume(zero).Size, cdm::ReadVolume(output).Size);
+  const std::string oracle = s_Root + "/faces-oracle.nii.gz";
+  ASSERT_EQ(RunCdm("synthesize --quiet --model " + s_Model + " " + AllSources() + " --output " + oracle +
+                   " --representation oracle --reference " + Held("t1c"))
+              .ExitCode,
+            0);
+  const Result refused = RunCdm("synthesize --quiet --model " + s_Model + " " + AllSources() + " --output " + oracle +
+                                " --representation oracle");
+  EXPECT_EQ(refused.ExitCode, 1) << refused.Output;
+  EXPECT_TRUE(Contains(refused.Output, "reference")) << refused.Output;
+  // A montage with an uncertainty panel has one more column.
+  const std::string png = s_Root + "/faces.png";
+  ASSERT_EQ(RunCdm("montage " + Held("t1c") + " " + output + " --uncertainty " + spread + " --out " + png).ExitCode, 0);
+  EXPECT_EQ(cdm::ReadVolume(png).Size[0], 3 * (32 + 2) - 2);
 }
 
 TEST_F(CommandLine, TwoDimensionalSourcesGiveATwoDimensionalOutput)
