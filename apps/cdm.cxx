@@ -634,8 +634,14 @@ main(int argc, char ** argv)
   trainCommand
     ->add_option("--tumour-loss-weight",
                  train.Options.TumourLossWeight,
-                 "Extra weight of the synthesis loss inside the tumour (L1 weighted 1 + w there)")
+                 "Extra weight of the synthesis loss inside the tumour (weighted 1 + w there)")
     ->check(CLI::Range(0.0, 1000.0))
+    ->capture_default_str();
+  trainCommand
+    ->add_option("--synthesis-loss",
+                 train.Options.SynthesisLoss,
+                 "L_Syn: l1 (median where the sources leave a voxel uncertain) or l2 (mean, what PSNR rewards)")
+    ->check(CLI::IsMember({ "l1", "l2" }))
     ->capture_default_str();
   trainCommand
     ->add_option("--teacher-encoder",

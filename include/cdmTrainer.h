@@ -43,8 +43,11 @@ struct TrainingOptions
   double                     SourceDropout{ 0.0 }; ///< > 0 trains for missing sources (availability masks)
   /** Share of the training patches centred on a tumour voxel (cases with a `-seg` file); the rest are uniform. */
   double TumourFraction{ 0.5 };
-  /** Extra weight of the synthesis loss inside the tumour: L1 weighted 1 + w there (0 = plain L1). */
+  /** Extra weight of the synthesis loss inside the tumour: weighted 1 + w there (0 = unweighted). */
   double TumourLossWeight{ 0.0 };
+  /** The synthesis loss L_Syn: "l1" (the paper's and DiffIR's) or "l2". Where the sources leave a voxel uncertain
+   *  (a thin enhancing rim), L1 settles on the median, i.e. no enhancement; L2 on the mean, which PSNR rewards. */
+  std::string SynthesisLoss{ "l1" };
   /** The C-UNet stage trains the MRM encoder with the C-UNet (DiffIR's stage-1 teacher), so that z carries what
    *  the synthesis needs and the sources cannot show; false keeps the MRM encoder frozen. */
   bool TeacherEncoder{ true };

@@ -414,6 +414,7 @@ Train(const Dataset &                                       data,
   provenance["source_dropout"] = options.SourceDropout;
   provenance["tumour_fraction"] = options.TumourFraction;
   provenance["tumour_loss_weight"] = options.TumourLossWeight;
+  provenance["synthesis_loss"] = options.SynthesisLoss;
   provenance["teacher_encoder"] = options.TeacherEncoder;
   provenance["representation_noise"] = options.RepresentationNoise;
   provenance["mdn_schedule"] = impl.Config.Diffusion.Schedule;

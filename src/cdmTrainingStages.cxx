@@ -3,6 +3,7 @@
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
 #include "cdmTrainingStages.h"
+#include "cdmError.h"
 
 #include <torch/torch.h>
 
@@ -19,9 +20,10 @@ MaskedMean(const at::Tensor & values, const at::Tensor & mask)
 } // namespace
 
 at::Tensor
-SynthesisLoss(const at::Tensor & prediction, const Batch & batch, double tumourWeight)
+SynthesisLoss(const at::Tensor & prediction, const Batch & batch, double tumourWeight, const std::string & kind)
 {
-  const at::Tensor error = (prediction - batch.Target).abs();
+  const at::Tensor difference = prediction - batch.Target;
+  const at::Tensor error = kind == "l2" ? difference.pow(2) : difference.abs();
   if (tumourWeight <= 0.0)
   {
     return error.mean();
@@ -36,6 +38,11 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   const int    trainSteps = impl.Config.Diffusion.TrainSteps;
   const bool   unrolled = impl.Config.Diffusion.SamplingSteps <= 16;
   const double tumourWeight = options.TumourLossWeight;
+  if (options.SynthesisLoss != "l1" && options.SynthesisLoss != "l2")
+  {
+    throw InputError("training: synthesis loss '" + options.SynthesisLoss + "' is unknown; expected l1 or l2");
+  }
+  const std::string lossKind = options.SynthesisLoss;
   // z_hat during training. DiffIR: unroll every reverse step from q(z_{T-1} | z) with gradients; long schedules:
   // one random step.
   const auto trainingRepresentation = [&impl, trainSteps, unrolled](const at::Tensor & condition,
@@ -87,8 +94,9 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
                       options.TeacherEncoder ? std::vector<std::string>{ "unet", "mrm_encoder" }
                                              : std::vector<std::string>{ "unet" },
                       1.0,
-                      [&impl, teacherRepresentation, tumourWeight](const Batch & b) {
-                        return SynthesisLoss(impl.SynthesizeBatch(b.Sources, teacherRepresentation(b)), b, tumourWeight);
+                      [&impl, teacherRepresentation, tumourWeight, lossKind](const Batch & b) {
+                        return SynthesisLoss(
+                          impl.SynthesizeBatch(b.Sources, teacherRepresentation(b)), b, tumourWeight, lossKind);
                       },
                       [&impl](const Batch & b) { return impl.SynthesizeBatch(b.Sources, impl.EncodeTarget(b.Target)); } };
   stages["mdn"] = { "mdn",
@@ -104,10 +112,10 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   stages["finetune"] = { "finetune",
                          { "source_encoder", "denoiser", "unet" },
                          0.2,
-                         [&impl, trainingRepresentation, tumourWeight](const Batch & b) {
+                         [&impl, trainingRepresentation, tumourWeight, lossKind](const Batch & b) {
                            const at::Tensor z = impl.EncodeTarget(b.Target).detach();
                            const at::Tensor zHat = trainingRepresentation(impl.EncodeSources(b.Sources), z);
-                           return SynthesisLoss(impl.SynthesizeBatch(b.Sources, zHat), b, tumourWeight) +
+                           return SynthesisLoss(impl.SynthesizeBatch(b.Sources, zHat), b, tumourWeight, lossKind) +
                                   (zHat - z).abs().mean();
                          },
                          stages["mdn"].Predict };
@@ -115,8 +123,8 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   stages["unet"] = { "unet",
                      { "unet" },
                      1.0,
-                     [&impl, tumourWeight](const Batch & b) {
-                       return SynthesisLoss(impl.SynthesizeBatch(b.Sources, {}), b, tumourWeight);
+                     [&impl, tumourWeight, lossKind](const Batch & b) {
+                       return SynthesisLoss(impl.SynthesizeBatch(b.Sources, {}), b, tumourWeight, lossKind);
                      },
                      [&impl](const Batch & b) { return impl.SynthesizeBatch(b.Sources, {}); } };
   stages["ddim"] = { "ddim",

@@ -32,10 +32,10 @@ struct StageDefinition
 std::map<std::string, StageDefinition>
 DefineStages(const Model::Impl & impl, const TrainingOptions & options);
 
-/** The synthesis loss L_Syn: L1, weighted 1 + tumourWeight inside the tumour (a mean over normal tissue would
- *  otherwise drown the few tumour voxels), normalised by the total weight. */
+/** The synthesis loss L_Syn: L1 or L2 (`kind` "l1" or "l2"), weighted 1 + tumourWeight inside the tumour (a mean
+ *  over normal tissue would otherwise drown the few tumour voxels), normalised by the total weight. */
 at::Tensor
-SynthesisLoss(const at::Tensor & prediction, const Batch & batch, double tumourWeight);
+SynthesisLoss(const at::Tensor & prediction, const Batch & batch, double tumourWeight, const std::string & kind);
 
 } // namespace cdm
 

@@ -11,6 +11,7 @@
 #include "cdmTestData.h"
 #include "cdmTrainer.h"
 #include "cdmTrainingBatch.h"
+#include "cdmTrainingStages.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -62,6 +63,25 @@ TEST(Fidelity, TumourSamplerCentresItsConfiguredShareOfPatchesOnTheTumour)
   const cdm::PatchSampler none(plain, { 0, 1 }, model.GetImpl(), 16, 0.75);
   EXPECT_FALSE(none.HasTumour());
   EXPECT_THROW(cdm::PatchSampler(data, cases, model.GetImpl(), 16, 1.5), cdm::InputError);
+}
+
+TEST(Fidelity, SynthesisLossWeighsTheTumourAndSquaresWhenAsked)
+{
+  // Four voxels, one of them tumour, where the prediction errs by 2.
+  cdm::Batch batch;
+  batch.Target = torch::zeros({ 1, 1, 2, 2 });
+  batch.Tumour = torch::tensor({ 1.0f, 0.0f, 0.0f, 0.0f }).view({ 1, 1, 2, 2 });
+  const at::Tensor prediction = batch.Tumour * 2.0;
+  EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 0.0, "l1").item<float>(), 0.5f);
+  EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 0.0, "l2").item<float>(), 1.0f);
+  // Weight 3: the tumour voxel counts 4 times among 7.
+  EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 3.0, "l1").item<float>(), 8.0f / 7.0f);
+  EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 3.0, "l2").item<float>(), 16.0f / 7.0f);
+  // An unknown loss is refused by name when the stages are defined.
+  const cdm::Model     model = cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c"), 1, "cpu");
+  cdm::TrainingOptions options;
+  options.SynthesisLoss = "huber";
+  EXPECT_THROW(cdm::DefineStages(model.GetImpl(), options), cdm::InputError);
 }
 
 /** A tiny cdm model whose Condition Embedding (FiLM) is non-zero, so that z changes the synthesis. */

@@ -83,14 +83,14 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
           stage_iterations=None, stage="all", resume=False, device="auto", seed=0, batch_size=0, patch_size=0,
           learning_rate=0.0, validation_interval=50, checkpoint_interval=50, validation_fraction=0.2,
           source_dropout=0.0, tumour_fraction=None, tumour_loss_weight=None, teacher_encoder=None,
-          representation_noise=None, mdn_schedule=None, progress=None, callback=None):
+          representation_noise=None, mdn_schedule=None, synthesis_loss=None, progress=None, callback=None):
     """Trains a model on a folder of BraTS-layout cases (``<case>/<case>-<modality>.nii.gz``), as ``cdm train``.
 
     ``target``: the modality to synthesize; ``sources``: the ones it reads (default: the other three);
     ``preset``: ``tiny``, ``small`` or ``paper``; ``model_kind``: ``cdm`` or a baseline ``unet`` / ``ddim``;
     ``iterations`` per stage, ``stage_iterations`` a dict of per-stage overrides (e.g. ``{"cunet": 450}``).
-    ``tumour_fraction``, ``tumour_loss_weight``, ``teacher_encoder``, ``representation_noise``, ``mdn_schedule``:
-    as ``cdm train``'s options of those names (None: the engine's default).
+    ``tumour_fraction``, ``tumour_loss_weight``, ``synthesis_loss``, ``teacher_encoder``, ``representation_noise``,
+    ``mdn_schedule``: as ``cdm train``'s options of those names (None: the engine's default).
     Writes ``out`` (the ``.cdm`` file) and a resumable checkpoint ``out + ".ckpt"`` (``resume=True`` continues it).
     Shows a progress bar in a terminal or notebook (``progress``: True / False / None = auto); ``callback`` gets
     each progress line as a dict. Returns the run's report (a dict: stages with losses and validation PSNR/SSIM).
@@ -140,6 +140,8 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
         options.RepresentationNoise = float(representation_noise)
     if mdn_schedule is not None:
         options.MdnSchedule = str(mdn_schedule)
+    if synthesis_loss is not None:
+        options.SynthesisLoss = str(synthesis_loss)
     observer = _Observer(_progress_wanted(progress), callback)
     try:
         report = json.loads(_engine.Train(data, options, observer))
