@@ -254,7 +254,7 @@ RunSynthesize(const SynthesizeArguments & arguments)
     }
   };
   // The two halves timed apart: source encoder + MDN sampling, then the C-UNet (what bench/ reports).
-  const auto                 loaded = std::chrono::steady_clock::now();
+  const auto          loaded = std::chrono::steady_clock::now();
   cdm::Representation representation = model.SampleRepresentation(sources, options);
   if (arguments.RepresentationMode != "sampled")
   {
@@ -420,7 +420,8 @@ RunEvaluate(const EvaluateArguments & arguments)
   else
   {
     std::cout << std::left << std::setw(12) << "region" << std::right << std::setw(10) << "PSNR (dB)" << std::setw(9)
-              << "SSIM" << std::setw(10) << "MAE" << std::setw(10) << "voxels" << "\n";
+              << "SSIM" << std::setw(10) << "MAE" << std::setw(10) << "voxels"
+              << "\n";
     for (const char * name : { "brain", "tumour", "enhancing", "non_tumour" })
     {
       const auto found = regions.find(name);
@@ -437,8 +438,8 @@ RunEvaluate(const EvaluateArguments & arguments)
   }
   if (!arguments.Json && !arguments.Uncertainty.empty())
   {
-    std::cout << std::fixed << std::setprecision(3) << "uncertainty vs |error|: Spearman " << uncertaintyFigures.Spearman
-              << ", AUROC for the worst 10 % " << uncertaintyFigures.AUROC << std::endl;
+    std::cout << std::fixed << std::setprecision(3) << "uncertainty vs |error|: Spearman "
+              << uncertaintyFigures.Spearman << ", AUROC for the worst 10 % " << uncertaintyFigures.AUROC << std::endl;
   }
   return 0;
 }

@@ -73,10 +73,10 @@ CompareRegions(const Volume & reference,
 /** \brief How well a voxel-wise uncertainty (e.g. the std over K samples) flags the errors. */
 struct UncertaintyFigures
 {
-  double  Spearman{ 0.0 };   ///< rank correlation of uncertainty and |error|
-  double  AUROC{ 0.0 };      ///< of the uncertainty as a detector of the worst `fraction` of |error|
-  double  Fraction{ 0.1 };   ///< the share of voxels counted as worst
-  int64_t Voxels{ 0 };       ///< voxels that entered (inside the mask)
+  double  Spearman{ 0.0 }; ///< rank correlation of uncertainty and |error|
+  double  AUROC{ 0.0 };    ///< of the uncertainty as a detector of the worst `fraction` of |error|
+  double  Fraction{ 0.1 }; ///< the share of voxels counted as worst
+  int64_t Voxels{ 0 };     ///< voxels that entered (inside the mask)
 };
 
 /** Spearman's rho between `uncertainty` and |reference - prediction|, and the AUROC of the uncertainty for

@@ -111,9 +111,7 @@ Dataset::Load(const DatasetScan & scan, const VolumeReader & reader, const Norma
 }
 
 void
-Dataset::AddCase(const std::string &                   name,
-                 const std::map<std::string, Volume> & rawImages,
-                 const Volume *                        segmentation)
+Dataset::AddCase(const std::string & name, const std::map<std::string, Volume> & rawImages, const Volume * segmentation)
 {
   if (rawImages.empty())
   {

@@ -252,10 +252,8 @@ CompareRegions(const Volume & reference,
   {
     throw InputError("metrics: " + why);
   }
-  const size_t                                                   n = reference.Voxels.size();
-  std::map<std::string, std::function<bool(float label)>> rules{
-    { "brain", [](float) { return true; } }
-  };
+  const size_t                                            n = reference.Voxels.size();
+  std::map<std::string, std::function<bool(float label)>> rules{ { "brain", [](float) { return true; } } };
   if (segmentation)
   {
     rules["tumour"] = [](float label) { return label > 0.5f; };

@@ -46,7 +46,7 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   // z_hat during training. DiffIR: unroll every reverse step from q(z_{T-1} | z) with gradients; long schedules:
   // one random step.
   const auto trainingRepresentation = [&impl, trainSteps, unrolled](const at::Tensor & condition,
-                                                                     const at::Tensor & z) {
+                                                                    const at::Tensor & z) {
     if (unrolled)
     {
       const at::Tensor start = impl.Schedule->QSample(z, trainSteps - 1, torch::randn_like(z));
@@ -90,15 +90,15 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
                       torch::manual_seed(options.Seed + 29);
                       return impl.ReconstructMasked(b.Target).first;
                     } };
-  stages["cunet"] = { "cunet",
-                      options.TeacherEncoder ? std::vector<std::string>{ "unet", "mrm_encoder" }
-                                             : std::vector<std::string>{ "unet" },
-                      1.0,
-                      [&impl, teacherRepresentation, tumourWeight, lossKind](const Batch & b) {
-                        return SynthesisLoss(
-                          impl.SynthesizeBatch(b.Sources, teacherRepresentation(b)), b, tumourWeight, lossKind);
-                      },
-                      [&impl](const Batch & b) { return impl.SynthesizeBatch(b.Sources, impl.EncodeTarget(b.Target)); } };
+  stages["cunet"] = {
+    "cunet",
+    options.TeacherEncoder ? std::vector<std::string>{ "unet", "mrm_encoder" } : std::vector<std::string>{ "unet" },
+    1.0,
+    [&impl, teacherRepresentation, tumourWeight, lossKind](const Batch & b) {
+      return SynthesisLoss(impl.SynthesizeBatch(b.Sources, teacherRepresentation(b)), b, tumourWeight, lossKind);
+    },
+    [&impl](const Batch & b) { return impl.SynthesizeBatch(b.Sources, impl.EncodeTarget(b.Target)); }
+  };
   stages["mdn"] = { "mdn",
                     { "source_encoder", "denoiser" },
                     1.0,

@@ -60,8 +60,8 @@ Validate(const std::vector<Batch> &                       batches,
       {
         size[static_cast<size_t>(reference.dim() - 1 - d)] = reference.size(d);
       }
-      const std::vector<float> r = Values<float>(reference);
-      const std::vector<float> p = Values<float>(predicted);
+      const std::vector<float>   r = Values<float>(reference);
+      const std::vector<float>   p = Values<float>(predicted);
       const std::vector<uint8_t> m = Values<uint8_t>(mask);
       const ImageMetrics         metrics = CompareImages(r, p, size, 1.0, &m);
       figures.PSNR += metrics.PSNR;

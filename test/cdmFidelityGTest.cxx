@@ -44,7 +44,8 @@ ShareCentredOnTumour(const cdm::PatchSampler & sampler, int batches, uint64_t se
 TEST(Fidelity, TumourSamplerCentresItsConfiguredShareOfPatchesOnTheTumour)
 {
   const cdm::Dataset data = cdm::testing::MakeDataset(4, 7, { 48, 48, 6 }, true);
-  const cdm::Model   model = cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 1, "cpu");
+  const cdm::Model   model =
+    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 1, "cpu");
   std::vector<size_t> cases(data.Cases().size());
   std::iota(cases.begin(), cases.end(), 0);
   // Patches of 16 on 48x48 slices: a uniform crop rarely centres on the lesion.
@@ -88,7 +89,8 @@ TEST(Fidelity, SynthesisLossWeighsTheTumourAndSquaresWhenAsked)
 cdm::Model
 ModelWithActiveFilm()
 {
-  const cdm::Model model = cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 5, "cpu");
+  const cdm::Model model =
+    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 5, "cpu");
   torch::NoGradGuard noGrad;
   torch::manual_seed(11);
   for (auto & [name, tensor] : model.GetImpl().NamedParameters())
@@ -114,13 +116,13 @@ MaxDifference(const cdm::Volume & a, const cdm::Volume & b)
 
 TEST(Fidelity, RepresentationAblationsReplaceZAsTheyName)
 {
-  const cdm::Model    model = ModelWithActiveFilm();
-  auto                sources = cdm::testing::MakeCase(21, { 32, 32, 4 });
-  const cdm::Volume   reference = sources.at("t1c");
-  const cdm::Volume   other = cdm::testing::MakeCase(22, { 32, 32, 4 }).at("t1c");
+  const cdm::Model  model = ModelWithActiveFilm();
+  auto              sources = cdm::testing::MakeCase(21, { 32, 32, 4 });
+  const cdm::Volume reference = sources.at("t1c");
+  const cdm::Volume other = cdm::testing::MakeCase(22, { 32, 32, 4 }).at("t1c");
   sources.erase("t1c");
   const cdm::Representation sampled = model.SampleRepresentation(sources);
-  const auto synthesize = [&](const cdm::Representation & z) {
+  const auto                synthesize = [&](const cdm::Representation & z) {
     return model.SynthesizeRegion(sources, z, cdm::Region{}).Image;
   };
   const cdm::Volume fromSampled = synthesize(sampled);
@@ -145,13 +147,13 @@ TEST(Fidelity, RepresentationAblationsReplaceZAsTheyName)
   EXPECT_THROW(model.ReplaceRepresentation(sampled, "oracle", &thicker), cdm::InputError);
 
   // With the untrained (zero) FiLM of a fresh model, z has no effect: the ablation measures the C-UNet, not itself.
-  const cdm::Model fresh = cdm::Model::Create(model.Config(), 5, "cpu");
+  const cdm::Model          fresh = cdm::Model::Create(model.Config(), 5, "cpu");
   const cdm::Representation freshSampled = fresh.SampleRepresentation(sources);
-  EXPECT_EQ(MaxDifference(fresh.SynthesizeRegion(sources, freshSampled, cdm::Region{}).Image,
-                          fresh.SynthesizeRegion(sources, fresh.ReplaceRepresentation(freshSampled, "zero", nullptr),
-                                                 cdm::Region{})
-                            .Image),
-            0.0);
+  EXPECT_EQ(
+    MaxDifference(
+      fresh.SynthesizeRegion(sources, freshSampled, cdm::Region{}).Image,
+      fresh.SynthesizeRegion(sources, fresh.ReplaceRepresentation(freshSampled, "zero", nullptr), cdm::Region{}).Image),
+    0.0);
 }
 
 /** Mean absolute error inside the tumour of a unet trained with the given tumour share, on held-out cases. */

@@ -224,8 +224,7 @@ TEST(Metrics, BraSynNormalisationClipsToTheBrainPercentilesAndScalesToUnitRange)
   EXPECT_FLOAT_EQ(image.Voxels[200], 1.0f); // above the 99.5th: clipped to 1
   EXPECT_FLOAT_EQ(image.Voxels[201], 0.0f); // outside the brain
   cdm::Volume empty = Line(values, "image");
-  EXPECT_THROW(cdm::BraSynNormalize(empty, Line(std::vector<float>(values.size(), 0.0f), "nothing")),
-               cdm::InputError);
+  EXPECT_THROW(cdm::BraSynNormalize(empty, Line(std::vector<float>(values.size(), 0.0f), "nothing")), cdm::InputError);
 }
 
 TEST(Metrics, RegionFiguresSeparateTheTumourFromTheRestOfTheBrain)
@@ -237,9 +236,9 @@ TEST(Metrics, RegionFiguresSeparateTheTumourFromTheRestOfTheBrain)
   const cdm::Volume labels = Line({ 0, 0, 0, 0, 0, 2, 2, 1, 3, 3, 0 }, "seg");
   const auto        regions = cdm::CompareRegions(reference, prediction, 1.0, brain, &labels);
   ASSERT_EQ(regions.size(), 4u);
-  EXPECT_NEAR(regions.at("brain").MAE, 0.02, 1e-6);     // 0.2 over 10 voxels
-  EXPECT_NEAR(regions.at("tumour").MAE, 0.04, 1e-6);    // 0.2 over 5 voxels
-  EXPECT_NEAR(regions.at("enhancing").MAE, 0.1, 1e-6);  // both enhancing voxels err
+  EXPECT_NEAR(regions.at("brain").MAE, 0.02, 1e-6);    // 0.2 over 10 voxels
+  EXPECT_NEAR(regions.at("tumour").MAE, 0.04, 1e-6);   // 0.2 over 5 voxels
+  EXPECT_NEAR(regions.at("enhancing").MAE, 0.1, 1e-6); // both enhancing voxels err
   EXPECT_NEAR(regions.at("enhancing").PSNR, 20.0, 1e-4);
   EXPECT_EQ(regions.at("non_tumour").MAE, 0.0);
   EXPECT_EQ(regions.at("tumour").Voxels, 5);
@@ -256,7 +255,7 @@ TEST(Metrics, UncertaintyThatRanksTheErrorsScoresOneAndItsReverseZero)
   for (int i = 0; i < 100; ++i)
   {
     prediction[i] = 1.0f + 0.01f * static_cast<float>(i); // |error| grows with i
-    faithful[i] = 0.5f * static_cast<float>(i);            // any increasing map of |error|
+    faithful[i] = 0.5f * static_cast<float>(i);           // any increasing map of |error|
     reversed[i] = static_cast<float>(100 - i);
   }
   const cdm::Volume r = Line(reference, "ref"), p = Line(prediction, "pred"), m = Line(brain, "brain");

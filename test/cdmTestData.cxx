@@ -106,7 +106,8 @@ MakeCase(uint64_t seed, const std::array<int64_t, 3> & size, Volume * segmentati
           volume.Voxels[index] = static_cast<float>(std::max(0.0, value) * unit);
           if (segmentation)
           {
-            segmentation->Voxels[index] = tissue == Core ? 1.0f : (tissue == Oedema ? 2.0f : (tissue == Rim ? 3.0f : 0.0f));
+            segmentation->Voxels[index] =
+              tissue == Core ? 1.0f : (tissue == Oedema ? 2.0f : (tissue == Rim ? 3.0f : 0.0f));
           }
         }
       }

@@ -130,18 +130,15 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
     options.CheckpointInterval = int(checkpoint_interval)
     options.ValidationFraction = float(validation_fraction)
     options.SourceDropout = float(source_dropout)
-    if tumour_fraction is not None:
-        options.TumourFraction = float(tumour_fraction)
-    if tumour_loss_weight is not None:
-        options.TumourLossWeight = float(tumour_loss_weight)
-    if teacher_encoder is not None:
-        options.TeacherEncoder = bool(teacher_encoder)
-    if representation_noise is not None:
-        options.RepresentationNoise = float(representation_noise)
-    if mdn_schedule is not None:
-        options.MdnSchedule = str(mdn_schedule)
-    if synthesis_loss is not None:
-        options.SynthesisLoss = str(synthesis_loss)
+    # Options left at None keep the engine's default (one source of truth for them).
+    for field, value, kind in (("TumourFraction", tumour_fraction, float),
+                               ("TumourLossWeight", tumour_loss_weight, float),
+                               ("TeacherEncoder", teacher_encoder, bool),
+                               ("RepresentationNoise", representation_noise, float),
+                               ("MdnSchedule", mdn_schedule, str),
+                               ("SynthesisLoss", synthesis_loss, str)):
+        if value is not None:
+            setattr(options, field, kind(value))
     observer = _Observer(_progress_wanted(progress), callback)
     try:
         report = json.loads(_engine.Train(data, options, observer))
