@@ -126,9 +126,11 @@ ResidualBlockImpl::ResidualBlockImpl(int dimension, int64_t inChannels, int64_t 
   if (conditionDim > 0)
   {
     m_Film = register_module("film", torch::nn::Linear(conditionDim, 2 * outChannels));
-    // Zero-initialised so that an untrained Condition Embedding is the identity.
+    // Small, not zero: an untrained Condition Embedding is nearly the identity, yet z (and so the teacher encoder)
+    // gets a gradient from the first step; zero weights pass none back to z until they have grown.
     torch::NoGradGuard noGrad;
-    m_Film->weight.zero_();
+    const double       bound = 0.1 / std::sqrt(static_cast<double>(conditionDim));
+    m_Film->weight.uniform_(-bound, bound);
     m_Film->bias.zero_();
   }
 }

@@ -71,15 +71,12 @@ Median(std::vector<double> values)
   std::sort(values.begin(), values.end());
   return values.empty() ? 1.0 : values[values.size() / 2];
 }
-} // namespace
 
-TrainingReport
-Train(const Dataset &                                       data,
-      const TrainingOptions &                               options,
-      const std::function<void(const TrainingProgress &)> & progress,
-      const std::atomic<bool> *                             stopRequested)
+/** Validates the options against the data and returns the stages to run (and, in `stageOrderOut`, all of the kind's).
+ */
+std::vector<std::string>
+StagesToRun(const Dataset & data, const TrainingOptions & options, std::vector<std::string> * stageOrderOut)
 {
-  const auto runStart = Clock::now();
   if (options.Output.empty())
   {
     throw InputError("training: no output model file given (--out)");
@@ -87,6 +84,10 @@ Train(const Dataset &                                       data,
   if (options.Iterations < 1)
   {
     throw InputError("training: iterations must be at least 1, got " + std::to_string(options.Iterations));
+  }
+  if (options.MdnSchedule != "diffir" && options.MdnSchedule != "linear")
+  {
+    throw InputError("training: MDN schedule '" + options.MdnSchedule + "' is unknown; expected diffir or linear");
   }
   // The stages of this model kind (validates the kind too).
   const std::vector<std::string> stageOrder =
@@ -142,8 +143,21 @@ Train(const Dataset &                                       data,
     }
   }
 
-  // The model: fresh, or the checkpoint's.
-  const std::string         checkpoint = CheckpointPath(options.Output);
+  *stageOrderOut = stageOrder;
+  return stages;
+}
+
+/** Where a run starts: a fresh model, or the checkpoint's weights, progress and stored optimiser state. */
+struct TrainingStart
+{
+  std::shared_ptr<Model::Impl> Impl;
+  nlohmann::json               State;
+  safetensors::NamedTensors    Stored;
+};
+
+TrainingStart
+StartModel(const Dataset & data, const TrainingOptions & options, const std::string & checkpoint)
+{
   nlohmann::json            state = { { "stage", "" }, { "iteration", 0 }, { "completed", nlohmann::json::object() } };
   safetensors::NamedTensors stored;
   std::shared_ptr<Model::Impl> implPointer;
@@ -189,10 +203,6 @@ Train(const Dataset &                                       data,
       config.Diffusion.BetaStart = 1e-4;
       config.Diffusion.BetaEnd = 2e-2;
     }
-    else if (options.MdnSchedule != "diffir" && options.MdnSchedule != "linear")
-    {
-      throw InputError("training: MDN schedule '" + options.MdnSchedule + "' is unknown; expected diffir or linear");
-    }
     config.Normalization = data.Rule();
     std::vector<double> scales;
     for (const auto & c : data.Cases())
@@ -203,8 +213,27 @@ Train(const Dataset &                                       data,
     torch::manual_seed(options.Seed);
     implPointer = std::make_shared<Model::Impl>(config, ToTorchDevice(ResolveDevice(options.Device)));
   }
-  Model::Impl &       impl = *implPointer;
-  const ModelConfig & config = impl.Config;
+  return { implPointer, state, stored };
+}
+
+} // namespace
+
+TrainingReport
+Train(const Dataset &                                       data,
+      const TrainingOptions &                               options,
+      const std::function<void(const TrainingProgress &)> & progress,
+      const std::atomic<bool> *                             stopRequested)
+{
+  const auto                         runStart = Clock::now();
+  std::vector<std::string>           stageOrder;
+  const std::vector<std::string>     stages = StagesToRun(data, options, &stageOrder);
+  const std::string                  checkpoint = CheckpointPath(options.Output);
+  TrainingStart                      start = StartModel(data, options, checkpoint);
+  nlohmann::json &                   state = start.State;
+  const safetensors::NamedTensors &  stored = start.Stored;
+  const std::shared_ptr<Model::Impl> implPointer = start.Impl;
+  Model::Impl &                      impl = *implPointer;
+  const ModelConfig &                config = impl.Config;
 
   // Training and validation cases: the last ValidationFraction of the (sorted) cases are held out.
   const size_t total = data.Cases().size();

@@ -146,8 +146,18 @@ TEST(Fidelity, RepresentationAblationsReplaceZAsTheyName)
   const cdm::Volume thicker = cdm::testing::MakeCase(23, { 32, 32, 6 }).at("t1c");
   EXPECT_THROW(model.ReplaceRepresentation(sampled, "oracle", &thicker), cdm::InputError);
 
-  // With the untrained (zero) FiLM of a fresh model, z has no effect: the ablation measures the C-UNet, not itself.
-  const cdm::Model          fresh = cdm::Model::Create(model.Config(), 5, "cpu");
+  // With a zero Condition Embedding, z has no effect: the ablation measures the C-UNet, not itself.
+  const cdm::Model fresh = cdm::Model::Create(model.Config(), 5, "cpu");
+  {
+    torch::NoGradGuard noGrad;
+    for (auto & [name, tensor] : fresh.GetImpl().NamedParameters())
+    {
+      if (name.rfind("unet.", 0) == 0 && name.find(".film.") != std::string::npos)
+      {
+        tensor.zero_();
+      }
+    }
+  }
   const cdm::Representation freshSampled = fresh.SampleRepresentation(sources);
   EXPECT_EQ(
     MaxDifference(
