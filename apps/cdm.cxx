@@ -89,6 +89,7 @@ struct TrainArguments
   std::string          Data;
   std::string          Sources;
   std::string          StageIterations;
+  std::string          IntensityRule{ "percentile" };
   int                  Threads{ 0 };
 };
 
@@ -137,7 +138,8 @@ RunTrain(const TrainArguments & arguments)
 
   const cdm::DatasetScan scan = cdm::ScanBraTSFolder(arguments.Data, modalities);
   std::cout << "[cdm train] reading " << scan.Cases.size() << " case(s) from " << arguments.Data << std::endl;
-  const cdm::Dataset data = cdm::Dataset::Load(scan, cdm::ReadVolume);
+  const cdm::Dataset data =
+    cdm::Dataset::Load(scan, cdm::ReadVolume, cdm::NormalizationRule::Named(arguments.IntensityRule));
   for (const auto & skipped : data.Skipped())
   {
     std::cerr << "[cdm train] skipped case " << skipped << std::endl;
@@ -637,6 +639,13 @@ main(int argc, char ** argv)
                  train.Options.TumourLossWeight,
                  "Extra weight of the synthesis loss inside the tumour (weighted 1 + w there)")
     ->check(CLI::Range(0.0, 1000.0))
+    ->capture_default_str();
+  trainCommand
+    ->add_option("--intensity-rule",
+                 train.IntensityRule,
+                 "Per-image normalisation, stored in the model: percentile (99.5th percentile = 1, clip 1.5) or "
+                 "median (foreground median = 1, clip 4: the enhancing rim neither sets the scale nor is clipped)")
+    ->check(CLI::IsMember({ "percentile", "median" }))
     ->capture_default_str();
   trainCommand
     ->add_option("--synthesis-loss",

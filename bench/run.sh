@@ -42,9 +42,10 @@ else
 fi
 STAGES="mrm=$((ITERATIONS * 1 / 15)),cunet=$((ITERATIONS * 8 / 15)),mdn=$((ITERATIONS * 2 / 15))"
 STAGES="${CDM_STAGES:-$STAGES,finetune=$((ITERATIONS - ITERATIONS * 1 / 15 - ITERATIONS * 8 / 15 - ITERATIONS * 2 / 15))}"
-# Every trained method: L2 synthesis loss, tumour voxels weighted 11x, learning rate 1e-3 (bench/EXPERIMENTS.md,
-# 2026-11-27: with L1 no method learned the enhancing rim; with these a 300-step unet gained 4.4 dB in the tumour).
-read -r -a extra_train_args <<<"${CDM_TRAIN_ARGS---synthesis-loss l2 --tumour-loss-weight 10 --learning-rate 1e-3}"
+# Every trained method: the median intensity rule, L2 synthesis loss, tumour voxels weighted 11x, learning rate 1e-3
+# (bench/EXPERIMENTS.md, 2026-11-27: with L1 no method learned the enhancing rim; with these a 300-step unet gained
+# 4.4 dB in the tumour).
+read -r -a extra_train_args <<<"${CDM_TRAIN_ARGS---intensity-rule median --synthesis-loss l2 --tumour-loss-weight 10 --learning-rate 1e-3 --teacher-encoder true}"
 has_method() { [[ ",$METHODS," == *",$1,"* ]]; }
 
 ./scripts/install-deps.sh >/dev/null

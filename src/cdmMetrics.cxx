@@ -200,12 +200,7 @@ CompareVolumes(const Volume & reference, const Volume & prediction, double dataR
 NormalizationRule
 EvaluationRule()
 {
-  NormalizationRule rule;
-  rule.Method = "foreground-percentile-scale";
-  rule.UpperPercentile = 99.5;
-  rule.ForegroundFraction = 0.05;
-  rule.Clip = 1.5;
-  return rule;
+  return NormalizationRule::Named("percentile");
 }
 
 void

@@ -99,4 +99,20 @@ NormalizationRule::Apply(std::vector<float> & voxels, double scale) const
   }
 }
 
+NormalizationRule
+NormalizationRule::Named(const std::string & name)
+{
+  NormalizationRule rule;
+  if (name == "median")
+  {
+    rule.UpperPercentile = 50.0;
+    rule.Clip = 4.0;
+  }
+  else if (name != "percentile")
+  {
+    throw InputError("intensity rule '" + name + "' is unknown; expected percentile or median");
+  }
+  return rule;
+}
+
 } // namespace cdm

@@ -271,4 +271,24 @@ TEST(Metrics, UncertaintyThatRanksTheErrorsScoresOneAndItsReverseZero)
   EXPECT_EQ(good.Voxels, 100);
   EXPECT_THROW(cdm::CompareUncertainty(r, p, Line(faithful, "std"), m, 0.0), cdm::InputError);
 }
+
+TEST(Metrics, NamedIntensityRulesAreThePercentileAndTheMedianOnes)
+{
+  const cdm::NormalizationRule percentile = cdm::NormalizationRule::Named("percentile");
+  EXPECT_EQ(percentile.UpperPercentile, cdm::NormalizationRule{}.UpperPercentile); // the default
+  EXPECT_EQ(percentile.Clip, 1.5);
+  const cdm::NormalizationRule median = cdm::NormalizationRule::Named("median");
+  EXPECT_EQ(median.UpperPercentile, 50.0);
+  EXPECT_EQ(median.Clip, 4.0);
+  // The median maps to 1 whatever the bright tail: a tenth of the voxels made 10x brighter leave it in place.
+  std::vector<float> values;
+  for (int i = 1; i <= 100; ++i)
+  {
+    values.push_back(i <= 90 ? 1.0f + 0.001f * static_cast<float>(i) : 10.0f);
+  }
+  const cdm::Volume line = Line(values, "line");
+  EXPECT_NEAR(median.ComputeScale(line), 1.0505, 1e-3);
+  EXPECT_GT(percentile.ComputeScale(line), 9.0);
+  EXPECT_THROW(cdm::NormalizationRule::Named("zscore"), cdm::InputError);
+}
 } // namespace
