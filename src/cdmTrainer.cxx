@@ -282,9 +282,7 @@ Train(const Dataset &                                       data,
   TrainingReport report;
   {
     // The constant baseline: the mean foreground intensity everywhere.
-    const auto constant = [](const Batch & b) {
-      return torch::ones_like(b.Target) * (b.Target * b.Mask).sum() / b.Mask.sum().clamp_min(1.0);
-    };
+    const auto constant = [](const Batch & b) { return torch::ones_like(b.Target) * MaskedMean(b.Target, b.Mask); };
     torch::NoGradGuard      noGrad;
     const ValidationFigures figures = Validate(validation, constant, torch::kCPU);
     report.ConstantBaselinePSNR = figures.PSNR;

@@ -97,14 +97,9 @@ PatchSampler::Sample(std::mt19937_64 & random, int64_t batchSize) const
     const bool onTumour = uniform(random) < m_TumourFraction && !m_TumourEntries.empty();
     if (onTumour)
     {
-      const Entry &        entry = m_Entries[m_TumourEntries[random() % m_TumourEntries.size()]];
-      const at::Tensor     voxel = entry.TumourVoxels[static_cast<int64_t>(random() % entry.TumourVoxels.size(0))];
-      std::vector<int64_t> centre;
-      for (int64_t d = 1; d < voxel.size(0); ++d)
-      {
-        centre.push_back(voxel[d].item<int64_t>());
-      }
-      items.push_back(Crop(entry, voxel[0].item<int64_t>(), &random, &centre));
+      const Entry &    entry = m_Entries[m_TumourEntries[random() % m_TumourEntries.size()]];
+      const at::Tensor voxel = entry.TumourVoxels[static_cast<int64_t>(random() % entry.TumourVoxels.size(0))];
+      items.push_back(CropAround(entry, voxel));
     }
     else
     {
@@ -125,14 +120,8 @@ PatchSampler::Fixed(int64_t count, int64_t perBatch) const
     if (i % 2 == 1 && !m_TumourEntries.empty())
     {
       // Through the middle of a tumour (its voxels are listed in slice order).
-      const Entry &        entry = m_Entries[m_TumourEntries[static_cast<size_t>(i / 2) % m_TumourEntries.size()]];
-      const at::Tensor     voxel = entry.TumourVoxels[entry.TumourVoxels.size(0) / 2];
-      std::vector<int64_t> centre;
-      for (int64_t d = 1; d < voxel.size(0); ++d)
-      {
-        centre.push_back(voxel[d].item<int64_t>());
-      }
-      items.push_back(Crop(entry, voxel[0].item<int64_t>(), nullptr, &centre));
+      const Entry & entry = m_Entries[m_TumourEntries[static_cast<size_t>(i / 2) % m_TumourEntries.size()]];
+      items.push_back(CropAround(entry, entry.TumourVoxels[entry.TumourVoxels.size(0) / 2]));
       continue;
     }
     const Entry & entry = m_Entries[static_cast<size_t>(i) % m_Entries.size()];
@@ -149,6 +138,17 @@ PatchSampler::Fixed(int64_t count, int64_t perBatch) const
                                               items.begin() + static_cast<std::ptrdiff_t>(end))));
   }
   return batches;
+}
+
+PatchSampler::Item
+PatchSampler::CropAround(const Entry & entry, const at::Tensor & voxel) const
+{
+  std::vector<int64_t> centre;
+  for (int64_t d = 1; d < voxel.size(0); ++d)
+  {
+    centre.push_back(voxel[d].item<int64_t>());
+  }
+  return Crop(entry, voxel[0].item<int64_t>(), nullptr, &centre);
 }
 
 PatchSampler::Item

@@ -79,6 +79,10 @@ private:
   Item
   Crop(const Entry & entry, int64_t slice, std::mt19937_64 * random, const std::vector<int64_t> * centre) const;
 
+  /** The item centred on `voxel`, a row (slice, position...) of an entry's TumourVoxels. */
+  Item
+  CropAround(const Entry & entry, const at::Tensor & voxel) const;
+
   static Batch
   Stack(const std::vector<Item> & items);
 

@@ -10,14 +10,11 @@
 namespace cdm
 {
 
-namespace
-{
 at::Tensor
 MaskedMean(const at::Tensor & values, const at::Tensor & mask)
 {
   return (values * mask).sum() / mask.sum().clamp_min(1.0);
 }
-} // namespace
 
 at::Tensor
 SynthesisLoss(const at::Tensor & prediction, const Batch & batch, double tumourWeight, const std::string & kind)

@@ -32,6 +32,10 @@ struct StageDefinition
 std::map<std::string, StageDefinition>
 DefineStages(const Model::Impl & impl, const TrainingOptions & options);
 
+/** The mean of `values` where `mask` is 1 (0 for an empty mask). */
+at::Tensor
+MaskedMean(const at::Tensor & values, const at::Tensor & mask);
+
 /** The synthesis loss L_Syn: L1 or L2 (`kind` "l1" or "l2"), weighted 1 + tumourWeight inside the tumour (a mean
  *  over normal tissue would otherwise drown the few tumour voxels), normalised by the total weight. */
 at::Tensor
