@@ -397,6 +397,11 @@ PhantomGenerator::PhantomGenerator(const PhantomOptions & options)
     throw InputError("phantom --tumour-slab: expected 0 (whole grid) .. " + std::to_string(options.Size[2]) +
                      " slices, got " + std::to_string(options.TumourSlab));
   }
+  if (!(options.Gadolinium < 0.0 || options.Gadolinium <= 5.0))
+  {
+    throw InputError("phantom --gadolinium: expected 0..5 mM (or leave it out to draw 0.3..0.8 per case), got " +
+                     std::to_string(options.Gadolinium));
+  }
   if (!(options.Spacing >= 0.25 && options.Spacing <= 10.0))
   {
     throw InputError("phantom --spacing: expected 0.25..10 mm, got " + std::to_string(options.Spacing));
@@ -586,7 +591,8 @@ PhantomGenerator::Generate(uint64_t seed) const
                teF = 120.0 * Uniform(random, 1 - jitter, 1 + jitter);
   const double csfT1 = TissueTable[Csf].T1;
   const double tiF = csfT1 * std::log(2.0 / (1.0 + std::exp(-trF / csfT1))) * Uniform(random, 0.97, 1.03); // nulls CSF
-  const double gadolinium = Uniform(random, 0.3, 0.8);                                                     // mM
+  const double drawnGadolinium = Uniform(random, 0.3, 0.8); // mM
+  const double gadolinium = m_Options.Gadolinium >= 0.0 ? m_Options.Gadolinium : drawnGadolinium;
   parameters["sequences"] = { { "t1", { { "TR", tr1 }, { "TE", te1 } } },
                               { "t2w", { { "TR", tr2 }, { "TE", te2 } } },
                               { "flair", { { "TR", trF }, { "TE", teF }, { "TI", tiF } } },

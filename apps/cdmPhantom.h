@@ -25,6 +25,9 @@ struct PhantomOptions
   std::string            TemplateDirectory{ "/usr/share/mricron/templates" };
   /** > 0: keep only this many axial slices, centred on the tumour (benchmarks on the slices that matter). */
   int64_t TumourSlab{ 0 };
+  /** >= 0: every case's gadolinium concentration in the enhancing rim, in mM, instead of its draw from 0.3..0.8
+   *  (the draw still happens, so every other parameter of a seed stays the same: a case's counterfactual dose). */
+  double Gadolinium{ -1.0 };
 };
 
 /** \brief One generated case: t1n, t1c, t2w, t2f (float) and the BraTS labels (1 necrotic core, 2 oedema,

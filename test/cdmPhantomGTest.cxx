@@ -127,6 +127,45 @@ TEST_P(Phantom, ASeedReproducesACaseBitForBit)
   EXPECT_EQ(a.ParametersJson, b.ParametersJson);
 }
 
+TEST_P(Phantom, AFixedDoseChangesOnlyTheContrastEnhancedImageInsideTheTumour)
+{
+  cdm::PhantomOptions options = SmallOptions(GetParam());
+  options.Gadolinium = 0.3;
+  const cdm::PhantomCase low = cdm::PhantomGenerator(options).Generate(7);
+  options.Gadolinium = 0.8;
+  const cdm::PhantomCase high = cdm::PhantomGenerator(options).Generate(7);
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    EXPECT_EQ(low.Images.at(m).Voxels, high.Images.at(m).Voxels) << m;
+  }
+  EXPECT_EQ(low.Segmentation.Voxels, high.Segmentation.Voxels);
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(high.ParametersJson)["sequences"]["gadolinium_mM"].get<double>(), 0.8);
+  double rimLow = 0.0, rimHigh = 0.0, outsideChange = 0.0, outsideLevel = 0.0;
+  size_t rimCount = 0, outsideCount = 0;
+  const std::vector<float> & labels = low.Segmentation.Voxels;
+  for (size_t i = 0; i < labels.size(); ++i)
+  {
+    const double a = low.Images.at("t1c").Voxels[i], b = high.Images.at("t1c").Voxels[i];
+    if (labels[i] == 3.0f)
+    {
+      rimLow += a;
+      rimHigh += b;
+      ++rimCount;
+    }
+    else if (labels[i] == 0.0f && a > 0.0)
+    {
+      outsideChange += std::abs(b - a);
+      outsideLevel += a;
+      ++outsideCount;
+    }
+  }
+  ASSERT_GT(rimCount, 0u);
+  ASSERT_GT(outsideCount, 0u);
+  // More gadolinium shortens T1 and brightens the rim; outside the tumour only partial-volume voxels at its edge move.
+  EXPECT_GT(rimHigh, 1.1 * rimLow);
+  EXPECT_LT(outsideChange, 0.01 * outsideLevel);
+}
+
 TEST_P(Phantom, ATumourSlabIsTheWholeCaseCroppedAboutTheTumour)
 {
   const cdm::PhantomCase whole = cdm::PhantomGenerator(SmallOptions(GetParam())).Generate(5);
