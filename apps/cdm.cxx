@@ -672,6 +672,13 @@ main(int argc, char ** argv)
                  "Noise on z while the C-UNet trains, relative to z's spread")
     ->check(CLI::Range(0.0, 10.0))
     ->capture_default_str();
+  trainCommand
+    ->add_option("--film-init",
+                 train.Options.FilmInit,
+                 "How the Condition Embedding (FiLM from z) starts: zero (identity) or small (z gets a gradient from "
+                 "the first step)")
+    ->check(CLI::IsMember({ "zero", "small" }))
+    ->capture_default_str();
   trainCommand->add_option("--threads", train.Threads, "CPU threads (default: ITK's global default)");
 
   SynthesizeArguments synthesize;

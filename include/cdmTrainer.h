@@ -59,6 +59,10 @@ struct TrainingOptions
   std::string MdnSchedule{ "diffir" };
   /** Gaussian noise on z while the C-UNet trains, relative to z's spread: the C-UNet learns to tolerate z_hat. */
   double RepresentationNoise{ 0.0 };
+  /** How a new model's Condition Embedding (FiLM from z) starts: "zero" (the identity; z gets no gradient until its
+   *  weights have grown) or "small" (uniform in +-0.1/sqrt(D): z, and a teacher encoder, get a gradient from the
+   *  first step). */
+  std::string FilmInit{ "zero" };
 
   /** The iterations of one stage: its override, else Iterations. */
   int

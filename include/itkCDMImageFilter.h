@@ -7,6 +7,7 @@
 
 #include "itkCDMDiffusionSamplerImageFilter.h"
 #include "itkCDMSynthesisImageFilter.h"
+#include "itkProgressAccumulator.h"
 
 namespace itk
 {
@@ -15,9 +16,11 @@ namespace itk
  * \brief Synthesizes a missing MRI contrast with the Cross-conditioned Diffusion Model: sources in, target out.
  *
  * The one-call face of the module: it runs CDMDiffusionSamplerImageFilter (source encoder + MDN, on the whole
- * sources) and CDMSynthesisImageFilter (C-UNet, on the requested region) as a mini-pipeline. The output keeps the
- * sources' spacing, origin and direction; the second output is the voxel-wise uncertainty (standard deviation over
- * NumberOfSamples representation samples; zero for one sample).
+ * sources) and CDMSynthesisImageFilter (C-UNet, on the requested region) as a mini-pipeline of member filters, so
+ * that when the output is streamed the sampler runs once per change of sources, model, seed or sampling settings,
+ * not once per piece (ITK's composite-filter idiom). The output keeps the sources' spacing, origin and direction;
+ * the second output is the voxel-wise uncertainty (standard deviation over NumberOfSamples representation samples;
+ * zero for one sample).
  *
  * \code
  * auto model = itk::CDMModel::New();
@@ -63,6 +66,14 @@ public:
   TOutputImage *
   GetUncertaintyOutput();
 
+  /** The internal sampler, for observers (e.g. to count how often the representation is sampled); its settings are
+   *  overwritten from this filter's on every update. */
+  SamplerType *
+  GetSampler()
+  {
+    return m_Sampler;
+  }
+
 protected:
   CDMImageFilter();
   ~CDMImageFilter() override = default;
@@ -81,6 +92,10 @@ private:
   uint64_t     m_Seed{ 0 };
   double       m_Eta{ -1.0 };
   SizeType     m_TileSize;
+
+  typename SamplerType::Pointer   m_Sampler;
+  typename SynthesisType::Pointer m_Synthesis;
+  ProgressAccumulator::Pointer    m_Progress;
 };
 
 } // namespace itk

@@ -6,7 +6,7 @@
 #define itkCDMImageFilter_hxx
 
 #include "itkCDMImageFilter.h"
-#include "itkProgressAccumulator.h"
+#include <algorithm>
 
 namespace itk
 {
@@ -17,6 +17,13 @@ CDMImageFilter<TInputImage, TOutputImage>::CDMImageFilter()
   m_TileSize.Fill(0);
   this->SetNumberOfRequiredOutputs(2);
   this->SetNthOutput(1, this->MakeOutput(1));
+  m_Sampler = SamplerType::New();
+  m_Synthesis = SynthesisType::New();
+  m_Synthesis->SetRepresentation(m_Sampler->GetOutput());
+  m_Progress = ProgressAccumulator::New();
+  m_Progress->SetMiniPipelineFilter(this);
+  m_Progress->RegisterInternalFilter(m_Sampler, 0.2f);
+  m_Progress->RegisterInternalFilter(m_Synthesis, 0.8f);
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -48,34 +55,41 @@ template <typename TInputImage, typename TOutputImage>
 void
 CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
 {
-  auto sampler = SamplerType::New();
-  auto synthesis = SynthesisType::New();
-  auto progress = ProgressAccumulator::New();
-  progress->SetMiniPipelineFilter(this);
-  progress->RegisterInternalFilter(sampler, 0.2f);
-  progress->RegisterInternalFilter(synthesis, 0.8f);
+  // The members keep their outputs between updates: setters that change nothing leave the sampler up to date, so a
+  // streamed output re-runs only the synthesis, piece by piece.
+  m_Progress->ResetProgress();
+  auto * model = const_cast<CDMModel *>(this->GetModel());
+  m_Sampler->SetModel(model);
+  m_Synthesis->SetModel(model);
+  const std::vector<std::string> names = this->GetSourceNames();
+  const auto                     connectSources = [this, &names](auto * filter) {
+    for (const auto & name : filter->GetSourceNames())
+    {
+      if (std::find(names.begin(), names.end(), name) == names.end())
+      {
+        filter->SetSource(name, nullptr); // a source removed from this filter
+      }
+    }
+    for (const auto & name : names)
+    {
+      filter->SetSource(name, this->GetSource(name)); // unchanged pointers do not modify the filter
+    }
+  };
+  connectSources(m_Sampler.GetPointer());
+  connectSources(m_Synthesis.GetPointer());
+  m_Sampler->SetNumberOfSamples(m_NumberOfSamples);
+  m_Sampler->SetOutputSamples(m_NumberOfSamples > 1);
+  m_Sampler->SetSeed(m_Seed);
+  m_Sampler->SetEta(m_Eta);
+  m_Synthesis->SetTileSize(m_TileSize);
 
-  sampler->SetModel(const_cast<CDMModel *>(this->GetModel()));
-  synthesis->SetModel(const_cast<CDMModel *>(this->GetModel()));
-  for (const auto & name : this->GetSourceNames())
-  {
-    sampler->SetSource(name, this->GetSource(name));
-    synthesis->SetSource(name, this->GetSource(name));
-  }
-  sampler->SetNumberOfSamples(m_NumberOfSamples);
-  sampler->SetOutputSamples(m_NumberOfSamples > 1);
-  sampler->SetSeed(m_Seed);
-  sampler->SetEta(m_Eta);
-  synthesis->SetRepresentation(sampler->GetOutput());
-  synthesis->SetTileSize(m_TileSize);
-
-  synthesis->GraftNthOutput(0, this->GetOutput());
-  synthesis->GraftNthOutput(1, this->GetUncertaintyOutput());
-  synthesis->GetOutput()->SetRequestedRegion(this->GetOutput()->GetRequestedRegion());
-  synthesis->GetUncertaintyOutput()->SetRequestedRegion(this->GetOutput()->GetRequestedRegion());
-  synthesis->Update();
-  this->GraftNthOutput(0, synthesis->GetOutput());
-  this->GraftNthOutput(1, synthesis->GetUncertaintyOutput());
+  m_Synthesis->GraftNthOutput(0, this->GetOutput());
+  m_Synthesis->GraftNthOutput(1, this->GetUncertaintyOutput());
+  m_Synthesis->GetOutput()->SetRequestedRegion(this->GetOutput()->GetRequestedRegion());
+  m_Synthesis->GetUncertaintyOutput()->SetRequestedRegion(this->GetOutput()->GetRequestedRegion());
+  m_Synthesis->Update();
+  this->GraftNthOutput(0, m_Synthesis->GetOutput());
+  this->GraftNthOutput(1, m_Synthesis->GetUncertaintyOutput());
 }
 
 template <typename TInputImage, typename TOutputImage>

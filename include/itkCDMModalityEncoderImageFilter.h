@@ -9,6 +9,8 @@
 #include "itkImageToImageFilter.h"
 #include "itkVectorImage.h"
 
+#include <algorithm>
+
 namespace itk
 {
 
@@ -18,6 +20,10 @@ namespace itk
  * The output is an itk::VectorImage<float, Dim> of D components spanning the input's physical extent: one voxel
  * for a global representation, one voxel per slice for a 2D model applied to a volume (see
  * itkCDMRepresentation.h). The encoder needs the whole input (it asks for the largest possible region).
+ *
+ * Its output is a valid representation input of CDMSynthesisImageFilter (the oracle z: the representation of the
+ * true target, for ablations). It carries no normalisation scales of the sources, so the synthesis filter then reads
+ * the whole sources and measures them itself.
  *
  * \ingroup CDM
  */
@@ -39,6 +45,14 @@ public:
 
   itkSetObjectMacro(Model, CDMModel);
   itkGetConstObjectMacro(Model, CDMModel);
+
+  /** Includes the model's: loading another file into the same CDMModel re-executes the filter. */
+  ModifiedTimeType
+  GetMTime() const override
+  {
+    const ModifiedTimeType own = Superclass::GetMTime();
+    return m_Model ? std::max(own, m_Model->GetMTime()) : own;
+  }
 
 protected:
   CDMModalityEncoderImageFilter() = default;

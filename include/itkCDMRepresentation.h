@@ -13,7 +13,9 @@
 #include "itkMetaDataObject.h"
 #include "itkVectorImage.h"
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 namespace itk
 {
@@ -78,6 +80,18 @@ FillRepresentation(const cdm::Representation & representation, bool samples, TRe
     EncapsulateMetaData<double>(dictionary, "CDM_SourceScale_" + name, scale);
   }
   EncapsulateMetaData<int>(dictionary, "CDM_Samples", count);
+}
+
+/** Whether a representation image carries the normalisation scale of every source in `sources` (the sampler's
+ *  output does once it has run; the encoder's never does). */
+template <typename TRepresentationImage>
+bool
+CarriesSourceScales(const TRepresentationImage * image, const std::vector<std::string> & sources)
+{
+  const MetaDataDictionary & dictionary = image->GetMetaDataDictionary();
+  return std::all_of(sources.begin(), sources.end(), [&dictionary](const std::string & name) {
+    return dictionary.HasKey("CDM_SourceScale_" + name);
+  });
 }
 
 /** Reads a representation image back (its cells in buffer order, its samples and its source scales). */

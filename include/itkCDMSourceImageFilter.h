@@ -55,6 +55,10 @@ public:
   std::vector<std::string>
   GetSourceNames() const;
 
+  /** Includes the model's: loading another file into the same CDMModel re-executes the filter. */
+  ModifiedTimeType
+  GetMTime() const override;
+
 protected:
   CDMSourceImageFilter();
   ~CDMSourceImageFilter() override = default;

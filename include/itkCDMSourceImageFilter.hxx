@@ -8,6 +8,8 @@
 #include "itkCDMImageConversion.h"
 #include "itkCDMSourceImageFilter.h"
 
+#include <algorithm>
+
 namespace itk
 {
 
@@ -50,6 +52,14 @@ CDMSourceImageFilter<TInputImage, TOutputImage>::GetSourceNames() const
     }
   }
   return names;
+}
+
+template <typename TInputImage, typename TOutputImage>
+ModifiedTimeType
+CDMSourceImageFilter<TInputImage, TOutputImage>::GetMTime() const
+{
+  const ModifiedTimeType own = Superclass::GetMTime();
+  return m_Model ? std::max(own, m_Model->GetMTime()) : own;
 }
 
 template <typename TInputImage, typename TOutputImage>

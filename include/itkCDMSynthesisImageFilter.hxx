@@ -90,9 +90,18 @@ CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateInputRequestedRegion
     region.SetIndex(a, required.Index[a] + largest.GetIndex(a));
     region.SetSize(a, static_cast<SizeValueType>(required.Size[a]));
   }
+  // A representation without the sources' normalisation scales (the encoder's, or one not generated yet) needs the
+  // whole sources to measure them exactly; the sampler reads them whole anyway.
+  const auto * representation = this->GetRepresentation();
+  const bool   wholeSources = !representation || !CDMConversion::CarriesSourceScales(representation, this->GetSourceNames());
   for (const auto & name : this->GetSourceNames())
   {
-    auto *                           source = const_cast<TInputImage *>(this->GetSource(name));
+    auto * source = const_cast<TInputImage *>(this->GetSource(name));
+    if (wholeSources)
+    {
+      source->SetRequestedRegionToLargestPossibleRegion();
+      continue;
+    }
     typename TInputImage::RegionType sourceRegion = region;
     if (!sourceRegion.Crop(source->GetLargestPossibleRegion()))
     {

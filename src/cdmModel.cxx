@@ -787,13 +787,17 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
     }
     return result;
   }
+  // A missing scale is measured on the sources given, which is exact only when they are the whole image.
   std::map<std::string, double> scales = representation.SourceScales;
+  const bool wholeImage = !extent || (extent->Buffered.Index == std::array<int64_t, 3>{ { 0, 0, 0 } } &&
+                                      extent->Buffered.Size == extent->ImageSize);
   for (const auto & [name, volume] : sources)
   {
-    if (extent && scales.count(name) == 0)
+    if (!wholeImage && scales.count(name) == 0)
     {
       throw InputError("the representation carries no normalisation scale for source '" + name +
-                       "'; expected one from SampleRepresentation on the whole image");
+                       "' and only part of the image is given; expected a representation from SampleRepresentation "
+                       "on the whole image, or the whole sources");
     }
   }
   const auto       normalised = NormaliseSources(config, sources, scales);

@@ -89,6 +89,10 @@ StagesToRun(const Dataset & data, const TrainingOptions & options, std::vector<s
   {
     throw InputError("training: MDN schedule '" + options.MdnSchedule + "' is unknown; expected diffir or linear");
   }
+  if (options.FilmInit != "zero" && options.FilmInit != "small")
+  {
+    throw InputError("training: FiLM start '" + options.FilmInit + "' is unknown; expected zero or small");
+  }
   // The stages of this model kind (validates the kind too).
   const std::vector<std::string> stageOrder =
     ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c", options.ModelKind).Stages();
@@ -212,6 +216,18 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
     config.TargetScale = Median(scales);
     torch::manual_seed(options.Seed);
     implPointer = std::make_shared<Model::Impl>(config, ToTorchDevice(ResolveDevice(options.Device)));
+    if (options.FilmInit == "small")
+    {
+      torch::NoGradGuard noGrad;
+      const double       bound = 0.1 / std::sqrt(static_cast<double>(config.Network.RepresentationDim));
+      for (auto & [name, parameter] : implPointer->NamedParameters())
+      {
+        if (name.size() >= 11 && name.compare(name.size() - 11, 11, "film.weight") == 0)
+        {
+          parameter.uniform_(-bound, bound);
+        }
+      }
+    }
   }
   return { implPointer, state, stored };
 }
@@ -444,6 +460,7 @@ Train(const Dataset &                                       data,
   provenance["synthesis_loss"] = options.SynthesisLoss;
   provenance["teacher_encoder"] = options.TeacherEncoder;
   provenance["representation_noise"] = options.RepresentationNoise;
+  provenance["film_init"] = options.FilmInit;
   provenance["mdn_schedule"] = impl.Config.Diffusion.Schedule;
   if (!report.Stages.empty())
   {

@@ -83,14 +83,15 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
           stage_iterations=None, stage="all", resume=False, device="auto", seed=0, batch_size=0, patch_size=0,
           learning_rate=0.0, validation_interval=50, checkpoint_interval=50, validation_fraction=0.2,
           source_dropout=0.0, tumour_fraction=None, tumour_loss_weight=None, teacher_encoder=None,
-          representation_noise=None, mdn_schedule=None, synthesis_loss=None, progress=None, callback=None):
+          representation_noise=None, mdn_schedule=None, film_init=None, synthesis_loss=None, progress=None,
+          callback=None):
     """Trains a model on a folder of BraTS-layout cases (``<case>/<case>-<modality>.nii.gz``), as ``cdm train``.
 
     ``target``: the modality to synthesize; ``sources``: the ones it reads (default: the other three);
     ``preset``: ``tiny``, ``small`` or ``paper``; ``model_kind``: ``cdm`` or a baseline ``unet`` / ``ddim``;
     ``iterations`` per stage, ``stage_iterations`` a dict of per-stage overrides (e.g. ``{"cunet": 450}``).
     ``tumour_fraction``, ``tumour_loss_weight``, ``synthesis_loss``, ``teacher_encoder``, ``representation_noise``,
-    ``mdn_schedule``: as ``cdm train``'s options of those names (None: the engine's default).
+    ``mdn_schedule``, ``film_init``: as ``cdm train``'s options of those names (None: the engine's default).
     Writes ``out`` (the ``.cdm`` file) and a resumable checkpoint ``out + ".ckpt"`` (``resume=True`` continues it).
     Shows a progress bar in a terminal or notebook (``progress``: True / False / None = auto); ``callback`` gets
     each progress line as a dict. Returns the run's report (a dict: stages with losses and validation PSNR/SSIM).
@@ -136,6 +137,7 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
                                ("TeacherEncoder", teacher_encoder, bool),
                                ("RepresentationNoise", representation_noise, float),
                                ("MdnSchedule", mdn_schedule, str),
+                               ("FilmInit", film_init, str),
                                ("SynthesisLoss", synthesis_loss, str)):
         if value is not None:
             setattr(options, field, kind(value))
