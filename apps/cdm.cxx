@@ -782,10 +782,11 @@ main(int argc, char ** argv)
                  phantom.Options.TumourSlab,
                  "Keep only this many axial slices, centred on the tumour (0: the whole grid)")
     ->capture_default_str();
-  phantomCommand->add_option("--gadolinium",
-                             phantom.Options.Gadolinium,
-                             "Gadolinium in the enhancing rim, mM, for every case (default: drawn in 0.3..0.8 per case; "
-                             "with the same seed, a case's counterfactual dose)");
+  phantomCommand->add_option(
+    "--gadolinium",
+    phantom.Options.Gadolinium,
+    "Gadolinium in the enhancing rim, mM, for every case (default: drawn in 0.3..0.8 per case; "
+    "with the same seed, a case's counterfactual dose)");
   phantomCommand->add_option("--templates", phantom.Options.TemplateDirectory, "Folder of the Colin27 templates")
     ->capture_default_str();
 

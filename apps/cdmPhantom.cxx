@@ -591,7 +591,7 @@ PhantomGenerator::Generate(uint64_t seed) const
                teF = 120.0 * Uniform(random, 1 - jitter, 1 + jitter);
   const double csfT1 = TissueTable[Csf].T1;
   const double tiF = csfT1 * std::log(2.0 / (1.0 + std::exp(-trF / csfT1))) * Uniform(random, 0.97, 1.03); // nulls CSF
-  const double drawnGadolinium = Uniform(random, 0.3, 0.8); // mM
+  const double drawnGadolinium = Uniform(random, 0.3, 0.8);                                                // mM
   const double gadolinium = m_Options.Gadolinium >= 0.0 ? m_Options.Gadolinium : drawnGadolinium;
   parameters["sequences"] = { { "t1", { { "TR", tr1 }, { "TE", te1 } } },
                               { "t2w", { { "TR", tr2 }, { "TE", te2 } } },

@@ -93,7 +93,8 @@ CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateInputRequestedRegion
   // A representation without the sources' normalisation scales (the encoder's, or one not generated yet) needs the
   // whole sources to measure them exactly; the sampler reads them whole anyway.
   const auto * representation = this->GetRepresentation();
-  const bool   wholeSources = !representation || !CDMConversion::CarriesSourceScales(representation, this->GetSourceNames());
+  const bool   wholeSources =
+    !representation || !CDMConversion::CarriesSourceScales(representation, this->GetSourceNames());
   for (const auto & name : this->GetSourceNames())
   {
     auto * source = const_cast<TInputImage *>(this->GetSource(name));

@@ -113,7 +113,7 @@ DiffusionSchedule::Sample(const Denoise &     denoise,
     const int        t = timesteps[i];
     const int        tPrevious = i + 1 < timesteps.size() ? timesteps[i + 1] : -1;
     const at::Tensor fraction = torch::full({ z.size(0) }, static_cast<double>(t) / TrainSteps(), z.options());
-    const at::Tensor z0 = denoise(z, fraction);
+    const at::Tensor z0 = denoise(z, fraction, t);
     z = Step(z, z0, t, tPrevious, eta, eta > 0.0 && tPrevious >= 0 ? noise() : at::Tensor());
   }
   return z;

@@ -55,8 +55,9 @@ public:
   Step(const at::Tensor & zt, const at::Tensor & z0Estimate, int t, int tPrevious, double eta, const at::Tensor & noise)
     const;
 
-  /** x0-network: (z_t, t / T as a [B] tensor) -> z0 estimate. */
-  using Denoise = std::function<at::Tensor(const at::Tensor & zt, const at::Tensor & tFraction)>;
+  /** x0-network: (z_t, t / T as a [B] tensor, t itself) -> z0 estimate. The integer t saves reading the tensor
+   *  back (a host synchronisation per step on a GPU). */
+  using Denoise = std::function<at::Tensor(const at::Tensor & zt, const at::Tensor & tFraction, int t)>;
   /** Per-step noise for eta > 0 (same shape as z). */
   using NoiseSource = std::function<at::Tensor()>;
 

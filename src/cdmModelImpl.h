@@ -118,6 +118,14 @@ CropTo(const at::Tensor & x, const std::vector<int64_t> & spatialSizes);
 at::Tensor
 SeededNoise(const std::vector<int64_t> & shape, uint64_t seed, const c10::Device & device);
 
+/** Normalises each source with the given scales (computing them when absent: exact only on whole images). */
+std::map<std::string, std::vector<float>>
+NormaliseSources(const ModelConfig & config, const SourceVolumes & sources, std::map<std::string, double> & scales);
+
+/** Pointers to each named vector (the form Model::Impl::SourceTensor reads). */
+std::map<std::string, const std::vector<float> *>
+Pointers(const std::map<std::string, std::vector<float>> & values);
+
 /** The torch device for "cpu" / "cuda" / "cuda:N" (after ResolveDevice). */
 c10::Device
 ToTorchDevice(const std::string & resolved);

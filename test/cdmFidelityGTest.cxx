@@ -45,7 +45,7 @@ TEST(Fidelity, TumourSamplerCentresItsConfiguredShareOfPatchesOnTheTumour)
 {
   const cdm::Dataset data = cdm::testing::MakeDataset(4, 7, { 48, 48, 6 }, true);
   const cdm::Model   model =
-    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 1, "cpu");
+    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 1, cdm::testing::TestDevice());
   std::vector<size_t> cases(data.Cases().size());
   std::iota(cases.begin(), cases.end(), 0);
   // Patches of 16 on 48x48 slices: a uniform crop rarely centres on the lesion.
@@ -79,7 +79,7 @@ TEST(Fidelity, SynthesisLossWeighsTheTumourAndSquaresWhenAsked)
   EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 3.0, "l1").item<float>(), 8.0f / 7.0f);
   EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 3.0, "l2").item<float>(), 16.0f / 7.0f);
   // An unknown loss is refused by name when the stages are defined.
-  const cdm::Model     model = cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c"), 1, "cpu");
+  const cdm::Model     model = cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c"), 1, cdm::testing::TestDevice());
   cdm::TrainingOptions options;
   options.SynthesisLoss = "huber";
   EXPECT_THROW(cdm::DefineStages(model.GetImpl(), options), cdm::InputError);
@@ -90,7 +90,7 @@ cdm::Model
 ModelWithActiveFilm()
 {
   const cdm::Model model =
-    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 5, "cpu");
+    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 5, cdm::testing::TestDevice());
   torch::NoGradGuard noGrad;
   torch::manual_seed(11);
   for (auto & [name, tensor] : model.GetImpl().NamedParameters())
@@ -147,7 +147,7 @@ TEST(Fidelity, RepresentationAblationsReplaceZAsTheyName)
   EXPECT_THROW(model.ReplaceRepresentation(sampled, "oracle", &thicker), cdm::InputError);
 
   // With a zero Condition Embedding, z has no effect: the ablation measures the C-UNet, not itself.
-  const cdm::Model fresh = cdm::Model::Create(model.Config(), 5, "cpu");
+  const cdm::Model fresh = cdm::Model::Create(model.Config(), 5, cdm::testing::TestDevice());
   {
     torch::NoGradGuard noGrad;
     for (auto & [name, tensor] : fresh.GetImpl().NamedParameters())
@@ -175,7 +175,7 @@ TumourErrorAfterTraining(double tumourFraction, const std::string & directory)
   options.ModelKind = "unet";
   options.Output = directory + "/unet-" + std::to_string(tumourFraction) + ".cdm";
   options.Iterations = 150;
-  options.Device = "cpu";
+  options.Device = cdm::testing::TestDevice();
   options.Seed = 9;
   options.PatchSize = 16;
   options.BatchSize = 8;
@@ -183,7 +183,7 @@ TumourErrorAfterTraining(double tumourFraction, const std::string & directory)
   options.CheckpointInterval = 1000;
   options.TumourFraction = tumourFraction;
   cdm::Train(data, options);
-  const cdm::Model model = cdm::Model::Load(options.Output, "cpu");
+  const cdm::Model model = cdm::Model::Load(options.Output, cdm::testing::TestDevice());
   double           error = 0.0;
   for (uint64_t seed = 900; seed < 904; ++seed)
   {

@@ -37,7 +37,7 @@ ExpectRefused(const std::string & path, const std::vector<std::string> & fragmen
 {
   try
   {
-    cdm::Model::Load(path, "cpu");
+    cdm::Model::Load(path, cdm::testing::TestDevice());
     ADD_FAILURE() << "loading " << path << " did not fail";
   }
   catch (const cdm::ModelFileError & e)
@@ -59,7 +59,7 @@ protected:
     m_Path = m_Directory + "/model.cdm";
     cdm::ModelConfig config = cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c");
     config.TargetScale = 1234.5;
-    m_Model = std::make_unique<cdm::Model>(cdm::Model::Create(config, 7, "cpu"));
+    m_Model = std::make_unique<cdm::Model>(cdm::Model::Create(config, 7, cdm::testing::TestDevice()));
     m_Model->Save(m_Path);
   }
   void
@@ -74,7 +74,7 @@ protected:
 
 TEST_F(ModelFile, RoundTripGivesIdenticalOutputs)
 {
-  const cdm::Model loaded = cdm::Model::Load(m_Path, "cpu");
+  const cdm::Model loaded = cdm::Model::Load(m_Path, cdm::testing::TestDevice());
   EXPECT_EQ(loaded.Config().ToJson(), m_Model->Config().ToJson());
   auto sources = cdm::testing::MakeCase(3);
   sources.erase("t1c");

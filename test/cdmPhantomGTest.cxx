@@ -140,8 +140,8 @@ TEST_P(Phantom, AFixedDoseChangesOnlyTheContrastEnhancedImageInsideTheTumour)
   }
   EXPECT_EQ(low.Segmentation.Voxels, high.Segmentation.Voxels);
   EXPECT_DOUBLE_EQ(nlohmann::json::parse(high.ParametersJson)["sequences"]["gadolinium_mM"].get<double>(), 0.8);
-  double rimLow = 0.0, rimHigh = 0.0, outsideChange = 0.0, outsideLevel = 0.0;
-  size_t rimCount = 0, outsideCount = 0;
+  double                     rimLow = 0.0, rimHigh = 0.0, outsideChange = 0.0, outsideLevel = 0.0;
+  size_t                     rimCount = 0, outsideCount = 0;
   const std::vector<float> & labels = low.Segmentation.Voxels;
   for (size_t i = 0; i < labels.size(); ++i)
   {

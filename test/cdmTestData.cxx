@@ -5,6 +5,7 @@
 #include "cdmTestData.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <unistd.h>
@@ -129,6 +130,13 @@ MakeDataset(int cases, uint64_t seed, const std::array<int64_t, 3> & size, bool 
     data.AddCase("case" + std::to_string(i), images, withSegmentation ? &segmentation : nullptr);
   }
   return data;
+}
+
+std::string
+TestDevice()
+{
+  const char * device = std::getenv("CDM_TEST_DEVICE");
+  return device && *device ? std::string(device) : std::string("cpu");
 }
 
 std::string

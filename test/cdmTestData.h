@@ -34,6 +34,10 @@ MakeDataset(int                            cases,
             const std::array<int64_t, 3> & size = { { 32, 32, 6 } },
             bool                           withSegmentation = false);
 
+/** The device the core tests put their models on: $CDM_TEST_DEVICE (scripts/gpu-check.sh sets "cuda"), else "cpu". */
+std::string
+TestDevice();
+
 /** A fresh, empty temporary folder for one test. */
 std::string
 MakeTemporaryDirectory(const std::string & name);

@@ -25,7 +25,7 @@ TinyOptions(const std::string & output, int iterations)
   cdm::TrainingOptions options;
   options.Output = output;
   options.Iterations = iterations;
-  options.Device = "cpu";
+  options.Device = cdm::testing::TestDevice();
   options.Seed = 42;
   options.ValidationInterval = iterations;
   options.CheckpointInterval = 25;
@@ -68,7 +68,7 @@ TEST(Training, TinyModelLowersEveryStageLossAndBeatsTheConstantBaseline)
   EXPECT_GT(report.Stages.back().ValidationSSIM, report.ConstantBaselineSSIM);
 
   // The written model synthesizes a held-out case better than its constant image.
-  const cdm::Model model = cdm::Model::Load(options.Output, "cpu");
+  const cdm::Model model = cdm::Model::Load(options.Output, cdm::testing::TestDevice());
   EXPECT_NE(model.Config().ProvenanceJson.find("\"seed\":42"), std::string::npos);
   auto              sources = cdm::testing::MakeCase(999);
   const cdm::Volume reference = sources.at("t1c");
@@ -153,7 +153,7 @@ TEST(Training, ThreeDimensionalModelTrainsOnPatches)
   options.BatchSize = 2;
   const cdm::TrainingReport report = cdm::Train(data, options);
   ASSERT_EQ(report.Stages.size(), 4u);
-  const cdm::Model model = cdm::Model::Load(options.Output, "cpu");
+  const cdm::Model model = cdm::Model::Load(options.Output, cdm::testing::TestDevice());
   EXPECT_EQ(model.Config().Dimension, 3u);
   auto sources = cdm::testing::MakeCase(60, { 20, 20, 12 });
   sources.erase("t1c");
@@ -232,7 +232,7 @@ TEST_P(Baselines, TrainLowerTheLossAndSynthesizeRepeatably)
     EXPECT_GT(report.Stages[0].ValidationPSNR, report.ConstantBaselinePSNR);
   }
 
-  const cdm::Model model = cdm::Model::Load(options.Output, "cpu");
+  const cdm::Model model = cdm::Model::Load(options.Output, cdm::testing::TestDevice());
   EXPECT_EQ(model.Config().ModelKind, kind);
   auto sources = cdm::testing::MakeCase(999);
   sources.erase("t1c");

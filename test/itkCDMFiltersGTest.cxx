@@ -364,7 +364,8 @@ TEST_F(CDMFilters, CompositeSamplesOncePerChangeNotOncePerStreamedPiece)
   unsigned int samplings = 0;
   auto         counter = itk::CStyleCommand::New();
   counter->SetClientData(&samplings);
-  counter->SetCallback([](itk::Object *, const itk::EventObject &, void * data) { ++*static_cast<unsigned int *>(data); });
+  counter->SetCallback(
+    [](itk::Object *, const itk::EventObject &, void * data) { ++*static_cast<unsigned int *>(data); });
   filter->GetSampler()->AddObserver(itk::StartEvent(), counter);
 
   filter->Update();
@@ -387,7 +388,7 @@ TEST_F(CDMFilters, CompositeSamplesOncePerChangeNotOncePerStreamedPiece)
 
 TEST_F(CDMFilters, LoadingAnotherFileIntoTheModelReexecutesTheFilters)
 {
-  auto images = Sources<Image3>(17, { 32, 32, 6 });
+  auto              images = Sources<Image3>(17, { 32, 32, 6 });
   const std::string otherPath = s_Directory + "/other2d.cdm";
   cdm::ModelConfig  config = cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c");
   config.TargetScale = 900.0;
@@ -446,8 +447,8 @@ TEST_F(CDMFilters, EncoderOutputDrivesTheSynthesisAndTheSamplerOutputEqualsTheCo
   auto encoder = itk::CDMModalityEncoderImageFilter<Image3>::New();
   encoder->SetModel(model);
   encoder->SetInput(images["t1c"]);
-  const cdm::SourceVolumes sources{ { "t1n", raw.at("t1n") }, { "t2w", raw.at("t2w") }, { "t2f", raw.at("t2f") } };
-  const cdm::Model &       engine = model->GetModel();
+  const cdm::SourceVolumes  sources{ { "t1n", raw.at("t1n") }, { "t2w", raw.at("t2w") }, { "t2f", raw.at("t2f") } };
+  const cdm::Model &        engine = model->GetModel();
   const cdm::Representation oracle =
     engine.ReplaceRepresentation(engine.SampleRepresentation(sources), "oracle", &raw.at("t1c"));
   const std::vector<float> expected = engine.SynthesizeRegion(sources, oracle, cdm::Region{}).Image.Voxels;

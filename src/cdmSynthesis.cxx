@@ -1,0 +1,338 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+// Tiled C-UNet synthesis of any region (halo-padded, aligned tiles: any region equals the same part of the whole
+// image) and the whole chain.
+#include "cdmError.h"
+#include "cdmModel.h"
+#include "cdmModelImpl.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace cdm
+{
+
+namespace
+{
+/** The network window of an output range [begin, end) on an axis of `extent` voxels: padded by the halo, aligned;
+ *  the end may pass the image (the part beyond it is zero padding up to the aligned extent). */
+std::pair<int64_t, int64_t>
+NetworkWindow(int64_t begin, int64_t end, int64_t extent, int64_t halo, int64_t alignment)
+{
+  const auto alignDown = [&](int64_t v) { return v / alignment * alignment; };
+  const auto alignUp = [&](int64_t v) { return (v + alignment - 1) / alignment * alignment; };
+  return { std::max<int64_t>(0, alignDown(begin - halo)), std::min(alignUp(extent), alignUp(end + halo)) };
+}
+} // namespace
+
+Region
+Model::RequiredSourceRegion(const Region & output, const std::array<int64_t, 3> & imageSize) const
+{
+  const ModelConfig & config = m_Impl->Config;
+  Region              required = output;
+  for (int a = 0; a < 3; ++a)
+  {
+    if ((config.Dimension == 2 && a == config.SliceAxis) || imageSize[a] <= 1)
+    {
+      continue;
+    }
+    if (config.ModelKind == "ddim")
+    {
+      // Every reverse step widens the receptive field: the image-space baseline reads whole slices / volumes.
+      required.Index[a] = 0;
+      required.Size[a] = imageSize[a];
+      continue;
+    }
+    const auto window = NetworkWindow(output.Index[a],
+                                      output.Index[a] + output.Size[a],
+                                      imageSize[a],
+                                      config.UNetReceptiveRadius(),
+                                      config.UNetAlignment());
+    required.Index[a] = window.first;
+    required.Size[a] = std::min(window.second, imageSize[a]) - window.first;
+  }
+  return required;
+}
+
+SynthesisResult
+Model::SynthesizeRegion(const SourceVolumes &    sources,
+                        const Representation &   representation,
+                        const Region &           requested,
+                        const SynthesisOptions & options,
+                        const ProgressCallback & progress,
+                        const SourceExtent *     extent) const
+{
+  CheckSources(sources);
+  c10::InferenceMode           guard;
+  const Impl &                 impl = *m_Impl;
+  const ModelConfig &          config = impl.Config;
+  const Volume &               first = sources.begin()->second;
+  const std::array<int64_t, 3> imageSize = extent ? extent->ImageSize : first.Size;
+  const std::array<int64_t, 3> offset = extent ? extent->Buffered.Index : std::array<int64_t, 3>{ 0, 0, 0 };
+  if (extent && extent->Buffered.Size != first.Size)
+  {
+    throw InputError("sources hold " + std::to_string(first.NumberOfVoxels()) +
+                     " voxels but their extent says another buffered size");
+  }
+
+  Region region = requested;
+  if (region.Size[0] == 0 && region.Size[1] == 0 && region.Size[2] == 0)
+  {
+    region.Size = imageSize;
+  }
+  const Region required = RequiredSourceRegion(region, imageSize);
+  for (int a = 0; a < 3; ++a)
+  {
+    if (region.Index[a] < 0 || region.Size[a] < 1 || region.Index[a] + region.Size[a] > imageSize[a])
+    {
+      throw InputError("requested region (index " + std::to_string(region.Index[a]) + ", size " +
+                       std::to_string(region.Size[a]) + " on axis " + std::to_string(a) +
+                       ") lies outside the image of size " + std::to_string(imageSize[a]));
+    }
+    if (required.Index[a] < offset[a] || required.Index[a] + required.Size[a] > offset[a] + first.Size[a])
+    {
+      throw InputError("the sources cover voxels " + std::to_string(offset[a]) + ".." +
+                       std::to_string(offset[a] + first.Size[a] - 1) + " on axis " + std::to_string(a) +
+                       " but the region needs " + std::to_string(required.Index[a]) + ".." +
+                       std::to_string(required.Index[a] + required.Size[a] - 1));
+    }
+  }
+  if (config.ModelKind == "ddim" && required.Size != region.Size)
+  {
+    // Synthesise whole slices (volumes), then keep the requested part.
+    const SynthesisResult whole = SynthesizeRegion(sources, representation, required, options, progress, extent);
+    Region                inside = region;
+    for (int a = 0; a < 3; ++a)
+    {
+      inside.Index[a] -= required.Index[a];
+    }
+    SynthesisResult result;
+    result.Image = CropVolume(whole.Image, inside.Index, inside.Size);
+    if (!whole.Uncertainty.Voxels.empty())
+    {
+      result.Uncertainty = CropVolume(whole.Uncertainty, inside.Index, inside.Size);
+    }
+    return result;
+  }
+  // A missing scale is measured on the sources given, which is exact only when they are the whole image.
+  std::map<std::string, double> scales = representation.SourceScales;
+  const bool wholeImage = !extent || (extent->Buffered.Index == std::array<int64_t, 3>{ { 0, 0, 0 } } &&
+                                      extent->Buffered.Size == extent->ImageSize);
+  for (const auto & [name, volume] : sources)
+  {
+    if (!wholeImage && scales.count(name) == 0)
+    {
+      throw InputError("the representation carries no normalisation scale for source '" + name +
+                       "' and only part of the image is given; expected a representation from SampleRepresentation "
+                       "on the whole image, or the whole sources");
+    }
+  }
+  const auto       normalised = NormaliseSources(config, sources, scales);
+  const at::Tensor layout = impl.ToNetworkLayout(impl.SourceTensor(Pointers(normalised), first.Size));
+  const int64_t    cells = config.Dimension == 2 ? imageSize[config.SliceAxis] : 1;
+  const int        expectedDim = config.ModelKind == "cdm" ? config.Network.RepresentationDim : 0;
+  if (representation.Cells != cells || representation.Dim != expectedDim ||
+      static_cast<int64_t>(representation.Values.size()) !=
+        static_cast<int64_t>(representation.Samples) * cells * representation.Dim)
+  {
+    throw InputError("representation has " + std::to_string(representation.Cells) + " cell(s) of length " +
+                     std::to_string(representation.Dim) + "; expected " + std::to_string(cells) + " of length " +
+                     std::to_string(expectedDim) + " for these sources");
+  }
+  const int        samples = representation.Samples;
+  const at::Tensor zAll = torch::from_blob(
+    const_cast<float *>(representation.Values.data()), { samples, cells, representation.Dim }, torch::kFloat32);
+
+  // The region in network layout: batch rows [b0, b0 + nb) and spatial ranges per layout axis (image indices);
+  // `shift` maps an image index to the index in the sources' tensor.
+  const int64_t        spatialAxes = layout.dim() - 2;
+  int64_t              b0 = 0;
+  int64_t              nb = 1;
+  int64_t              rowShift = 0;
+  std::vector<int64_t> start(static_cast<size_t>(spatialAxes)), extentRange(static_cast<size_t>(spatialAxes)),
+    tile(static_cast<size_t>(spatialAxes)), shift(static_cast<size_t>(spatialAxes)),
+    fullExtent(static_cast<size_t>(spatialAxes));
+  for (int a = 0; a < 3; ++a)
+  {
+    const int64_t axis = impl.LayoutAxis(a);
+    if (axis == 0)
+    {
+      b0 = region.Index[a];
+      nb = region.Size[a];
+      rowShift = offset[a];
+    }
+    else if (axis >= 2)
+    {
+      start[axis - 2] = region.Index[a];
+      extentRange[axis - 2] = region.Size[a];
+      tile[axis - 2] = options.TileSize[a] > 0 ? options.TileSize[a] : region.Size[a];
+      shift[axis - 2] = offset[a];
+      fullExtent[axis - 2] = imageSize[a];
+    }
+  }
+
+  const int64_t alignment = config.UNetAlignment();
+  const int64_t halo = config.UNetReceptiveRadius();
+
+  std::vector<int64_t> outputShape{ nb, 1 };
+  outputShape.insert(outputShape.end(), extentRange.begin(), extentRange.end());
+  at::Tensor mean = torch::zeros(outputShape);
+  at::Tensor deviation = torch::zeros(outputShape);
+
+  // Tiles: every combination of per-axis tile starts.
+  std::vector<std::vector<int64_t>> tileStarts(static_cast<size_t>(spatialAxes));
+  int64_t                           totalTiles = 1;
+  for (int64_t s = 0; s < spatialAxes; ++s)
+  {
+    for (int64_t p = 0; p < extentRange[s]; p += tile[s])
+    {
+      tileStarts[s].push_back(p);
+    }
+    totalTiles *= static_cast<int64_t>(tileStarts[s].size());
+  }
+  const int64_t perCall = config.Dimension == 3 ? 1 : std::max(1, options.SlicesPerBatch);
+  const int64_t batches = (nb + perCall - 1) / perCall;
+  int64_t       done = 0;
+  for (int64_t batchStart = 0; batchStart < nb; batchStart += perCall)
+  {
+    const int64_t    count = std::min(perCall, nb - batchStart);
+    const at::Tensor rows = layout.narrow(0, b0 - rowShift + batchStart, count);
+    const at::Tensor z =
+      zAll.narrow(1, b0 + batchStart, count).reshape({ samples * count, representation.Dim }).to(impl.Device);
+    for (int64_t t = 0; t < totalTiles; ++t)
+    {
+      at::Tensor           window = rows;
+      at::Tensor           outMean = mean.narrow(0, batchStart, count);
+      at::Tensor           outDeviation = deviation.narrow(0, batchStart, count);
+      std::vector<int64_t> cropOffset, cropSize, pads(static_cast<size_t>(2 * spatialAxes));
+      int64_t              remainder = t;
+      for (int64_t s = 0; s < spatialAxes; ++s)
+      {
+        const auto &  starts = tileStarts[s];
+        const int64_t local = starts[remainder % static_cast<int64_t>(starts.size())];
+        remainder /= static_cast<int64_t>(starts.size());
+        const int64_t a = start[s] + local;                              // tile start in the image
+        const int64_t b = a + std::min(tile[s], extentRange[s] - local); // tile end
+        const int64_t size = fullExtent[s];
+        const auto [w0, w1] = NetworkWindow(a, b, size, halo, alignment);
+        window = window.narrow(s + 2, w0 - shift[s], std::min(w1, size) - w0);
+        // constant_pad_nd lists the last axis first: high-end zero padding up to the aligned window.
+        pads[static_cast<size_t>(2 * (spatialAxes - 1 - s) + 1)] = w1 - std::min(w1, size);
+        cropOffset.push_back(a - w0);
+        cropSize.push_back(b - a);
+        outMean = outMean.narrow(s + 2, local, b - a);
+        outDeviation = outDeviation.narrow(s + 2, local, b - a);
+      }
+      at::Tensor           input = torch::constant_pad_nd(window, pads, 0.0).to(impl.Device);
+      std::vector<int64_t> repeats(static_cast<size_t>(input.dim()), 1);
+      repeats[0] = samples;
+      const at::Tensor batchInput = samples > 1 ? input.repeat(repeats) : input;
+      at::Tensor       prediction;
+      if (config.ModelKind == "ddim")
+      {
+        // Starting noise per (seed, sample, slice): the same whatever the batching.
+        const uint64_t base = options.Seed * 1000003ull;
+        const auto     rowNoise = [&](uint64_t salt) {
+          std::vector<at::Tensor> rows;
+          std::vector<int64_t>    shape{ 1, 1 };
+          for (int64_t d = 2; d < batchInput.dim(); ++d)
+          {
+            shape.push_back(batchInput.size(d));
+          }
+          for (int k = 0; k < samples; ++k)
+          {
+            for (int64_t r = 0; r < count; ++r)
+            {
+              const auto row = static_cast<uint64_t>(b0 + batchStart + r);
+              rows.push_back(
+                SeededNoise(shape, base + static_cast<uint64_t>(k) * 7919ull + row * 104729ull + salt, impl.Device));
+            }
+          }
+          return torch::cat(rows, 0);
+        };
+        uint64_t   step = 0;
+        const auto stepNoise = [&]() { return rowNoise(++step * 15485863ull); };
+        prediction =
+          impl.SampleImage(batchInput, rowNoise(0), options.Eta < 0.0 ? config.Diffusion.Eta : options.Eta, stepNoise);
+      }
+      else
+      {
+        prediction = impl.SynthesizeBatch(batchInput, config.ModelKind == "cdm" ? z : at::Tensor());
+      }
+      for (int64_t s = 0; s < spatialAxes; ++s)
+      {
+        prediction = prediction.narrow(s + 2, cropOffset[s], cropSize[s]);
+      }
+      std::vector<int64_t> perSample{ samples, count };
+      for (int64_t d = 1; d < prediction.dim(); ++d)
+      {
+        perSample.push_back(prediction.size(d));
+      }
+      prediction = prediction.reshape(perSample).to(torch::kCPU);
+      outMean.copy_(prediction.mean(0));
+      if (samples > 1)
+      {
+        outDeviation.copy_(prediction.std(0, false));
+      }
+      ++done;
+      if (progress)
+      {
+        progress(static_cast<double>(done) / static_cast<double>(totalTiles * batches), "C-UNet synthesis");
+      }
+    }
+  }
+
+  // Back to [Z, Y, X] of the region, in target intensity units.
+  const auto toVolume = [&](const at::Tensor & values, const std::string & description, bool clampAtZero) {
+    Volume volume = first.EmptyCopy(description);
+    volume.Size = region.Size;
+    for (int a = 0; a < 3; ++a)
+    {
+      // The region's origin moves with its index: origin + direction * (index * spacing).
+      for (int r = 0; r < 3; ++r)
+      {
+        volume.Origin[r] += first.Direction[3 * r + a] * (region.Index[a] - offset[a]) * first.Spacing[a];
+      }
+    }
+    at::Tensor zyx = impl.FromNetworkLayout(values).squeeze(0) * config.TargetScale;
+    if (clampAtZero)
+    {
+      zyx = zyx.clamp_min(0.0);
+    }
+    zyx = zyx.contiguous();
+    volume.Voxels.assign(zyx.data_ptr<float>(), zyx.data_ptr<float>() + zyx.numel());
+    return volume;
+  };
+  SynthesisResult result;
+  result.Image = toVolume(mean, "synthesized " + config.Target, true);
+  if (samples > 1)
+  {
+    result.Uncertainty = toVolume(deviation, "uncertainty of " + config.Target, false);
+  }
+  return result;
+}
+
+SynthesisResult
+Model::Synthesize(const SourceVolumes &    sources,
+                  const SynthesisOptions & options,
+                  const ProgressCallback & progress) const
+{
+  if (progress)
+  {
+    progress(0.0, "source encoder and MDN sampling");
+  }
+  const Representation representation = SampleRepresentation(sources, options);
+  const auto           synthesisProgress = [&](double fraction, const std::string & what) {
+    if (progress)
+    {
+      progress(0.1 + 0.9 * fraction, what);
+    }
+  };
+  return SynthesizeRegion(sources, representation, Region{}, options, synthesisProgress);
+}
+
+} // namespace cdm
