@@ -89,8 +89,8 @@ TEST(DiffusionSchedule, DeterministicStepWithTheTrueCleanSampleStaysOnTheForward
 
 TEST(DiffusionSampling, SeedsRepeatAndDifferentSeedsDiffer)
 {
-  const cdm::Model model =
-    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 3, cdm::testing::TestDevice());
+  const cdm::Model model = cdm::Model::Create(
+    cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 3, cdm::testing::TestDevice());
   auto sources = cdm::testing::MakeCase(11);
   sources.erase("t1c");
   cdm::SynthesisOptions options;

@@ -44,8 +44,8 @@ ShareCentredOnTumour(const cdm::PatchSampler & sampler, int batches, uint64_t se
 TEST(Fidelity, TumourSamplerCentresItsConfiguredShareOfPatchesOnTheTumour)
 {
   const cdm::Dataset data = cdm::testing::MakeDataset(4, 7, { 48, 48, 6 }, true);
-  const cdm::Model   model =
-    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 1, cdm::testing::TestDevice());
+  const cdm::Model   model = cdm::Model::Create(
+    cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 1, cdm::testing::TestDevice());
   std::vector<size_t> cases(data.Cases().size());
   std::iota(cases.begin(), cases.end(), 0);
   // Patches of 16 on 48x48 slices: a uniform crop rarely centres on the lesion.
@@ -79,7 +79,8 @@ TEST(Fidelity, SynthesisLossWeighsTheTumourAndSquaresWhenAsked)
   EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 3.0, "l1").item<float>(), 8.0f / 7.0f);
   EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 3.0, "l2").item<float>(), 16.0f / 7.0f);
   // An unknown loss is refused by name when the stages are defined.
-  const cdm::Model     model = cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c"), 1, cdm::testing::TestDevice());
+  const cdm::Model model =
+    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c"), 1, cdm::testing::TestDevice());
   cdm::TrainingOptions options;
   options.SynthesisLoss = "huber";
   EXPECT_THROW(cdm::DefineStages(model.GetImpl(), options), cdm::InputError);
@@ -89,8 +90,8 @@ TEST(Fidelity, SynthesisLossWeighsTheTumourAndSquaresWhenAsked)
 cdm::Model
 ModelWithActiveFilm()
 {
-  const cdm::Model model =
-    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 5, cdm::testing::TestDevice());
+  const cdm::Model model = cdm::Model::Create(
+    cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 5, cdm::testing::TestDevice());
   torch::NoGradGuard noGrad;
   torch::manual_seed(11);
   for (auto & [name, tensor] : model.GetImpl().NamedParameters())

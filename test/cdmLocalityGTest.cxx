@@ -81,7 +81,9 @@ TEST_P(Tiling, TiledAndRegionSynthesisEqualWholeImageSynthesis)
   const TilingCase param = GetParam();
   torch::manual_seed(4);
   const cdm::Model model =
-    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", param.Dimension, { "t1n", "t2w", "t2f" }, "t1c"), 4, cdm::testing::TestDevice());
+    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", param.Dimension, { "t1n", "t2w", "t2f" }, "t1c"),
+                       4,
+                       cdm::testing::TestDevice());
   auto sources = cdm::testing::MakeCase(2, param.ImageSize);
   sources.erase("t1c");
   const cdm::Representation  representation = model.SampleRepresentation(sources);
