@@ -706,6 +706,13 @@ main(int argc, char ** argv)
   synthesizeCommand->add_option("--tile", synthesize.Tile, "Tile edge in voxels (0: whole image)")
     ->check(CLI::NonNegativeNumber)
     ->capture_default_str();
+  synthesizeCommand
+    ->add_option("--voxels-per-call",
+                 synthesize.Options.VoxelsPerCall,
+                 "Memory bound: voxels one network call reads (2D: slices per call; 3D: source-encoder slabs); "
+                 "0: automatic (2^18 in 2D, 2^22 in 3D)")
+    ->check(CLI::NonNegativeNumber)
+    ->capture_default_str();
   synthesizeCommand->add_option("--device", synthesize.Device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   synthesizeCommand->add_option("--threads", synthesize.Threads, "CPU threads (default: ITK's global default)");
   synthesizeCommand->add_flag("--quiet", synthesize.Quiet, "No progress output");

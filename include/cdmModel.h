@@ -50,7 +50,11 @@ struct SynthesisOptions
   uint64_t               Seed{ 0 };               ///< seeds the starting noise z_T: the same seed, the same output
   double                 Eta{ -1.0 };             ///< DDIM eta; negative = the model's default
   std::array<int64_t, 3> TileSize{ { 0, 0, 0 } }; ///< C-UNet tile edge per axis in voxels; 0 = whole extent
-  int                    SlicesPerBatch{ 16 };    ///< 2D model on a volume: slices per device call
+  int                    SlicesPerBatch{ 0 };     ///< 2D model: slices per device call; 0 = by VoxelsPerCall
+  /** What one device call reads: a 2D model's slices per call, and a 3D model's source-encoder slabs (halo
+   *  included), up to this many voxels; 0 = automatic (2^18 for 2D slices, 2^22 for 3D slabs). Memory, not results:
+   *  any value gives the same image to float rounding. */
+  int64_t VoxelsPerCall{ 0 };
 };
 
 /** \brief What a synthesis returns: the target image and, for K > 1, the voxel-wise standard deviation. */

@@ -42,6 +42,9 @@ struct NormalizationRule
   /** Normalises in place with the given scale. */
   void
   Apply(std::vector<float> & voxels, double scale) const;
+  /** Normalises `count` voxels in place (a window of an image, without copying the rest). */
+  void
+  Apply(float * voxels, size_t count, double scale) const;
 
   /** The rule of a name: "percentile" or "median"; throws InputError naming the expected ones otherwise. */
   static NormalizationRule

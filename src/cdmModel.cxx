@@ -143,8 +143,8 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
   const Impl &        impl = *m_Impl;
   const ModelConfig & config = impl.Config;
   Representation      representation;
-  const auto          normalised = NormaliseSources(config, sources, representation.SourceScales);
-  const Volume &      first = sources.begin()->second;
+  CompleteSourceScales(config, sources, representation.SourceScales);
+  const Volume & first = sources.begin()->second;
   if (config.ModelKind != "cdm")
   {
     // The baselines have no representation: only the sources' normalisation travels to the synthesis.
@@ -153,13 +153,27 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
     representation.Samples = options.Samples;
     return representation;
   }
-  const at::Tensor        batch = impl.ToNetworkLayout(impl.SourceTensor(Pointers(normalised), first.Size));
-  const int64_t           perCall = std::max(1, options.SlicesPerBatch);
+  // c = E_src(sources): a 2D model's slices a few at a time, a 3D model's volume in tiles; each call reads only its
+  // window of the sources.
   std::vector<at::Tensor> conditions;
-  for (int64_t start = 0; start < batch.size(0); start += perCall)
+  if (config.Dimension == 2)
   {
-    const int64_t count = std::min(perCall, batch.size(0) - start);
-    conditions.push_back(impl.EncodeSources(batch.narrow(0, start, count).to(impl.Device)));
+    const int64_t slices = first.Size[config.SliceAxis];
+    const int64_t perCall = impl.SlicesPerCall(options, first.Size);
+    for (int64_t start = 0; start < slices; start += perCall)
+    {
+      Region window;
+      window.Size = first.Size;
+      window.Index[config.SliceAxis] = start;
+      window.Size[config.SliceAxis] = std::min(perCall, slices - start);
+      const at::Tensor batch =
+        impl.ToNetworkLayout(impl.SourceWindow(sources, representation.SourceScales, window)).to(impl.Device);
+      conditions.push_back(impl.EncodeSources(batch));
+    }
+  }
+  else
+  {
+    conditions.push_back(impl.EncodeSourceVolume(sources, representation.SourceScales, first.Size, options.VoxelsPerCall));
   }
   const at::Tensor condition = torch::cat(conditions, 0);
   const double     eta = options.Eta < 0.0 ? config.Diffusion.Eta : options.Eta;

@@ -63,31 +63,16 @@ Representation::Mean() const
 }
 
 /** Normalises each source with the given scales (computing them when absent). */
-std::map<std::string, std::vector<float>>
-NormaliseSources(const ModelConfig & config, const SourceVolumes & sources, std::map<std::string, double> & scales)
+void
+CompleteSourceScales(const ModelConfig & config, const SourceVolumes & sources, std::map<std::string, double> & scales)
 {
-  std::map<std::string, std::vector<float>> normalised;
   for (const auto & [name, volume] : sources)
   {
     if (scales.count(name) == 0)
     {
       scales[name] = config.Normalization.ComputeScale(volume);
     }
-    normalised[name] = volume.Voxels;
-    config.Normalization.Apply(normalised[name], scales[name]);
   }
-  return normalised;
-}
-
-std::map<std::string, const std::vector<float> *>
-Pointers(const std::map<std::string, std::vector<float>> & values)
-{
-  std::map<std::string, const std::vector<float> *> pointers;
-  for (const auto & [name, v] : values)
-  {
-    pointers[name] = &v;
-  }
-  return pointers;
 }
 
 Model::Impl::Impl(const ModelConfig & config, const c10::Device & device)
@@ -217,6 +202,53 @@ Model::Impl::SourceTensor(const std::map<std::string, const std::vector<float> *
 }
 
 at::Tensor
+Model::Impl::SourceWindow(const SourceVolumes &                  sources,
+                          const std::map<std::string, double> & scales,
+                          const Region &                         window) const
+{
+  const int64_t sourceCount = static_cast<int64_t>(Config.Sources.size());
+  at::Tensor    input = torch::empty({ 2 * sourceCount, window.Size[2], window.Size[1], window.Size[0] });
+  for (int64_t i = 0; i < sourceCount; ++i)
+  {
+    const auto found = sources.find(Config.Sources[static_cast<size_t>(i)]);
+    at::Tensor image = input[2 * i];
+    if (found == sources.end())
+    {
+      image.zero_();
+      input[2 * i + 1].zero_();
+      continue;
+    }
+    const Volume & volume = found->second;
+    image.copy_(torch::from_blob(const_cast<float *>(volume.Voxels.data()),
+                                 { volume.Size[2], volume.Size[1], volume.Size[0] },
+                                 torch::kFloat32)
+                  .narrow(0, window.Index[2], window.Size[2])
+                  .narrow(1, window.Index[1], window.Size[1])
+                  .narrow(2, window.Index[0], window.Size[0]));
+    Config.Normalization.Apply(image.data_ptr<float>(), static_cast<size_t>(image.numel()), scales.at(found->first));
+    input[2 * i + 1].fill_(1.0);
+  }
+  return input;
+}
+
+int64_t
+Model::Impl::SlicesPerCall(const SynthesisOptions & options, const std::array<int64_t, 3> & imageSize) const
+{
+  if (options.SlicesPerBatch > 0)
+  {
+    return options.SlicesPerBatch;
+  }
+  // A voxel budget rather than a slice count: 16 slices of 128x128, 4 of 240x240 (the C-UNet's activations of a
+  // call scale with its voxels; more slices per call buy no speed on a CPU).
+  int64_t sliceVoxels = 1;
+  for (int a = 0; a < 3; ++a)
+  {
+    sliceVoxels *= a == Config.SliceAxis ? 1 : std::max<int64_t>(1, imageSize[a]);
+  }
+  return std::max<int64_t>(1, (options.VoxelsPerCall > 0 ? options.VoxelsPerCall : int64_t{ 1 } << 18) / sliceVoxels);
+}
+
+at::Tensor
 Model::Impl::ToNetworkLayout(const at::Tensor & channelsZYX) const
 {
   if (Config.Dimension == 3)
@@ -286,6 +318,46 @@ at::Tensor
 Model::Impl::EncodeSources(const at::Tensor & sources) const
 {
   return SourceEncoder->forward(PadToMultiple(sources, int64_t{ 1 } << Config.Network.EncoderLevels)).second;
+}
+
+at::Tensor
+Model::Impl::EncodeSourceVolume(const SourceVolumes &                  sources,
+                                const std::map<std::string, double> & scales,
+                                const std::array<int64_t, 3> &         size,
+                                int64_t                                voxelsPerCall) const
+{
+  // The whole-volume encoder pads z, y and x to the alignment and averages every feature cell of the padded volume;
+  // each slab covers [core0, core1) of the padded z extent, reads a halo on both sides (zero beyond the volume, as
+  // the padding) and contributes the sum of its core cells.
+  const int64_t alignment = int64_t{ 1 } << Config.Network.EncoderLevels;
+  const auto    alignUp = [&](int64_t v) { return (v + alignment - 1) / alignment * alignment; };
+  const int64_t halo = alignUp(SourceEncoder->ReceptiveRadius());
+  const int64_t paddedDepth = alignUp(size[2]);
+  const int64_t sliceVoxels = alignUp(size[0]) * alignUp(size[1]);
+  // Up to voxelsPerCall a call (default 2^22: 64 slices of 256x256), halo included; at least one aligned cell of core.
+  const int64_t budget = voxelsPerCall > 0 ? voxelsPerCall : int64_t{ 1 } << 22;
+  const int64_t core = std::max(alignment, (budget / sliceVoxels - 2 * halo) / alignment * alignment);
+  at::Tensor    featureSum;
+  int64_t       cells = 0;
+  for (int64_t core0 = 0; core0 < paddedDepth; core0 += core)
+  {
+    const int64_t core1 = std::min(paddedDepth, core0 + core);
+    const int64_t w0 = std::max<int64_t>(0, core0 - halo);
+    const int64_t w1 = std::min(paddedDepth, core1 + halo);
+    Region        window;
+    window.Size = size;
+    window.Index[2] = w0;
+    window.Size[2] = std::min(w1, size[2]) - w0;
+    at::Tensor input = ToNetworkLayout(SourceWindow(sources, scales, window)); // [1, C, z, Y, X]
+    input = torch::constant_pad_nd(input,
+                                   { 0, alignUp(size[0]) - size[0], 0, alignUp(size[1]) - size[1], 0, w1 - std::min(w1, size[2]) });
+    const at::Tensor features = SourceEncoder->Features(input.to(Device));
+    const at::Tensor inside = features.narrow(2, (core0 - w0) / alignment, (core1 - core0) / alignment);
+    const at::Tensor sum = inside.sum({ 2, 3, 4 });
+    featureSum = featureSum.defined() ? featureSum + sum : sum;
+    cells += inside.size(2) * inside.size(3) * inside.size(4);
+  }
+  return SourceEncoder->Represent(featureSum / static_cast<double>(cells));
 }
 
 at::Tensor

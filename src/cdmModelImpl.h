@@ -64,6 +64,16 @@ struct Model::Impl
   SourceTensor(const std::map<std::string, const std::vector<float> *> & normalised,
                const std::array<int64_t, 3> &                            size) const;
 
+  /** The network input for `window` (index ranges inside the given volumes) of the sources, normalised with `scales`:
+   *  [2S, Z', Y', X'] (missing sources: zero image, zero availability). Only the window is copied: inference never
+   *  holds a whole-image tensor of the sources. */
+  at::Tensor
+  SourceWindow(const SourceVolumes & sources, const std::map<std::string, double> & scales, const Region & window) const;
+
+  /** Slices of a 2D model per device call: SlicesPerBatch, or as many as VoxelsPerCall allows (default 2^18). */
+  int64_t
+  SlicesPerCall(const SynthesisOptions & options, const std::array<int64_t, 3> & imageSize) const;
+
   /** Moves the slice axis of a [C, Z, Y, X] tensor to the front for a 2D model ([N, C, H, W]), or adds a batch
    *  axis for a 3D model ([1, C, Z, Y, X]). */
   at::Tensor
@@ -81,6 +91,13 @@ struct Model::Impl
   /** c = E_src(sources) for a [B, 2S, ...] batch. */
   at::Tensor
   EncodeSources(const at::Tensor & sources) const;
+  /** c = E_src(sources) of a 3D model over a whole volume, computed in slabs along z with a halo (exact: the
+   *  encoder's features are local and their average is summed slab by slab), so that no call holds the volume. */
+  at::Tensor
+  EncodeSourceVolume(const SourceVolumes &                  sources,
+                     const std::map<std::string, double> & scales,
+                     const std::array<int64_t, 3> &         size,
+                     int64_t                                voxelsPerCall) const;
   /** The MDN reverse process from zStart given the condition (differentiable when called under autograd). */
   at::Tensor
   SampleRepresentation(const at::Tensor &                     condition,
@@ -118,13 +135,9 @@ CropTo(const at::Tensor & x, const std::vector<int64_t> & spatialSizes);
 at::Tensor
 SeededNoise(const std::vector<int64_t> & shape, uint64_t seed, const c10::Device & device);
 
-/** Normalises each source with the given scales (computing them when absent: exact only on whole images). */
-std::map<std::string, std::vector<float>>
-NormaliseSources(const ModelConfig & config, const SourceVolumes & sources, std::map<std::string, double> & scales);
-
-/** Pointers to each named vector (the form Model::Impl::SourceTensor reads). */
-std::map<std::string, const std::vector<float> *>
-Pointers(const std::map<std::string, std::vector<float>> & values);
+/** Computes the normalisation scale of each source that has none in `scales` (exact only on whole images). */
+void
+CompleteSourceScales(const ModelConfig & config, const SourceVolumes & sources, std::map<std::string, double> & scales);
 
 /** The torch device for "cpu" / "cuda" / "cuda:N" (after ResolveDevice). */
 c10::Device

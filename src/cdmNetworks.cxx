@@ -171,6 +171,13 @@ ImageEncoderImpl::ImageEncoderImpl(int dimension, int64_t inChannels, const Netw
 std::pair<torch::Tensor, torch::Tensor>
 ImageEncoderImpl::forward(const torch::Tensor & x)
 {
+  const torch::Tensor h = Features(x);
+  return { h, Represent(h.mean(SpatialDims(h))) };
+}
+
+torch::Tensor
+ImageEncoderImpl::Features(const torch::Tensor & x)
+{
   torch::Tensor h = torch::leaky_relu(m_Stem(x), 0.1);
   size_t        block = 0;
   for (size_t level = 0; level < m_Downsamplers.size(); ++level)
@@ -181,9 +188,26 @@ ImageEncoderImpl::forward(const torch::Tensor & x)
     }
     h = m_Downsamplers[level](h);
   }
-  const torch::Tensor pooled = h.mean(SpatialDims(h));
-  const torch::Tensor z = m_Mix(torch::leaky_relu(m_Project(pooled), 0.1));
-  return { h, z };
+  return h;
+}
+
+torch::Tensor
+ImageEncoderImpl::Represent(const torch::Tensor & pooled)
+{
+  return m_Mix(torch::leaky_relu(m_Project(pooled), 0.1));
+}
+
+int64_t
+ImageEncoderImpl::ReceptiveRadius() const
+{
+  // The 3x3 stem, then two 3x3 convolutions per residual block at each level's scale; the 2x2 stride-2
+  // downsamplings reach no further than their own cell.
+  int64_t radius = 1;
+  for (size_t level = 0; level < m_BlocksPerLevel.size(); ++level)
+  {
+    radius += 2 * m_BlocksPerLevel[level] * (int64_t{ 1 } << level);
+  }
+  return radius;
 }
 
 FeatureDecoderImpl::FeatureDecoderImpl(int dimension, int64_t featureChannels, const NetworkConfig & config)

@@ -78,6 +78,15 @@ public:
   /** Returns {feature map, z [B, D]}. */
   std::pair<torch::Tensor, torch::Tensor>
   forward(const torch::Tensor & x);
+  /** The feature map alone: convolutions only, so a tile with a halo of ReceptiveRadius() gives the same cells. */
+  torch::Tensor
+  Features(const torch::Tensor & x);
+  /** z [B, D] from the feature map averaged over its cells ([B, FeatureChannels()]). */
+  torch::Tensor
+  Represent(const torch::Tensor & pooled);
+  /** Reach of a feature cell beyond its own input voxels, in input voxels. */
+  int64_t
+  ReceptiveRadius() const;
   int64_t
   FeatureChannels() const
   {

@@ -91,11 +91,17 @@ NormalizationRule::ComputeScale(const Volume & volume) const
 void
 NormalizationRule::Apply(std::vector<float> & voxels, double scale) const
 {
+  Apply(voxels.data(), voxels.size(), scale);
+}
+
+void
+NormalizationRule::Apply(float * voxels, size_t count, double scale) const
+{
   const auto inverse = static_cast<float>(1.0 / scale);
   const auto clip = static_cast<float>(Clip);
-  for (float & v : voxels)
+  for (size_t i = 0; i < count; ++i)
   {
-    v = std::clamp(v * inverse, 0.0f, clip);
+    voxels[i] = std::clamp(voxels[i] * inverse, 0.0f, clip);
   }
 }
 

@@ -131,8 +131,7 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
                        "on the whole image, or the whole sources");
     }
   }
-  const auto       normalised = NormaliseSources(config, sources, scales);
-  const at::Tensor layout = impl.ToNetworkLayout(impl.SourceTensor(Pointers(normalised), first.Size));
+  CompleteSourceScales(config, sources, scales);
   const int64_t    cells = config.Dimension == 2 ? imageSize[config.SliceAxis] : 1;
   const int        expectedDim = config.ModelKind == "cdm" ? config.Network.RepresentationDim : 0;
   if (representation.Cells != cells || representation.Dim != expectedDim ||
@@ -149,13 +148,13 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
 
   // The region in network layout: batch rows [b0, b0 + nb) and spatial ranges per layout axis (image indices);
   // `shift` maps an image index to the index in the sources' tensor.
-  const int64_t        spatialAxes = layout.dim() - 2;
+  const int64_t        spatialAxes = config.Dimension;
   int64_t              b0 = 0;
   int64_t              nb = 1;
   int64_t              rowShift = 0;
   std::vector<int64_t> start(static_cast<size_t>(spatialAxes)), extentRange(static_cast<size_t>(spatialAxes)),
     tile(static_cast<size_t>(spatialAxes)), shift(static_cast<size_t>(spatialAxes)),
-    fullExtent(static_cast<size_t>(spatialAxes));
+    fullExtent(static_cast<size_t>(spatialAxes)), volumeAxis(static_cast<size_t>(spatialAxes));
   for (int a = 0; a < 3; ++a)
   {
     const int64_t axis = impl.LayoutAxis(a);
@@ -172,6 +171,7 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
       tile[axis - 2] = options.TileSize[a] > 0 ? options.TileSize[a] : region.Size[a];
       shift[axis - 2] = offset[a];
       fullExtent[axis - 2] = imageSize[a];
+      volumeAxis[axis - 2] = a;
     }
   }
 
@@ -181,7 +181,7 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
   std::vector<int64_t> outputShape{ nb, 1 };
   outputShape.insert(outputShape.end(), extentRange.begin(), extentRange.end());
   at::Tensor mean = torch::zeros(outputShape);
-  at::Tensor deviation = torch::zeros(outputShape);
+  at::Tensor deviation = samples > 1 ? torch::zeros(outputShape) : at::Tensor();
 
   // Tiles: every combination of per-axis tile starts.
   std::vector<std::vector<int64_t>> tileStarts(static_cast<size_t>(spatialAxes));
@@ -194,20 +194,30 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
     }
     totalTiles *= static_cast<int64_t>(tileStarts[s].size());
   }
-  const int64_t perCall = config.Dimension == 3 ? 1 : std::max(1, options.SlicesPerBatch);
+  const int64_t perCall = config.Dimension == 3 ? 1 : impl.SlicesPerCall(options, imageSize);
   const int64_t batches = (nb + perCall - 1) / perCall;
   int64_t       done = 0;
   for (int64_t batchStart = 0; batchStart < nb; batchStart += perCall)
   {
     const int64_t    count = std::min(perCall, nb - batchStart);
-    const at::Tensor rows = layout.narrow(0, b0 - rowShift + batchStart, count);
+    // The window of the sources each tile reads, in indices of the given (buffered) volumes.
+    Region rows;
+    rows.Size = first.Size;
+    for (int a = 0; a < 3; ++a)
+    {
+      if (config.Dimension == 2 && impl.LayoutAxis(a) == 0)
+      {
+        rows.Index[a] = b0 - rowShift + batchStart;
+        rows.Size[a] = count;
+      }
+    }
     const at::Tensor z =
       zAll.narrow(1, b0 + batchStart, count).reshape({ samples * count, representation.Dim }).to(impl.Device);
     for (int64_t t = 0; t < totalTiles; ++t)
     {
-      at::Tensor           window = rows;
+      Region               window = rows;
       at::Tensor           outMean = mean.narrow(0, batchStart, count);
-      at::Tensor           outDeviation = deviation.narrow(0, batchStart, count);
+      at::Tensor           outDeviation = samples > 1 ? deviation.narrow(0, batchStart, count) : at::Tensor();
       std::vector<int64_t> cropOffset, cropSize, pads(static_cast<size_t>(2 * spatialAxes));
       int64_t              remainder = t;
       for (int64_t s = 0; s < spatialAxes; ++s)
@@ -219,15 +229,20 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
         const int64_t b = a + std::min(tile[s], extentRange[s] - local); // tile end
         const int64_t size = fullExtent[s];
         const auto [w0, w1] = NetworkWindow(a, b, size, halo, alignment);
-        window = window.narrow(s + 2, w0 - shift[s], std::min(w1, size) - w0);
+        window.Index[volumeAxis[s]] = w0 - shift[s];
+        window.Size[volumeAxis[s]] = std::min(w1, size) - w0;
         // constant_pad_nd lists the last axis first: high-end zero padding up to the aligned window.
         pads[static_cast<size_t>(2 * (spatialAxes - 1 - s) + 1)] = w1 - std::min(w1, size);
         cropOffset.push_back(a - w0);
         cropSize.push_back(b - a);
         outMean = outMean.narrow(s + 2, local, b - a);
-        outDeviation = outDeviation.narrow(s + 2, local, b - a);
+        if (samples > 1)
+        {
+          outDeviation = outDeviation.narrow(s + 2, local, b - a);
+        }
       }
-      at::Tensor           input = torch::constant_pad_nd(window, pads, 0.0).to(impl.Device);
+      const at::Tensor     windowInput = impl.ToNetworkLayout(impl.SourceWindow(sources, scales, window));
+      at::Tensor           input = torch::constant_pad_nd(windowInput, pads, 0.0).to(impl.Device);
       std::vector<int64_t> repeats(static_cast<size_t>(input.dim()), 1);
       repeats[0] = samples;
       const at::Tensor batchInput = samples > 1 ? input.repeat(repeats) : input;
@@ -286,7 +301,7 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
     }
   }
 
-  // Back to [Z, Y, X] of the region, in target intensity units.
+  // Back to [Z, Y, X] of the region, in target intensity units, written straight into the volume's voxels.
   const auto toVolume = [&](const at::Tensor & values, const std::string & description, bool clampAtZero) {
     Volume volume = first.EmptyCopy(description);
     volume.Size = region.Size;
@@ -298,13 +313,13 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
         volume.Origin[r] += first.Direction[3 * r + a] * (region.Index[a] - offset[a]) * first.Spacing[a];
       }
     }
-    at::Tensor zyx = impl.FromNetworkLayout(values).squeeze(0) * config.TargetScale;
+    std::vector<float>(static_cast<size_t>(region.Size[0] * region.Size[1] * region.Size[2])).swap(volume.Voxels);
+    at::Tensor zyx = torch::from_blob(volume.Voxels.data(), { region.Size[2], region.Size[1], region.Size[0] });
+    zyx.copy_(impl.FromNetworkLayout(values).squeeze(0)).mul_(config.TargetScale);
     if (clampAtZero)
     {
-      zyx = zyx.clamp_min(0.0);
+      zyx.clamp_min_(0.0);
     }
-    zyx = zyx.contiguous();
-    volume.Voxels.assign(zyx.data_ptr<float>(), zyx.data_ptr<float>() + zyx.numel());
     return volume;
   };
   SynthesisResult result;

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The streaming benchmark (issue 12): peak memory, wall time, updates of the filter and runs of the sampler when
+# itk::CDMImageFilter's output is pulled through itk::StreamingImageFilter in 1, 3 and 8 divisions, for a 2D and a 3D
+# `small` model, on one BraTS-sized phantom case (240x240x155 at 1 mm). Each run is its own process
+# (examples/cdmStreamingExample.cxx), so each peak resident memory is its own; every streamed output is checked
+# against the unstreamed one. Prints a Markdown table and writes <work>/results.json.
+#
+#   bench/memory.sh [--work DIR] [--divisions 1,3,8] [--models 2d,3d] [--size 240,240,155] [--tile N]
+#
+# The 2D model is the bundled examples/models/t1c-small.cdm; the 3D model is a `small` 3D CDM trained for one step
+# per stage (its weights do not change what a pass costs). --tile N passes a C-UNet tile edge to the filter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=bench/work/memory
+DIVISIONS=1,3,8
+MODELS=2d,3d
+SIZE=240,240,155
+TILE=""
+while (($#)); do
+  case "$1" in
+    --work) WORK="$2"; shift ;;
+    --divisions) DIVISIONS="$2"; shift ;;
+    --models) MODELS="$2"; shift ;;
+    --size) SIZE="$2"; shift ;;
+    --tile) TILE="$2"; shift ;;
+    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
+    *) echo "bench/memory.sh: unknown option '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+./scripts/install-deps.sh >/dev/null
+BUILD_DIR="${CDM_BUILD_DIR:-build}"
+launcher=()
+if command -v ccache >/dev/null 2>&1; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON "${launcher[@]}" >/dev/null
+cmake --build "$BUILD_DIR" --target cdm cdmStreamingExample >/dev/null
+CDM="$(cd "$BUILD_DIR" && pwd)/apps/cdm"
+STREAM="$(cd "$BUILD_DIR" && pwd)/examples/cdmStreamingExample"
+mkdir -p "$WORK"
+
+# One case at BraTS's grid, and (for the 3D model) two small training cases.
+case_dir="$WORK/data/MEMORY-00000"
+if [[ ! -f "$case_dir/MEMORY-00000-t2f.nii.gz" ]]; then
+  "$CDM" phantom --out "$WORK/data" --cases 1 --seed 21 --size "$SIZE" --spacing 1 --prefix MEMORY >/dev/null
+fi
+models=()
+[[ ",$MODELS," == *",2d,"* ]] && models+=("2d:examples/models/t1c-small.cdm")
+if [[ ",$MODELS," == *",3d,"* ]]; then
+  if [[ ! -f "$WORK/t1c-small-3d.cdm" ]]; then
+    "$CDM" phantom --out "$WORK/train" --cases 2 --seed 22 --size 64,64,64 --spacing 3 >/dev/null
+    "$CDM" train --model-kind cdm --dim 3 --preset small --data "$WORK/train" --target t1c --sources t1n,t2w,t2f \
+      --iterations 1 --validation-interval 1 --seed 1 --out "$WORK/t1c-small-3d.cdm" >/dev/null
+  fi
+  models+=("3d:$WORK/t1c-small-3d.cdm")
+fi
+
+IFS=, read -r -a division_list <<<"$DIVISIONS"
+results="$WORK/results.jsonl"
+: >"$results"
+for entry in "${models[@]}"; do
+  name="${entry%%:*}" model="${entry#*:}"
+  for d in "${division_list[@]}"; do
+    out="$WORK/$name-$d.mha"
+    line=$("$STREAM" "$model" "$case_dir/MEMORY-00000-t1n.nii.gz" "$case_dir/MEMORY-00000-t2w.nii.gz" \
+      "$case_dir/MEMORY-00000-t2f.nii.gz" "$out" "$d" cpu ${TILE:+"$TILE"} | tail -n 1)
+    echo "{\"model\": \"$name\", \"result\": $line}" >>"$results"
+    echo "$name, $d divisions: $line" >&2
+  done
+done
+
+python3 - "$results" "$WORK" "$SIZE" "$(nproc)" <<'EOF'
+import array, json, os, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+work, size, cores = sys.argv[2], sys.argv[3], sys.argv[4]
+
+def read_mha(path):
+    """The voxels of an uncompressed float .mha written by ITK (header lines, then raw little-endian floats)."""
+    data = open(path, "rb").read()
+    end = data.index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL\n")
+    voxels = array.array("f")
+    voxels.frombytes(data[end:])
+    return voxels
+
+print(f"Streaming through itk::StreamingImageFilter, {size} voxels, CPU ({cores} cores):\n")
+print("| model | divisions | updates | sampler runs | wall s | peak RSS MB | peak vs 1 division | wall vs 1 division | max abs diff vs 1 division |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+summary = []
+for model in dict.fromkeys(r["model"] for r in rows):
+    mine = [r["result"] for r in rows if r["model"] == model]
+    base = next((r for r in mine if r["divisions"] == 1), mine[0])
+    base_voxels = read_mha(os.path.join(work, f"{model}-{base['divisions']}.mha"))
+    for r in mine:
+        voxels = read_mha(os.path.join(work, f"{model}-{r['divisions']}.mha"))
+        diff = max(abs(a - b) for a, b in zip(voxels, base_voxels)) if r is not base else 0.0
+        r.update(model=model, peak_ratio=r["peak_rss_mb"] / base["peak_rss_mb"], wall_ratio=r["seconds"] / base["seconds"],
+                 max_abs_diff=diff)
+        summary.append(r)
+        print(f"| {model} | {r['divisions']} | {r['updates']} | {r['sampler_runs']} | {r['seconds']:.1f} | "
+              f"{r['peak_rss_mb']:.0f} | {r['peak_ratio']:.2f} | {r['wall_ratio']:.2f} | {diff:.2g} |")
+json.dump(summary, open(os.path.join(work, "results.json"), "w"), indent=1)
+EOF
