@@ -83,18 +83,19 @@ def read_mha(path):
     return voxels
 
 print(f"Streaming through itk::StreamingImageFilter, {size} voxels, CPU ({cores} cores):\n")
-print("| model | divisions | updates | sampler runs | wall s | peak RSS MB | peak vs 1 division | wall vs 1 division | max abs diff vs 1 division |")
+print("| model | divisions | updates | sampler runs | wall s | peak RSS MB | peak vs 1 division | wall vs 1 division | max diff vs 1 division / its range |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 summary = []
 for model in dict.fromkeys(r["model"] for r in rows):
     mine = [r["result"] for r in rows if r["model"] == model]
     base = next((r for r in mine if r["divisions"] == 1), mine[0])
     base_voxels = read_mha(os.path.join(work, f"{model}-{base['divisions']}.mha"))
+    base_range = (max(base_voxels) - min(base_voxels)) or 1.0
     for r in mine:
         voxels = read_mha(os.path.join(work, f"{model}-{r['divisions']}.mha"))
-        diff = max(abs(a - b) for a, b in zip(voxels, base_voxels)) if r is not base else 0.0
+        diff = max(abs(a - b) for a, b in zip(voxels, base_voxels)) / base_range if r is not base else 0.0
         r.update(model=model, peak_ratio=r["peak_rss_mb"] / base["peak_rss_mb"], wall_ratio=r["seconds"] / base["seconds"],
-                 max_abs_diff=diff)
+                 max_difference_over_range=diff)
         summary.append(r)
         print(f"| {model} | {r['divisions']} | {r['updates']} | {r['sampler_runs']} | {r['seconds']:.1f} | "
               f"{r['peak_rss_mb']:.0f} | {r['peak_ratio']:.2f} | {r['wall_ratio']:.2f} | {diff:.2g} |")

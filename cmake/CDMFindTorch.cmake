@@ -17,3 +17,16 @@ if(NOT TARGET torch)
   find_package(Torch REQUIRED)
 endif()
 get_filename_component(CDM_TORCH_LIBRARY_DIR "${TORCH_INSTALL_PREFIX}/lib" ABSOLUTE)
+
+# A CPU run should not load LibTorch's CUDA backend (libtorch_cuda.so and the CUDA runtime: about 230 MB resident,
+# measured): link the CPU backend only; the engine loads the CUDA backend at start where an NVIDIA driver is present
+# (src/cdmDevice.cxx), so GPUs work as before.
+option(CDM_CUDA_ON_DEMAND "Link LibTorch's CPU backend; load its CUDA backend at run time where a driver exists" ON)
+if(CDM_CUDA_ON_DEMAND AND TARGET torch_cpu_library AND TARGET c10 AND CMAKE_SYSTEM_NAME STREQUAL "Linux")
+  if(NOT TARGET cdm_torch)
+    add_library(cdm_torch INTERFACE IMPORTED GLOBAL)
+    target_link_libraries(cdm_torch INTERFACE torch_cpu_library c10 ${CMAKE_DL_LIBS})
+    target_include_directories(cdm_torch INTERFACE ${TORCH_INCLUDE_DIRS})
+  endif()
+  set(TORCH_LIBRARIES cdm_torch)
+endif()

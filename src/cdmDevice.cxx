@@ -11,13 +11,65 @@
 
 #include <string>
 
+#if defined(__linux__)
+#  include <dlfcn.h>
+#  include <unistd.h>
+#endif
+
 namespace cdm
 {
+
+namespace
+{
+/** Whether an NVIDIA driver is installed (its control device or its /proc entry exists). */
+bool
+NvidiaDriverPresent()
+{
+#if defined(__linux__)
+  return access("/dev/nvidiactl", F_OK) == 0 || access("/proc/driver/nvidia/version", F_OK) == 0;
+#else
+  return true;
+#endif
+}
+
+/** Loads LibTorch's CUDA backend (libtorch_cuda.so, beside libtorch_cpu.so), which a build with CDM_CUDA_ON_DEMAND
+ *  (the default) does not link: the backend and the CUDA runtime it pulls in cost about 230 MB of resident memory
+ *  and start-up time that a CPU run should not pay. (Where it is linked, dlopen returns the loaded library.) Returns
+ *  an empty string on success, else why it failed. */
+std::string
+LoadCudaBackend()
+{
+#if defined(__linux__)
+  static const std::string failure = []() -> std::string {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void *>(&torch::cuda::device_count), &info) == 0 || info.dli_fname == nullptr)
+    {
+      return "the LibTorch library folder could not be found";
+    }
+    std::string path(info.dli_fname);
+    path = path.substr(0, path.find_last_of('/') + 1) + "libtorch_cuda.so";
+    if (dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr)
+    {
+      const char * why = dlerror();
+      return "'" + path + "' could not be loaded (" + (why ? why : "no reason given") + ")";
+    }
+    return {};
+  }();
+  return failure;
+#else
+  return {};
+#endif
+}
+
+// LibTorch caches its CUDA hooks at their first use, so the backend must be in before any tensor work: at load time,
+// on every machine with an NVIDIA driver (and nowhere else).
+[[maybe_unused]] const bool cudaBackendLoadedAtStart = NvidiaDriverPresent() && LoadCudaBackend().empty();
+} // namespace
 
 bool
 CudaAvailable()
 {
-  return torch::cuda::is_available();
+  return NvidiaDriverPresent() && LoadCudaBackend().empty() && torch::cuda::is_available();
 }
 
 std::string
@@ -35,8 +87,10 @@ ResolveDevice(const std::string & requested)
   {
     if (!CudaAvailable())
     {
-      throw InputError("device '" + requested +
-                       "' is not available: LibTorch sees no CUDA device; expected auto or cpu");
+      const std::string why = !NvidiaDriverPresent() ? "no NVIDIA driver is installed"
+                              : !LoadCudaBackend().empty() ? "LibTorch's CUDA backend " + LoadCudaBackend()
+                                                             : "LibTorch sees no CUDA device";
+      throw InputError("device '" + requested + "' is not available: " + why + "; expected auto or cpu");
     }
     int index = 0;
     if (requested.size() > 4)

@@ -107,10 +107,20 @@ ChannelNormImpl::ChannelNormImpl(int64_t channels)
 torch::Tensor
 ChannelNormImpl::forward(const torch::Tensor & x)
 {
+  const torch::Tensor weight = Broadcast(m_Weight.unsqueeze(0), x);
+  const torch::Tensor bias = Broadcast(m_Bias.unsqueeze(0), x);
+  if (!torch::GradMode::is_enabled())
+  {
+    // Inference: the same operations in place, so that one full-size tensor is alive instead of four (what bounds
+    // the memory of a 3D volume or tile).
+    torch::Tensor       centred = x - x.mean(1, true);
+    const torch::Tensor inverse = centred.square().mean(1, true).add_(1e-6).rsqrt_();
+    return centred.mul_(inverse).mul_(weight).add_(bias);
+  }
   const torch::Tensor mean = x.mean(1, true);
   const torch::Tensor variance = (x - mean).pow(2).mean(1, true);
   const torch::Tensor normalised = (x - mean) * torch::rsqrt(variance + 1e-6);
-  return normalised * Broadcast(m_Weight.unsqueeze(0), x) + Broadcast(m_Bias.unsqueeze(0), x);
+  return normalised * weight + bias;
 }
 
 ResidualBlockImpl::ResidualBlockImpl(int dimension, int64_t inChannels, int64_t outChannels, int64_t conditionDim)
@@ -137,15 +147,21 @@ ResidualBlockImpl::ResidualBlockImpl(int dimension, int64_t inChannels, int64_t 
 torch::Tensor
 ResidualBlockImpl::forward(const torch::Tensor & x, const torch::Tensor & condition)
 {
-  torch::Tensor h = m_Conv1(torch::silu(m_Norm1(x)));
+  // Without autograd every step after a convolution works in place (same values, fewer full-size tensors alive).
+  const bool    inPlace = !torch::GradMode::is_enabled();
+  torch::Tensor h = m_Norm1(x);
+  h = m_Conv1(inPlace ? torch::silu_(h) : torch::silu(h));
   h = m_Norm2(h);
   if (m_Film)
   {
     const auto gammaBeta = m_Film(condition).chunk(2, 1);
-    h = h * (1 + Broadcast(gammaBeta[0], h)) + Broadcast(gammaBeta[1], h);
+    const auto gamma = 1 + Broadcast(gammaBeta[0], h);
+    const auto beta = Broadcast(gammaBeta[1], h);
+    h = inPlace ? h.mul_(gamma).add_(beta) : h * gamma + beta;
   }
-  h = m_Conv2(torch::silu(h));
-  return (m_Skip ? m_Skip(x) : x) + h;
+  h = m_Conv2(inPlace ? torch::silu_(h) : torch::silu(h));
+  const torch::Tensor shortcut = m_Skip ? m_Skip(x) : x;
+  return inPlace ? h.add_(shortcut) : shortcut + h;
 }
 
 ImageEncoderImpl::ImageEncoderImpl(int dimension, int64_t inChannels, const NetworkConfig & config)
@@ -350,6 +366,7 @@ CrossConditionedUNetImpl::forward(const torch::Tensor & x, const torch::Tensor &
   {
     h = m_UpConvs[level](Upsample2(h));
     h = torch::cat({ h, skips[level] }, 1);
+    skips[level] = torch::Tensor(); // its memory is free once copied into the concatenation
     for (auto & block : m_Up[level])
     {
       h = block(h, z);
