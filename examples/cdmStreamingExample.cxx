@@ -65,7 +65,8 @@ main(int argc, char * argv[])
     unsigned int updates = 0;
     unsigned int samplerRuns = 0;
     cdmFilter->AddObserver(itk::StartEvent(), [&updates](const itk::EventObject &) { ++updates; });
-    cdmFilter->GetSampler()->AddObserver(itk::StartEvent(), [&samplerRuns](const itk::EventObject &) { ++samplerRuns; });
+    cdmFilter->GetSampler()->AddObserver(itk::StartEvent(),
+                                         [&samplerRuns](const itk::EventObject &) { ++samplerRuns; });
 
     auto streamer = itk::StreamingImageFilter<ImageType, ImageType>::New();
     streamer->SetInput(cdmFilter->GetOutput());
@@ -76,8 +77,9 @@ main(int argc, char * argv[])
     const double peak = PeakResidentMegabytes();
 
     itk::WriteImage(streamer->GetOutput(), argv[5]);
-    std::cout << "{\"divisions\": " << divisions << ", \"updates\": " << updates << ", \"sampler_runs\": " << samplerRuns
-              << ", \"seconds\": " << seconds << ", \"peak_rss_mb\": " << peak << "}" << std::endl;
+    std::cout << "{\"divisions\": " << divisions << ", \"updates\": " << updates
+              << ", \"sampler_runs\": " << samplerRuns << ", \"seconds\": " << seconds << ", \"peak_rss_mb\": " << peak
+              << "}" << std::endl;
   }
   catch (const itk::ExceptionObject & error)
   {

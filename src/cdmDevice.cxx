@@ -87,9 +87,9 @@ ResolveDevice(const std::string & requested)
   {
     if (!CudaAvailable())
     {
-      const std::string why = !NvidiaDriverPresent() ? "no NVIDIA driver is installed"
+      const std::string why = !NvidiaDriverPresent()       ? "no NVIDIA driver is installed"
                               : !LoadCudaBackend().empty() ? "LibTorch's CUDA backend " + LoadCudaBackend()
-                                                             : "LibTorch sees no CUDA device";
+                                                           : "LibTorch sees no CUDA device";
       throw InputError("device '" + requested + "' is not available: " + why + "; expected auto or cpu");
     }
     int index = 0;

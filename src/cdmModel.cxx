@@ -173,7 +173,8 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
   }
   else
   {
-    conditions.push_back(impl.EncodeSourceVolume(sources, representation.SourceScales, first.Size, options.VoxelsPerCall));
+    conditions.push_back(
+      impl.EncodeSourceVolume(sources, representation.SourceScales, first.Size, options.VoxelsPerCall));
   }
   const at::Tensor condition = torch::cat(conditions, 0);
   const double     eta = options.Eta < 0.0 ? config.Diffusion.Eta : options.Eta;

@@ -202,9 +202,9 @@ Model::Impl::SourceTensor(const std::map<std::string, const std::vector<float> *
 }
 
 at::Tensor
-Model::Impl::SourceWindow(const SourceVolumes &                  sources,
+Model::Impl::SourceWindow(const SourceVolumes &                 sources,
                           const std::map<std::string, double> & scales,
-                          const Region &                         window) const
+                          const Region &                        window) const
 {
   const int64_t sourceCount = static_cast<int64_t>(Config.Sources.size());
   at::Tensor    input = torch::empty({ 2 * sourceCount, window.Size[2], window.Size[1], window.Size[0] });
@@ -321,10 +321,10 @@ Model::Impl::EncodeSources(const at::Tensor & sources) const
 }
 
 at::Tensor
-Model::Impl::EncodeSourceVolume(const SourceVolumes &                  sources,
+Model::Impl::EncodeSourceVolume(const SourceVolumes &                 sources,
                                 const std::map<std::string, double> & scales,
-                                const std::array<int64_t, 3> &         size,
-                                int64_t                                voxelsPerCall) const
+                                const std::array<int64_t, 3> &        size,
+                                int64_t                               voxelsPerCall) const
 {
   // The whole-volume encoder pads z, y and x to the alignment and averages every feature cell of the padded volume;
   // each slab covers [core0, core1) of the padded z extent, reads a halo on both sides (zero beyond the volume, as
@@ -349,8 +349,8 @@ Model::Impl::EncodeSourceVolume(const SourceVolumes &                  sources,
     window.Index[2] = w0;
     window.Size[2] = std::min(w1, size[2]) - w0;
     at::Tensor input = ToNetworkLayout(SourceWindow(sources, scales, window)); // [1, C, z, Y, X]
-    input = torch::constant_pad_nd(input,
-                                   { 0, alignUp(size[0]) - size[0], 0, alignUp(size[1]) - size[1], 0, w1 - std::min(w1, size[2]) });
+    input = torch::constant_pad_nd(
+      input, { 0, alignUp(size[0]) - size[0], 0, alignUp(size[1]) - size[1], 0, w1 - std::min(w1, size[2]) });
     const at::Tensor features = SourceEncoder->Features(input.to(Device));
     const at::Tensor inside = features.narrow(2, (core0 - w0) / alignment, (core1 - core0) / alignment);
     const at::Tensor sum = inside.sum({ 2, 3, 4 });

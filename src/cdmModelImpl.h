@@ -68,7 +68,9 @@ struct Model::Impl
    *  [2S, Z', Y', X'] (missing sources: zero image, zero availability). Only the window is copied: inference never
    *  holds a whole-image tensor of the sources. */
   at::Tensor
-  SourceWindow(const SourceVolumes & sources, const std::map<std::string, double> & scales, const Region & window) const;
+  SourceWindow(const SourceVolumes &                 sources,
+               const std::map<std::string, double> & scales,
+               const Region &                        window) const;
 
   /** Slices of a 2D model per device call: SlicesPerBatch, or as many as VoxelsPerCall allows (default 2^18). */
   int64_t
@@ -94,10 +96,10 @@ struct Model::Impl
   /** c = E_src(sources) of a 3D model over a whole volume, computed in slabs along z with a halo (exact: the
    *  encoder's features are local and their average is summed slab by slab), so that no call holds the volume. */
   at::Tensor
-  EncodeSourceVolume(const SourceVolumes &                  sources,
+  EncodeSourceVolume(const SourceVolumes &                 sources,
                      const std::map<std::string, double> & scales,
-                     const std::array<int64_t, 3> &         size,
-                     int64_t                                voxelsPerCall) const;
+                     const std::array<int64_t, 3> &        size,
+                     int64_t                               voxelsPerCall) const;
   /** The MDN reverse process from zStart given the condition (differentiable when called under autograd). */
   at::Tensor
   SampleRepresentation(const at::Tensor &                     condition,

@@ -132,8 +132,8 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
     }
   }
   CompleteSourceScales(config, sources, scales);
-  const int64_t    cells = config.Dimension == 2 ? imageSize[config.SliceAxis] : 1;
-  const int        expectedDim = config.ModelKind == "cdm" ? config.Network.RepresentationDim : 0;
+  const int64_t cells = config.Dimension == 2 ? imageSize[config.SliceAxis] : 1;
+  const int     expectedDim = config.ModelKind == "cdm" ? config.Network.RepresentationDim : 0;
   if (representation.Cells != cells || representation.Dim != expectedDim ||
       static_cast<int64_t>(representation.Values.size()) !=
         static_cast<int64_t>(representation.Samples) * cells * representation.Dim)
@@ -199,7 +199,7 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
   int64_t       done = 0;
   for (int64_t batchStart = 0; batchStart < nb; batchStart += perCall)
   {
-    const int64_t    count = std::min(perCall, nb - batchStart);
+    const int64_t count = std::min(perCall, nb - batchStart);
     // The window of the sources each tile reads, in indices of the given (buffered) volumes.
     Region rows;
     rows.Size = first.Size;
