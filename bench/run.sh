@@ -7,6 +7,7 @@
 # Writes <out>/RESULTS.md, <out>/results.json and a PNG montage per task. Default <out>: bench/ (RESULTS.md there).
 #
 #   bench/run.sh [--quick] [--tasks t1c,t2f] [--methods identity,cdm,unet,ddim,unet-time] [--out DIR] [--iterations N]
+#                [--train-seed S]
 #
 # --quick: a smoke run in minutes (tiny models, few small cases). --iterations N: gradient steps per method (default
 # 600); CDM splits them over its stages (CDM_STAGES, default mrm 1/15, cunet 8/15, mdn 2/15, finetune 4/15).
@@ -23,6 +24,7 @@ TASKS="t1c,t2f"
 METHODS="identity,cdm,unet,ddim,unet-time"
 OUT=""
 ITERATIONS=""
+TRAIN_SEED=1 # the seed of every training (`cdm train --seed`); another seed in another --out measures run-to-run noise
 while (($#)); do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -30,6 +32,7 @@ while (($#)); do
     --methods) METHODS="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --iterations) ITERATIONS="$2"; shift ;;
+    --train-seed) TRAIN_SEED="$2"; shift ;;
     -h|--help) sed -n 2,19p "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
@@ -102,7 +105,7 @@ train_model() {
     local start
     start=$(now_ms)
     "$CDM" train --model-kind "$kind" --data "$WORK/data/train" --target "$task" --sources "$sources" \
-      --preset "$PRESET" --iterations "$iterations" "$@" "${extra_train_args[@]}" --seed 1 \
+      --preset "$PRESET" --iterations "$iterations" "$@" "${extra_train_args[@]}" --seed "$TRAIN_SEED" \
       --validation-interval "$iterations" --out "$model" | tail -n 8 > "$WORK/results/$task/$method/train.log"
     echo "{\"milliseconds\": $(($(now_ms) - start)), \"iterations\": $iterations}" \
       > "$WORK/results/$task/$method/train.json"
