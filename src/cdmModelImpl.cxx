@@ -62,7 +62,6 @@ Representation::Mean() const
   return mean;
 }
 
-/** Normalises each source with the given scales (computing them when absent). */
 void
 CompleteSourceScales(const ModelConfig & config, const SourceVolumes & sources, std::map<std::string, double> & scales)
 {

@@ -203,13 +203,10 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
     // The window of the sources each tile reads, in indices of the given (buffered) volumes.
     Region rows;
     rows.Size = first.Size;
-    for (int a = 0; a < 3; ++a)
+    if (config.Dimension == 2)
     {
-      if (config.Dimension == 2 && impl.LayoutAxis(a) == 0)
-      {
-        rows.Index[a] = b0 - rowShift + batchStart;
-        rows.Size[a] = count;
-      }
+      rows.Index[config.SliceAxis] = b0 - rowShift + batchStart;
+      rows.Size[config.SliceAxis] = count;
     }
     const at::Tensor z =
       zAll.narrow(1, b0 + batchStart, count).reshape({ samples * count, representation.Dim }).to(impl.Device);
