@@ -212,6 +212,7 @@ struct SynthesizeArguments
   std::string              TimingJson;
   std::string              RepresentationMode{ "sampled" };
   std::string              Reference;
+  std::string              Precision{ "fp32" };
 };
 
 int
@@ -248,6 +249,7 @@ RunSynthesize(const SynthesizeArguments & arguments)
   }
   cdm::SynthesisOptions options = arguments.Options;
   options.TileSize = { arguments.Tile, arguments.Tile, arguments.Tile };
+  options.NetworkPrecision = cdm::ParsePrecision(arguments.Precision, "--precision");
   const auto progress = [&](double fraction, const std::string & what) {
     if (!arguments.Quiet)
     {
@@ -295,6 +297,7 @@ RunSynthesize(const SynthesizeArguments & arguments)
       { "slices", model.Config().Dimension == 2 ? result.Image.Size[model.Config().SliceAxis] : 1 },
       { "size", result.Image.Size },
       { "device", model.DeviceName() },
+      { "precision", arguments.Precision },
       { "samples", options.Samples }
     };
     std::ofstream(arguments.TimingJson) << timing.dump(2) << std::endl;
@@ -710,8 +713,15 @@ main(int argc, char ** argv)
     ->add_option("--voxels-per-call",
                  synthesize.Options.VoxelsPerCall,
                  "Memory bound: voxels one network call reads (2D: slices per call; 3D: source-encoder slabs); "
-                 "0: automatic (2^18 in 2D, 2^22 in 3D)")
+                 "0: automatic (2^16 in 2D, 2^22 in 3D)")
     ->check(CLI::NonNegativeNumber)
+    ->capture_default_str();
+  synthesizeCommand
+    ->add_option("--precision",
+                 synthesize.Precision,
+                 "Arithmetic of the source encoder and the C-UNet: fp32, or bf16 / fp16 (autocast; faster where the "
+                 "hardware has it, at a fidelity cost: bench/PRECISION.md)")
+    ->check(CLI::IsMember({ "fp32", "bf16", "fp16" }))
     ->capture_default_str();
   synthesizeCommand->add_option("--device", synthesize.Device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   synthesizeCommand->add_option("--threads", synthesize.Threads, "CPU threads (default: ITK's global default)");

@@ -83,8 +83,8 @@ def read_mha(path):
     return voxels
 
 print(f"Streaming through itk::StreamingImageFilter, {size} voxels, CPU ({cores} cores):\n")
-print("| model | divisions | updates | sampler runs | wall s | peak RSS MB | peak vs 1 division | wall vs 1 division | max diff vs 1 division / its range |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| model | divisions | updates | sampler runs | wall s | peak RSS MB | peak vs 1 division | pipeline MB (peak - base) | pipeline vs 1 division | wall vs 1 division | max diff vs 1 division / its range |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 summary = []
 for model in dict.fromkeys(r["model"] for r in rows):
     mine = [r["result"] for r in rows if r["model"] == model]
@@ -94,10 +94,13 @@ for model in dict.fromkeys(r["model"] for r in rows):
     for r in mine:
         voxels = read_mha(os.path.join(work, f"{model}-{r['divisions']}.mha"))
         diff = max(abs(a - b) for a, b in zip(voxels, base_voxels)) / base_range if r is not base else 0.0
+        pipeline = r["peak_rss_mb"] - r["base_rss_mb"]
         r.update(model=model, peak_ratio=r["peak_rss_mb"] / base["peak_rss_mb"], wall_ratio=r["seconds"] / base["seconds"],
+                 pipeline_mb=pipeline, pipeline_ratio=pipeline / (base["peak_rss_mb"] - base["base_rss_mb"]),
                  max_difference_over_range=diff)
         summary.append(r)
         print(f"| {model} | {r['divisions']} | {r['updates']} | {r['sampler_runs']} | {r['seconds']:.1f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['peak_ratio']:.2f} | {r['wall_ratio']:.2f} | {diff:.2g} |")
+              f"{r['peak_rss_mb']:.0f} | {r['peak_ratio']:.2f} | {pipeline:.0f} | {r['pipeline_ratio']:.2f} | "
+              f"{r['wall_ratio']:.2f} | {diff:.2g} |")
 json.dump(summary, open(os.path.join(work, "results.json"), "w"), indent=1)
 EOF

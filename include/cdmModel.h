@@ -43,6 +43,24 @@ struct Representation
   Mean() const;
 };
 
+/** \brief The floating-point precision the convolutional networks run in. Reduced precision (autocast: convolutions
+ *  and matrix products in bfloat16 or float16, normalisations and the MDN's steps in float32) trades fidelity for
+ *  speed where the hardware has fast bf16/fp16 arithmetic; bench/PRECISION.md gives both. */
+enum class Precision
+{
+  Float32,
+  BFloat16,
+  Float16
+};
+
+/** Precision from its name "fp32", "bf16" or "fp16"; throws InputError naming `parameter` otherwise. */
+Precision
+ParsePrecision(const std::string & name, const std::string & parameter = "precision");
+
+/** "fp32", "bf16" or "fp16". */
+std::string
+PrecisionName(Precision precision);
+
 /** \brief Options of the MDN sampler and the synthesis. */
 struct SynthesisOptions
 {
@@ -52,16 +70,26 @@ struct SynthesisOptions
   std::array<int64_t, 3> TileSize{ { 0, 0, 0 } }; ///< C-UNet tile edge per axis in voxels; 0 = whole extent
   int                    SlicesPerBatch{ 0 };     ///< 2D model: slices per device call; 0 = by VoxelsPerCall
   /** What one device call reads: a 2D model's slices per call, and a 3D model's source-encoder slabs (halo
-   *  included), up to this many voxels; 0 = automatic (2^18 for 2D slices, 2^22 for 3D slabs). Memory, not results:
+   *  included), up to this many voxels; 0 = automatic (2^16 for 2D slices, 2^22 for 3D slabs). Memory, not results:
    *  any value gives the same image to float rounding. */
   int64_t VoxelsPerCall{ 0 };
+  /** The networks' arithmetic: the source encoder and the C-UNet (the MDN's small steps stay float32). */
+  Precision NetworkPrecision{ Precision::Float32 };
 };
 
 /** \brief What a synthesis returns: the target image and, for K > 1, the voxel-wise standard deviation. */
 struct SynthesisResult
 {
   Volume Image;
-  Volume Uncertainty; ///< empty Voxels unless requested with Samples > 1
+  Volume Uncertainty; ///< no voxels (StoredVoxels() == 0) unless requested with Samples > 1
+};
+
+/** \brief Caller-owned buffers a synthesis writes into instead of allocating its result (x fastest, the size of the
+ *  synthesised region): the ITK filters pass their output buffers, so the image is never held twice. */
+struct SynthesisDestination
+{
+  float * Image{ nullptr };
+  float * Uncertainty{ nullptr }; ///< used when the synthesis has K > 1 samples
 };
 
 /** \brief An index region of an image (x, y, z), used to synthesise only part of the output. */
@@ -138,14 +166,16 @@ public:
    *  size is zero). Tiles are aligned and padded by the receptive-field halo, so any region equals the same
    *  part of the whole-image synthesis. The returned volumes span `region` only. With `extent`, the sources hold
    *  only `extent->Buffered` of the image, which must contain RequiredSourceRegion(region). The representation
-   *  carries the sources' normalisation scales (computed on the whole images by SampleRepresentation). */
+   *  carries the sources' normalisation scales (computed on the whole images by SampleRepresentation). With
+   *  `destination`, the result is written into its buffers and the returned volumes view them. */
   SynthesisResult
-  SynthesizeRegion(const SourceVolumes &    sources,
-                   const Representation &   representation,
-                   const Region &           region,
-                   const SynthesisOptions & options = {},
-                   const ProgressCallback & progress = {},
-                   const SourceExtent *     extent = nullptr) const;
+  SynthesizeRegion(const SourceVolumes &        sources,
+                   const Representation &       representation,
+                   const Region &               region,
+                   const SynthesisOptions &     options = {},
+                   const ProgressCallback &     progress = {},
+                   const SourceExtent *         extent = nullptr,
+                   const SynthesisDestination & destination = {}) const;
 
   /** The whole chain: normalise, sample z, synthesise, denormalise. */
   SynthesisResult

@@ -17,7 +17,8 @@ namespace cdm
  *
  * Voxels are stored with x fastest (ITK's buffer order): index = x + X * (y + Y * z).
  * A 2D image has Dimension 2 and Size[2] == 1. No ITK type appears here so that the core
- * engine builds without ITK; the ITK filters copy to and from this struct. */
+ * engine builds without ITK. A Volume owns its voxels (Voxels), or views voxels owned elsewhere
+ * (ExternalVoxels: an ITK image's buffer), so that the filters pass whole images without copying them. */
 struct Volume
 {
   unsigned int           Dimension{ 3 };
@@ -26,6 +27,9 @@ struct Volume
   std::array<double, 3>  Origin{ { 0.0, 0.0, 0.0 } };
   std::array<double, 9>  Direction{ { 1, 0, 0, 0, 1, 0, 0, 0, 1 } };
   std::vector<float>     Voxels;
+  /** Voxels owned by someone else (x fastest, NumberOfVoxels() of them), used instead of Voxels when set. The owner
+   *  must outlive every use; copies of this Volume view the same voxels. Read voxels through Data(). */
+  float * ExternalVoxels{ nullptr };
   /** Where the data came from (a file name or a modality), used in error messages. */
   std::string Description;
 
@@ -35,10 +39,34 @@ struct Volume
     return Size[0] * Size[1] * Size[2];
   }
 
-  /** Allocates Voxels (zero-filled) for the current Size. */
+  /** The voxels, owned or viewed. */
+  const float *
+  Data() const
+  {
+    return ExternalVoxels ? ExternalVoxels : Voxels.data();
+  }
+  float *
+  Data()
+  {
+    return ExternalVoxels ? ExternalVoxels : Voxels.data();
+  }
+
+  /** Voxels held (owned or viewed): NumberOfVoxels() for a complete volume, 0 for geometry only. */
+  int64_t
+  StoredVoxels() const
+  {
+    return ExternalVoxels ? NumberOfVoxels() : static_cast<int64_t>(Voxels.size());
+  }
+
+  /** A view of `voxels` with this volume's geometry (nothing copied; `voxels` must hold NumberOfVoxels()). */
+  Volume
+  View(float * voxels, const std::string & description) const;
+
+  /** Allocates Voxels (zero-filled) for the current Size; drops a view. */
   void
   Allocate()
   {
+    ExternalVoxels = nullptr;
     Voxels.assign(static_cast<size_t>(NumberOfVoxels()), 0.0f);
   }
 

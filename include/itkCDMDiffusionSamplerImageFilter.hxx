@@ -53,7 +53,7 @@ CDMDiffusionSamplerImageFilter<TInputImage>::GenerateData()
   this->AllocateOutputs();
   this->UpdateProgress(0.0f);
   this->CallEngine([&]() {
-    cdm::SynthesisOptions options;
+    cdm::SynthesisOptions options = this->EngineOptions();
     options.Samples = static_cast<int>(m_NumberOfSamples);
     options.Seed = m_Seed;
     options.Eta = m_Eta;

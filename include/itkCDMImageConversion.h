@@ -12,6 +12,7 @@
 #include "itkImageRegionIterator.h"
 
 #include <string>
+#include <type_traits>
 
 namespace itk
 {
@@ -84,20 +85,59 @@ ToVolume(const TImage *                      image,
   return volume;
 }
 
-/** Copies a Volume's voxels into `region` of `image` (same number of voxels, x fastest). */
+/** The voxels of `region` of `image` as a Volume like ToVolume, but viewing the image's buffer instead of copying
+ *  it when the pixels are float and `region` is the buffered region (the usual case: a filter's input is buffered
+ *  as requested). The image must outlive the Volume and not change while it is used. */
+template <typename TImage>
+cdm::Volume
+ToVolumeView(const TImage * image, const typename TImage::RegionType & region, const std::string & description)
+{
+  if constexpr (std::is_same_v<typename TImage::PixelType, float>)
+  {
+    if (region == image->GetBufferedRegion())
+    {
+      const cdm::Volume geometry = ToVolume(image, region, description, false);
+      return geometry.View(const_cast<float *>(image->GetBufferPointer()), description);
+    }
+  }
+  return ToVolume(image, region, description);
+}
+
+/** The buffer of `image` when it holds float pixels for exactly `region` (so that the engine can write into it),
+ *  otherwise nullptr. */
+template <typename TImage>
+float *
+WritableBuffer(TImage * image, const typename TImage::RegionType & region)
+{
+  if constexpr (std::is_same_v<typename TImage::PixelType, float>)
+  {
+    if (region == image->GetBufferedRegion())
+    {
+      return image->GetBufferPointer();
+    }
+  }
+  return nullptr;
+}
+
+/** Copies a Volume's voxels into `region` of `image` (same number of voxels, x fastest); nothing to do when the
+ *  Volume already views that region's buffer. */
 template <typename TImage>
 void
 CopyToImage(const cdm::Volume & volume, TImage * image, const typename TImage::RegionType & region)
 {
-  if (volume.Voxels.size() != region.GetNumberOfPixels())
+  if (static_cast<SizeValueType>(volume.StoredVoxels()) != region.GetNumberOfPixels())
   {
-    itkGenericExceptionMacro(<< "internal: " << volume.Voxels.size() << " voxels for a region of "
+    itkGenericExceptionMacro(<< "internal: " << volume.StoredVoxels() << " voxels for a region of "
                              << region.GetNumberOfPixels());
   }
-  size_t i = 0;
+  if (static_cast<const void *>(volume.Data()) == static_cast<const void *>(WritableBuffer(image, region)))
+  {
+    return;
+  }
+  const float * voxels = volume.Data();
   for (ImageRegionIterator<TImage> it(image, region); !it.IsAtEnd(); ++it)
   {
-    it.Set(static_cast<typename TImage::PixelType>(volume.Voxels[i++]));
+    it.Set(static_cast<typename TImage::PixelType>(*voxels++));
   }
 }
 

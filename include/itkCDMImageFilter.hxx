@@ -82,6 +82,10 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
   m_Sampler->SetSeed(m_Seed);
   m_Sampler->SetEta(m_Eta);
   m_Synthesis->SetTileSize(m_TileSize);
+  m_Sampler->SetPrecision(this->GetPrecision());
+  m_Sampler->SetVoxelsPerCall(this->GetVoxelsPerCall());
+  m_Synthesis->SetPrecision(this->GetPrecision());
+  m_Synthesis->SetVoxelsPerCall(this->GetVoxelsPerCall());
 
   m_Synthesis->GraftNthOutput(0, this->GetOutput());
   m_Synthesis->GraftNthOutput(1, this->GetUncertaintyOutput());

@@ -67,7 +67,7 @@ CDMModalityEncoderImageFilter<TInputImage>::GenerateData()
   try
   {
     const cdm::Representation representation =
-      m_Model->GetModel().Encode(CDMConversion::ToVolume(input, input->GetLargestPossibleRegion(), "target image"));
+      m_Model->GetModel().Encode(CDMConversion::ToVolumeView(input, input->GetLargestPossibleRegion(), "target image"));
     CDMConversion::FillRepresentation(representation, false, this->GetOutput());
   }
   catch (const std::exception & e)

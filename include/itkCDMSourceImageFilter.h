@@ -55,6 +55,16 @@ public:
   std::vector<std::string>
   GetSourceNames() const;
 
+  /** The arithmetic of the source encoder and the C-UNet: "fp32" (default), "bf16" or "fp16" (autocast: faster where
+   *  the hardware has it, at a fidelity cost given in bench/PRECISION.md). Checked when the filter runs. */
+  itkSetStringMacro(Precision);
+  itkGetStringMacro(Precision);
+
+  /** Memory bound: voxels one network call reads (a 2D model's slices per call, a 3D model's source-encoder slabs);
+   *  0 (default) is automatic. Any value gives the same image to float rounding. */
+  itkSetMacro(VoxelsPerCall, SizeValueType);
+  itkGetConstMacro(VoxelsPerCall, SizeValueType);
+
   /** Includes the model's: loading another file into the same CDMModel re-executes the filter. */
   ModifiedTimeType
   GetMTime() const override;
@@ -76,6 +86,10 @@ protected:
   /** Gives every output image the first source's geometry and largest possible region. */
   void
   CopySourceInformationToOutputs();
+  /** The engine's options from this filter's Precision and VoxelsPerCall (an unknown precision raises an
+   *  ExceptionObject naming it). */
+  cdm::SynthesisOptions
+  EngineOptions() const;
   /** The first source image (by modality order of the model). */
   const TInputImage *
   GetFirstSource() const;
@@ -104,6 +118,8 @@ protected:
 
 private:
   typename CDMModel::Pointer m_Model;
+  std::string                m_Precision{ "fp32" };
+  SizeValueType              m_VoxelsPerCall{ 0 };
 };
 
 } // namespace itk

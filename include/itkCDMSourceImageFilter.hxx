@@ -184,9 +184,19 @@ CDMSourceImageFilter<TInputImage, TOutputImage>::SourceVolumes(const InputRegion
       itkExceptionMacro(<< "source '" << name << "' holds " << image->GetBufferedRegion() << " but " << region
                         << " is needed");
     }
-    volumes[name] = CDMConversion::ToVolume(image, region, "source " + name);
+    volumes[name] = CDMConversion::ToVolumeView(image, region, "source " + name);
   }
   return volumes;
+}
+
+template <typename TInputImage, typename TOutputImage>
+cdm::SynthesisOptions
+CDMSourceImageFilter<TInputImage, TOutputImage>::EngineOptions() const
+{
+  cdm::SynthesisOptions options;
+  CallEngine([&]() { options.NetworkPrecision = cdm::ParsePrecision(m_Precision, "Precision"); });
+  options.VoxelsPerCall = static_cast<int64_t>(m_VoxelsPerCall);
+  return options;
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -194,6 +204,8 @@ void
 CDMSourceImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os, Indent indent) const
 {
   Superclass::PrintSelf(os, indent);
+  os << indent << "Precision: " << m_Precision << std::endl;
+  os << indent << "VoxelsPerCall: " << m_VoxelsPerCall << std::endl;
   os << indent << "Model: " << (m_Model ? m_Model->GetFileName() : std::string("(none)")) << std::endl;
   os << indent << "Sources:";
   for (const auto & name : this->GetSourceNames())

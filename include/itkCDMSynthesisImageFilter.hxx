@@ -140,7 +140,7 @@ CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateData()
       extent.Buffered.Index[a] -= largest.GetIndex(a);
       region.Index[a] -= largest.GetIndex(a);
     }
-    cdm::SynthesisOptions options;
+    cdm::SynthesisOptions options = this->EngineOptions();
     for (unsigned int a = 0; a < TInputImage::ImageDimension; ++a)
     {
       options.TileSize[a] = static_cast<int64_t>(m_TileSize[a]);
@@ -150,10 +150,14 @@ CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateData()
     const auto progress = [this](double fraction, const std::string &) {
       this->UpdateProgress(static_cast<float>(std::min(fraction, 0.999)));
     };
-    const cdm::SynthesisResult result =
-      model.SynthesizeRegion(this->SourceVolumes(sourceRegion), representation, region, options, progress, &extent);
+    // Float outputs are written in place: the engine never holds a second copy of the image.
+    cdm::SynthesisDestination destination;
+    destination.Image = CDMConversion::WritableBuffer(output, outputRegion);
+    destination.Uncertainty = CDMConversion::WritableBuffer(uncertainty, outputRegion);
+    const cdm::SynthesisResult result = model.SynthesizeRegion(
+      this->SourceVolumes(sourceRegion), representation, region, options, progress, &extent, destination);
     CDMConversion::CopyToImage(result.Image, output, outputRegion);
-    if (result.Uncertainty.Voxels.empty())
+    if (result.Uncertainty.StoredVoxels() == 0)
     {
       uncertainty->FillBuffer(0);
     }

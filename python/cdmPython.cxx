@@ -36,7 +36,7 @@ ToArray(Volume && volume)
 }
 
 SynthesisOptions
-MakeOptions(int samples, uint64_t seed, double eta)
+MakeOptions(int samples, uint64_t seed, double eta, const std::string & precision = "fp32")
 {
   if (samples < 1)
   {
@@ -46,6 +46,7 @@ MakeOptions(int samples, uint64_t seed, double eta)
   options.Samples = samples;
   options.Seed = seed;
   options.Eta = eta;
+  options.NetworkPrecision = ParsePrecision(precision);
   return options;
 }
 } // namespace
@@ -172,9 +173,10 @@ ModelHandle::ConfigJson() const
 }
 
 SynthesisData
-ModelHandle::Synthesize(const ImageSet & sources, int samples, uint64_t seed, double eta) const
+ModelHandle::Synthesize(const ImageSet & sources, int samples, uint64_t seed, double eta, const std::string & precision)
+  const
 {
-  return SynthesisData(m_Model.Synthesize(sources.Volumes(), MakeOptions(samples, seed, eta)));
+  return SynthesisData(m_Model.Synthesize(sources.Volumes(), MakeOptions(samples, seed, eta, precision)));
 }
 
 RepresentationData

@@ -154,7 +154,8 @@ public:
   ConfigJson() const;
 
   SynthesisData
-  Synthesize(const ImageSet & sources, int samples, uint64_t seed, double eta) const;
+  Synthesize(const ImageSet & sources, int samples, uint64_t seed, double eta, const std::string & precision = "fp32")
+    const;
 
   RepresentationData
   Encode(const ImageSet & target) const;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 namespace cdm
 {
@@ -77,7 +78,7 @@ Model::Encode(const Volume & target) const
   {
     throw InputError("'" + target.Description + "' is a 2D image but the model is 3D; expected a volume");
   }
-  std::vector<float> normalised = target.Voxels;
+  std::vector<float> normalised(target.Data(), target.Data() + target.StoredVoxels());
   config.Normalization.Apply(normalised, config.Normalization.ComputeScale(target));
   const at::Tensor image =
     torch::from_blob(normalised.data(), { 1, target.Size[2], target.Size[1], target.Size[0] }, torch::kFloat32);
@@ -155,7 +156,9 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
   }
   // c = E_src(sources): a 2D model's slices a few at a time, a 3D model's volume in tiles; each call reads only its
   // window of the sources.
-  std::vector<at::Tensor> conditions;
+  std::vector<at::Tensor>              conditions;
+  std::optional<ReducedPrecisionScope> precision; // the source encoder only: the MDN's steps stay float32
+  precision.emplace(impl.Device, options.NetworkPrecision);
   if (config.Dimension == 2)
   {
     const int64_t slices = first.Size[config.SliceAxis];
@@ -176,9 +179,11 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
     conditions.push_back(
       impl.EncodeSourceVolume(sources, representation.SourceScales, first.Size, options.VoxelsPerCall));
   }
-  const at::Tensor condition = torch::cat(conditions, 0);
-  const double     eta = options.Eta < 0.0 ? config.Diffusion.Eta : options.Eta;
-  const int64_t    d = config.Network.RepresentationDim;
+  const at::Tensor condition = torch::cat(conditions, 0).to(torch::kFloat32);
+  conditions.clear();
+  precision.reset();
+  const double  eta = options.Eta < 0.0 ? config.Diffusion.Eta : options.Eta;
+  const int64_t d = config.Network.RepresentationDim;
   representation.Cells = condition.size(0);
   representation.Dim = static_cast<int>(d);
   representation.Samples = options.Samples;

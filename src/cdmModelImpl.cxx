@@ -7,6 +7,7 @@
 #include "cdmModelImpl.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -14,6 +15,66 @@
 
 namespace cdm
 {
+
+Precision
+ParsePrecision(const std::string & name, const std::string & parameter)
+{
+  if (name == "fp32")
+  {
+    return Precision::Float32;
+  }
+  if (name == "bf16")
+  {
+    return Precision::BFloat16;
+  }
+  if (name == "fp16")
+  {
+    return Precision::Float16;
+  }
+  throw InputError(parameter + " '" + name + "' is unknown; expected fp32, bf16 or fp16");
+}
+
+std::string
+PrecisionName(Precision precision)
+{
+  switch (precision)
+  {
+    case Precision::BFloat16:
+      return "bf16";
+    case Precision::Float16:
+      return "fp16";
+    default:
+      return "fp32";
+  }
+}
+
+ReducedPrecisionScope::ReducedPrecisionScope(const c10::Device & device, Precision precision)
+    : m_DeviceType(device.type())
+    , m_Active(precision != Precision::Float32)
+{
+  if (!m_Active)
+  {
+    return;
+  }
+  m_WasEnabled = at::autocast::is_autocast_enabled(m_DeviceType);
+  m_PreviousType = at::autocast::get_autocast_dtype(m_DeviceType);
+  at::autocast::set_autocast_dtype(m_DeviceType, precision == Precision::BFloat16 ? at::kBFloat16 : at::kHalf);
+  at::autocast::set_autocast_enabled(m_DeviceType, true);
+}
+
+ReducedPrecisionScope::~ReducedPrecisionScope()
+{
+  if (!m_Active)
+  {
+    return;
+  }
+  at::autocast::set_autocast_enabled(m_DeviceType, m_WasEnabled);
+  at::autocast::set_autocast_dtype(m_DeviceType, m_PreviousType);
+  if (!m_WasEnabled)
+  {
+    at::autocast::clear_cache(); // the weights cast for this scope
+  }
+}
 
 at::Tensor
 PadToMultiple(const at::Tensor & x, int64_t multiple)
@@ -218,7 +279,7 @@ Model::Impl::SourceWindow(const SourceVolumes &                 sources,
       continue;
     }
     const Volume & volume = found->second;
-    image.copy_(torch::from_blob(const_cast<float *>(volume.Voxels.data()),
+    image.copy_(torch::from_blob(const_cast<float *>(volume.Data()),
                                  { volume.Size[2], volume.Size[1], volume.Size[0] },
                                  torch::kFloat32)
                   .narrow(0, window.Index[2], window.Size[2])
@@ -244,7 +305,7 @@ Model::Impl::SlicesPerCall(const SynthesisOptions & options, const std::array<in
   {
     sliceVoxels *= a == Config.SliceAxis ? 1 : std::max<int64_t>(1, imageSize[a]);
   }
-  return std::max<int64_t>(1, (options.VoxelsPerCall > 0 ? options.VoxelsPerCall : int64_t{ 1 } << 18) / sliceVoxels);
+  return std::max<int64_t>(1, (options.VoxelsPerCall > 0 ? options.VoxelsPerCall : int64_t{ 1 } << 16) / sliceVoxels);
 }
 
 at::Tensor
@@ -352,7 +413,7 @@ Model::Impl::EncodeSourceVolume(const SourceVolumes &                 sources,
       input, { 0, alignUp(size[0]) - size[0], 0, alignUp(size[1]) - size[1], 0, w1 - std::min(w1, size[2]) });
     const at::Tensor features = SourceEncoder->Features(input.to(Device));
     const at::Tensor inside = features.narrow(2, (core0 - w0) / alignment, (core1 - core0) / alignment);
-    const at::Tensor sum = inside.sum({ 2, 3, 4 });
+    const at::Tensor sum = inside.sum({ 2, 3, 4 }, false, torch::kFloat32);
     featureSum = featureSum.defined() ? featureSum + sum : sum;
     cells += inside.size(2) * inside.size(3) * inside.size(4);
   }

@@ -13,6 +13,7 @@
 #include "cdmSafetensors.h"
 
 #include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
 
 #include <map>
 #include <memory>
@@ -72,7 +73,8 @@ struct Model::Impl
                const std::map<std::string, double> & scales,
                const Region &                        window) const;
 
-  /** Slices of a 2D model per device call: SlicesPerBatch, or as many as VoxelsPerCall allows (default 2^18). */
+  /** Slices of a 2D model per device call: SlicesPerBatch, or as many as VoxelsPerCall allows (default 2^16: one
+   * 240x240 slice; measured as fast as 4 and smaller). */
   int64_t
   SlicesPerCall(const SynthesisOptions & options, const std::array<int64_t, 3> & imageSize) const;
 
@@ -140,6 +142,25 @@ SeededNoise(const std::vector<int64_t> & shape, uint64_t seed, const c10::Device
 /** Computes the normalisation scale of each source that has none in `scales` (exact only on whole images). */
 void
 CompleteSourceScales(const ModelConfig & config, const SourceVolumes & sources, std::map<std::string, double> & scales);
+
+/** \brief While alive, the calling thread's network operations on `device` run in `precision` (LibTorch's autocast:
+ *  convolutions and matrix products in reduced precision, reductions in float32). Restores the thread's previous
+ *  autocast state, so that a caller's own settings are left alone. Float32 does nothing. */
+class ReducedPrecisionScope
+{
+public:
+  ReducedPrecisionScope(const c10::Device & device, Precision precision);
+  ~ReducedPrecisionScope();
+  ReducedPrecisionScope(const ReducedPrecisionScope &) = delete;
+  ReducedPrecisionScope &
+  operator=(const ReducedPrecisionScope &) = delete;
+
+private:
+  c10::DeviceType m_DeviceType;
+  bool            m_Active{ false };
+  bool            m_WasEnabled{ false };
+  c10::ScalarType m_PreviousType{ c10::ScalarType::Float };
+};
 
 /** The torch device for "cpu" / "cuda" / "cuda:N" (after ResolveDevice). */
 c10::Device

@@ -86,16 +86,14 @@ ConvImpl::ConvImpl(int dimension, int64_t inChannels, int64_t outChannels, int64
 torch::Tensor
 ConvImpl::forward(const torch::Tensor & x)
 {
+  // conv2d/conv3d rather than torch::convolution: the same kernels, and the operators that autocast runs in reduced
+  // precision (SynthesisOptions::NetworkPrecision).
   const int64_t padding = m_Stride == 1 ? m_Kernel / 2 : 0;
-  return torch::convolution(x,
-                            m_Weight,
-                            m_Bias,
-                            Repeat(m_Stride, m_Dimension),
-                            Repeat(padding, m_Dimension),
-                            Repeat(1, m_Dimension),
-                            false,
-                            Repeat(0, m_Dimension),
-                            1);
+  if (m_Dimension == 2)
+  {
+    return torch::conv2d(x, m_Weight, m_Bias, Repeat(m_Stride, 2), Repeat(padding, 2));
+  }
+  return torch::conv3d(x, m_Weight, m_Bias, Repeat(m_Stride, 3), Repeat(padding, 3));
 }
 
 ChannelNormImpl::ChannelNormImpl(int64_t channels)
@@ -105,8 +103,11 @@ ChannelNormImpl::ChannelNormImpl(int64_t channels)
 }
 
 torch::Tensor
-ChannelNormImpl::forward(const torch::Tensor & x)
+ChannelNormImpl::forward(const torch::Tensor & input)
 {
+  // Statistics in float32 also under reduced precision (as autocast does for PyTorch's own normalisations): a channel
+  // variance in bf16 loses most of its digits.
+  const torch::Tensor x = input.scalar_type() == torch::kFloat32 ? input : input.to(torch::kFloat32);
   const torch::Tensor weight = Broadcast(m_Weight.unsqueeze(0), x);
   const torch::Tensor bias = Broadcast(m_Bias.unsqueeze(0), x);
   if (!torch::GradMode::is_enabled())

@@ -36,13 +36,14 @@ namespace
 double
 ForegroundThreshold(const Volume & volume, double fraction)
 {
-  std::vector<float> positive;
-  positive.reserve(volume.Voxels.size());
-  for (const float v : volume.Voxels)
+  const float * const begin = volume.Data();
+  const float * const end = begin + volume.StoredVoxels();
+  std::vector<float>  positive;
+  for (const float * v = begin; v != end; ++v)
   {
-    if (v > 0.0f)
+    if (*v > 0.0f)
     {
-      positive.push_back(v);
+      positive.push_back(*v);
     }
   }
   if (positive.empty())
@@ -57,8 +58,8 @@ std::vector<uint8_t>
 NormalizationRule::ForegroundMask(const Volume & volume) const
 {
   const double         threshold = ForegroundThreshold(volume, ForegroundFraction);
-  std::vector<uint8_t> mask(volume.Voxels.size());
-  std::transform(volume.Voxels.begin(), volume.Voxels.end(), mask.begin(), [threshold](float v) {
+  std::vector<uint8_t> mask(static_cast<size_t>(volume.StoredVoxels()));
+  std::transform(volume.Data(), volume.Data() + volume.StoredVoxels(), mask.begin(), [threshold](float v) {
     return static_cast<uint8_t>(v > threshold);
   });
   return mask;
@@ -73,11 +74,11 @@ NormalizationRule::ComputeScale(const Volume & volume) const
   }
   const double       threshold = ForegroundThreshold(volume, ForegroundFraction);
   std::vector<float> foreground;
-  for (const float v : volume.Voxels)
+  for (const float * v = volume.Data(); v != volume.Data() + volume.StoredVoxels(); ++v)
   {
-    if (v > threshold)
+    if (*v > threshold)
     {
-      foreground.push_back(v);
+      foreground.push_back(*v);
     }
   }
   const double scale = Percentile(foreground, UpperPercentile);

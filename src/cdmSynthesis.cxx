@@ -59,15 +59,17 @@ Model::RequiredSourceRegion(const Region & output, const std::array<int64_t, 3> 
 }
 
 SynthesisResult
-Model::SynthesizeRegion(const SourceVolumes &    sources,
-                        const Representation &   representation,
-                        const Region &           requested,
-                        const SynthesisOptions & options,
-                        const ProgressCallback & progress,
-                        const SourceExtent *     extent) const
+Model::SynthesizeRegion(const SourceVolumes &        sources,
+                        const Representation &       representation,
+                        const Region &               requested,
+                        const SynthesisOptions &     options,
+                        const ProgressCallback &     progress,
+                        const SourceExtent *         extent,
+                        const SynthesisDestination & destination) const
 {
   CheckSources(sources);
   c10::InferenceMode           guard;
+  const ReducedPrecisionScope  precision(m_Impl->Device, options.NetworkPrecision);
   const Impl &                 impl = *m_Impl;
   const ModelConfig &          config = impl.Config;
   const Volume &               first = sources.begin()->second;
@@ -110,11 +112,20 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
     {
       inside.Index[a] -= required.Index[a];
     }
+    const auto crop = [&](const Volume & volume, float * into) {
+      Volume part = CropVolume(volume, inside.Index, inside.Size);
+      if (!into)
+      {
+        return part;
+      }
+      std::copy(part.Voxels.begin(), part.Voxels.end(), into);
+      return part.View(into, part.Description);
+    };
     SynthesisResult result;
-    result.Image = CropVolume(whole.Image, inside.Index, inside.Size);
-    if (!whole.Uncertainty.Voxels.empty())
+    result.Image = crop(whole.Image, destination.Image);
+    if (whole.Uncertainty.StoredVoxels() > 0)
     {
-      result.Uncertainty = CropVolume(whole.Uncertainty, inside.Index, inside.Size);
+      result.Uncertainty = crop(whole.Uncertainty, destination.Uncertainty);
     }
     return result;
   }
@@ -178,10 +189,14 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
   const int64_t alignment = config.UNetAlignment();
   const int64_t halo = config.UNetReceptiveRadius();
 
-  std::vector<int64_t> outputShape{ nb, 1 };
-  outputShape.insert(outputShape.end(), extentRange.begin(), extentRange.end());
-  at::Tensor mean = torch::zeros(outputShape);
-  at::Tensor deviation = samples > 1 ? torch::zeros(outputShape) : at::Tensor();
+  // The result in network layout: a view of the destination's buffer ([Z, Y, X] of the region), or a new tensor.
+  const auto resultTensor = [&](float * buffer) {
+    at::Tensor zyx = buffer ? torch::from_blob(buffer, { 1, region.Size[2], region.Size[1], region.Size[0] })
+                            : torch::empty({ 1, region.Size[2], region.Size[1], region.Size[0] });
+    return impl.ToNetworkLayout(zyx.zero_());
+  };
+  at::Tensor mean = resultTensor(destination.Image);
+  at::Tensor deviation = samples > 1 ? resultTensor(destination.Uncertainty) : at::Tensor();
 
   // Tiles: every combination of per-axis tile starts.
   std::vector<std::vector<int64_t>> tileStarts(static_cast<size_t>(spatialAxes));
@@ -284,7 +299,7 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
       {
         perSample.push_back(prediction.size(d));
       }
-      prediction = prediction.reshape(perSample).to(torch::kCPU);
+      prediction = prediction.reshape(perSample).to(torch::kCPU, torch::kFloat32);
       outMean.copy_(prediction.mean(0));
       if (samples > 1)
       {
@@ -298,32 +313,44 @@ Model::SynthesizeRegion(const SourceVolumes &    sources,
     }
   }
 
-  // Back to [Z, Y, X] of the region, in target intensity units, written straight into the volume's voxels.
-  const auto toVolume = [&](const at::Tensor & values, const std::string & description, bool clampAtZero) {
-    Volume volume = first.EmptyCopy(description);
-    volume.Size = region.Size;
-    for (int a = 0; a < 3; ++a)
+  // In target intensity units, as volumes of the region: views of the destination's buffers, or copies of the result
+  // tensors (then freed).
+  Volume geometry;
+  geometry.Dimension = first.Dimension;
+  geometry.Size = region.Size;
+  geometry.Spacing = first.Spacing;
+  geometry.Origin = first.Origin;
+  geometry.Direction = first.Direction;
+  for (int a = 0; a < 3; ++a)
+  {
+    // The region's origin moves with its index: origin + direction * (index * spacing).
+    for (int r = 0; r < 3; ++r)
     {
-      // The region's origin moves with its index: origin + direction * (index * spacing).
-      for (int r = 0; r < 3; ++r)
-      {
-        volume.Origin[r] += first.Direction[3 * r + a] * (region.Index[a] - offset[a]) * first.Spacing[a];
-      }
+      geometry.Origin[r] += first.Direction[3 * r + a] * (region.Index[a] - offset[a]) * first.Spacing[a];
     }
-    std::vector<float>(static_cast<size_t>(region.Size[0] * region.Size[1] * region.Size[2])).swap(volume.Voxels);
-    at::Tensor zyx = torch::from_blob(volume.Voxels.data(), { region.Size[2], region.Size[1], region.Size[0] });
-    zyx.copy_(impl.FromNetworkLayout(values).squeeze(0)).mul_(config.TargetScale);
+  }
+  const auto toVolume = [&](at::Tensor & values, float * buffer, const std::string & description, bool clampAtZero) {
+    values.mul_(config.TargetScale);
     if (clampAtZero)
     {
-      zyx.clamp_min_(0.0);
+      values.clamp_min_(0.0);
     }
+    if (buffer)
+    {
+      return geometry.View(buffer, description);
+    }
+    Volume volume = geometry;
+    volume.Description = description;
+    const at::Tensor zyx = impl.FromNetworkLayout(values).contiguous();
+    volume.Voxels.assign(zyx.data_ptr<float>(), zyx.data_ptr<float>() + zyx.numel());
+    values = at::Tensor();
     return volume;
   };
   SynthesisResult result;
-  result.Image = toVolume(mean, "synthesized " + config.Target, true);
+  result.Image = toVolume(mean, destination.Image, "synthesized " + config.Target, true);
   if (samples > 1)
   {
-    result.Uncertainty = toVolume(deviation, "uncertainty of " + config.Target, false);
+    result.Uncertainty = toVolume(deviation, destination.Uncertainty, "uncertainty of " + config.Target, false);
   }
   return result;
 }

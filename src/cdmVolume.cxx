@@ -26,6 +26,20 @@ Volume::EmptyCopy(const std::string & description) const
   return copy;
 }
 
+Volume
+Volume::View(float * voxels, const std::string & description) const
+{
+  Volume view;
+  view.Dimension = Dimension;
+  view.Size = Size;
+  view.Spacing = Spacing;
+  view.Origin = Origin;
+  view.Direction = Direction;
+  view.Description = description;
+  view.ExternalVoxels = voxels;
+  return view;
+}
+
 namespace
 {
 template <typename TArray>
@@ -91,20 +105,22 @@ SameGeometry(const Volume & a, const Volume & b, std::string * why, double toler
 void
 CheckFinite(const Volume & volume)
 {
-  if (volume.Voxels.empty() || static_cast<int64_t>(volume.Voxels.size()) != volume.NumberOfVoxels())
+  const int64_t stored = volume.StoredVoxels();
+  if (stored == 0 || stored != volume.NumberOfVoxels())
   {
     throw InputError("'" + volume.Description + "': expected " + std::to_string(volume.NumberOfVoxels()) +
-                     " voxels, found " + std::to_string(volume.Voxels.size()));
+                     " voxels, found " + std::to_string(stored));
   }
-  for (size_t i = 0; i < volume.Voxels.size(); ++i)
+  const float * voxels = volume.Data();
+  for (int64_t i = 0; i < stored; ++i)
   {
-    if (!std::isfinite(volume.Voxels[i]))
+    if (!std::isfinite(voxels[i]))
     {
-      const int64_t x = static_cast<int64_t>(i) % volume.Size[0];
-      const int64_t y = (static_cast<int64_t>(i) / volume.Size[0]) % volume.Size[1];
-      const int64_t z = static_cast<int64_t>(i) / (volume.Size[0] * volume.Size[1]);
-      throw InputError("'" + volume.Description + "': non-finite voxel (" + std::to_string(volume.Voxels[i]) +
-                       ") at index [" + std::to_string(x) + ", " + std::to_string(y) + ", " + std::to_string(z) +
+      const int64_t x = i % volume.Size[0];
+      const int64_t y = (i / volume.Size[0]) % volume.Size[1];
+      const int64_t z = i / (volume.Size[0] * volume.Size[1]);
+      throw InputError("'" + volume.Description + "': non-finite voxel (" + std::to_string(voxels[i]) + ") at index [" +
+                       std::to_string(x) + ", " + std::to_string(y) + ", " + std::to_string(z) +
                        "]; expected finite intensities");
     }
   }
@@ -135,8 +151,8 @@ CropVolume(const Volume & volume, const std::array<int64_t, 3> & index, const st
   {
     for (int64_t y = 0; y < size[1]; ++y)
     {
-      const auto from =
-        volume.Voxels.begin() +
+      const float * from =
+        volume.Data() +
         static_cast<std::ptrdiff_t>(index[0] + volume.Size[0] * ((y + index[1]) + volume.Size[1] * (z + index[2])));
       std::copy(from, from + size[0], part.Voxels.begin() + static_cast<std::ptrdiff_t>(size[0] * (y + size[1] * z)));
     }

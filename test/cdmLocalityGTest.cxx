@@ -84,6 +84,17 @@ TEST_P(Tiling, TiledAndRegionSynthesisEqualWholeImageSynthesis)
     cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", param.Dimension, { "t1n", "t2w", "t2f" }, "t1c"),
                        4,
                        cdm::testing::TestDevice());
+  {
+    // Non-zero FiLM (an untrained model's is zero): z, and so each sample's z, changes the output.
+    torch::NoGradGuard noGrad;
+    for (const auto & parameter : model.GetImpl().UNet->named_parameters())
+    {
+      if (parameter.key().find("film") != std::string::npos)
+      {
+        parameter.value().normal_(0.0, 0.2);
+      }
+    }
+  }
   auto sources = cdm::testing::MakeCase(2, param.ImageSize);
   sources.erase("t1c");
   const cdm::Representation  representation = model.SampleRepresentation(sources);
@@ -121,6 +132,29 @@ TEST_P(Tiling, TiledAndRegionSynthesisEqualWholeImageSynthesis)
     }
   }
   EXPECT_LE(difference / range, 1e-5);
+
+  // Zero copy (what the ITK filters do with float images): sources that view caller-owned buffers, and a result
+  // written into caller-owned buffers, give the same voxels, and the returned volumes view those buffers.
+  cdm::SourceVolumes views;
+  for (auto & [name, volume] : sources)
+  {
+    views[name] = volume.View(volume.Voxels.data(), volume.Description);
+  }
+  cdm::SynthesisOptions twoSamples = tiled;
+  twoSamples.Samples = 2;
+  const cdm::Representation       sampledTwice = model.SampleRepresentation(views, twoSamples);
+  const cdm::SynthesisResult      owned = model.SynthesizeRegion(sources, sampledTwice, region, tiled);
+  const size_t                    regionVoxels = static_cast<size_t>(region.Size[0] * region.Size[1] * region.Size[2]);
+  std::vector<float>              imageBuffer(regionVoxels, -1.0f), uncertaintyBuffer(regionVoxels, -1.0f);
+  const cdm::SynthesisDestination destination{ imageBuffer.data(), uncertaintyBuffer.data() };
+  const cdm::SynthesisResult      written =
+    model.SynthesizeRegion(views, sampledTwice, region, tiled, {}, nullptr, destination);
+  EXPECT_EQ(written.Image.Data(), imageBuffer.data());
+  EXPECT_EQ(written.Uncertainty.Data(), uncertaintyBuffer.data());
+  EXPECT_EQ(written.Image.Size, region.Size);
+  EXPECT_EQ(imageBuffer, owned.Image.Voxels);
+  EXPECT_EQ(uncertaintyBuffer, owned.Uncertainty.Voxels);
+  EXPECT_GT(*std::max_element(uncertaintyBuffer.begin(), uncertaintyBuffer.end()), 0.0f);
 
   // Streaming: sources cropped to the required region (halo-padded, aligned) give the same part.
   const cdm::Region required = model.RequiredSourceRegion(region, param.ImageSize);

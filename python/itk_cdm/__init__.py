@@ -159,12 +159,14 @@ def _to_output(array, reference, as_itk):
     return image
 
 
-def synthesize(model, sources, samples=1, seed=None, uncertainty=False, eta=None):
+def synthesize(model, sources, samples=1, seed=None, uncertainty=False, eta=None, precision="fp32"):
     """Synthesizes ``model.target`` from ``sources``, a mapping of modality names (``model.sources``) to
     ``itk.Image`` objects or NumPy arrays ([z, y, x] or [y, x]) of one shared grid.
 
     ``samples`` > 1 draws that many representations and returns their mean synthesis; ``seed`` fixes the starting
-    noise (the same seed gives the same image; ``None`` draws one); ``eta`` is DDIM's eta (``None``: the model's).
+    noise (the same seed gives the same image; ``None`` draws one); ``eta`` is DDIM's eta (``None``: the model's);
+    ``precision`` is the networks' arithmetic: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` (faster where the hardware has
+    it, at a fidelity cost: bench/PRECISION.md).
     Returns an image like the sources (an ``itk.Image`` with their spacing, origin and direction, or a NumPy array),
     and with ``uncertainty=True`` a pair (image, standard deviation over samples; needs ``samples`` >= 2).
     Raises ``ValueError`` for a missing, unknown or mismatched source."""
@@ -172,7 +174,8 @@ def synthesize(model, sources, samples=1, seed=None, uncertainty=False, eta=None
         raise ValueError("uncertainty=True needs samples >= 2 (the standard deviation over samples), got samples="
                          + str(samples))
     image_set, reference, as_itk = _image_set(sources)
-    result = model._handle.Synthesize(image_set, int(samples), _seed(seed), -1.0 if eta is None else float(eta))
+    result = model._handle.Synthesize(image_set, int(samples), _seed(seed), -1.0 if eta is None else float(eta),
+                                      str(precision))
     image = _to_output(result.TakeImage(), reference, as_itk)
     if not uncertainty:
         return image

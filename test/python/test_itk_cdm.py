@@ -90,6 +90,17 @@ def test_samples_and_uncertainty(data_dir, model_path):
         itk_cdm.synthesize(model, arrays, samples=1, uncertainty=True)
 
 
+def test_reduced_precision_is_close_to_float32(data_dir, model_path):
+    model = itk_cdm.load_model(model_path, device="cpu")
+    arrays = {m: itk.array_from_image(i) for m, i in read_sources(data_dir, model).items()}
+    full = itk_cdm.synthesize(model, arrays, seed=2)
+    reduced = itk_cdm.synthesize(model, arrays, seed=2, precision="bf16")
+    difference = np.abs(full - reduced).max() / (full.max() - full.min())
+    assert 0 < difference <= 5e-2  # the tolerance stated in test/cdmNetworksGTest.cxx
+    with pytest.raises(ValueError, match="fp8"):
+        itk_cdm.synthesize(model, arrays, precision="fp8")
+
+
 def test_encoder_and_sampler_faces(data_dir, model_path):
     model = itk_cdm.load_model(model_path, device="cpu")
     sources = read_sources(data_dir, model)
