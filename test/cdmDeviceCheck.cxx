@@ -3,7 +3,8 @@
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
 // The device check of scripts/gpu-check.sh (core engine only, no ITK): does a synthesis on the accelerator equal the
-// CPU's, and how long do CDM, the UNet and DDIM-50 take on a 240x240x155 volume there? Writes one JSON file.
+// CPU's, and how long do CDM, the UNet and DDIM-50 take on a 240x240x155 volume there, in fp32 and in bf16 (autocast)?
+// Writes one JSON file.
 //   cdmDeviceCheck --model MODEL.cdm --device cuda --out check.json [--size 240,240,155] [--tolerance 1e-3]
 // Exit code 3 when the CPU and device syntheses differ by more than the tolerance (relative to the image range).
 #include "cdmModel.h"
@@ -96,9 +97,7 @@ main(int argc, char ** argv)
   }
   try
   {
-    nlohmann::json report = {
-      { "device", cdm::ResolveDevice(device) }, { "size", size }, { "model", modelPath }, { "precision", "fp32" }
-    };
+    nlohmann::json report = { { "device", cdm::ResolveDevice(device) }, { "size", size }, { "model", modelPath } };
     // 1. The same synthesis on the CPU and on the device (a 16-slice slab keeps the CPU's part short).
     const cdm::Model         cpuModel = cdm::Model::Load(modelPath, "cpu");
     const cdm::Model         deviceModel = cdm::Model::Load(modelPath, device);
@@ -109,6 +108,13 @@ main(int argc, char ** argv)
       MaxRelativeDifference(cpuModel.Synthesize(slab, options).Image, deviceModel.Synthesize(slab, options).Image);
     report["cpu_vs_device_max_relative_difference"] = difference;
     std::cout << "[device-check] CPU vs " << device << ": largest difference " << difference << " of the range\n";
+    cdm::SynthesisOptions reduced = options;
+    reduced.NetworkPrecision = cdm::Precision::BFloat16;
+    const double reducedDifference =
+      MaxRelativeDifference(deviceModel.Synthesize(slab, options).Image, deviceModel.Synthesize(slab, reduced).Image);
+    report["bf16_vs_fp32_max_relative_difference"] = reducedDifference;
+    std::cout << "[device-check] bf16 vs fp32 on " << device << ": largest difference " << reducedDifference
+              << " of the range\n";
 
     // 2. Time per synthesis of the whole volume on the device: the bundled CDM, and a UNet and DDIM-50 of the same
     //    preset (fresh weights: the cost does not depend on their values); one warm-up run each.
@@ -122,13 +128,18 @@ main(int argc, char ** argv)
                                              bundled.Preset, bundled.Dimension, bundled.Sources, bundled.Target, kind),
                                            1,
                                            device);
-      model.Synthesize(Sources(model.Config(), { size[0], size[1], 4 }), options); // warm-up (kernels, allocator)
-      const auto start = Clock::now();
-      model.Synthesize(volume, options);
-      const double seconds = Seconds(start);
-      report["seconds"][kind] = seconds;
-      std::cout << "[device-check] " << kind << " on " << size[0] << "x" << size[1] << "x" << size[2] << ": " << seconds
-                << " s\n";
+      for (const cdm::Precision precision : { cdm::Precision::Float32, cdm::Precision::BFloat16 })
+      {
+        cdm::SynthesisOptions timed = options;
+        timed.NetworkPrecision = precision;
+        model.Synthesize(Sources(model.Config(), { size[0], size[1], 4 }), timed); // warm-up (kernels, allocator)
+        const auto start = Clock::now();
+        model.Synthesize(volume, timed);
+        const double seconds = Seconds(start);
+        report["seconds"][kind][cdm::PrecisionName(precision)] = seconds;
+        std::cout << "[device-check] " << kind << " (" << cdm::PrecisionName(precision) << ") on " << size[0] << "x"
+                  << size[1] << "x" << size[2] << ": " << seconds << " s\n";
+      }
     }
     report["tolerance"] = tolerance;
     std::ofstream(out) << report.dump(2) << std::endl;
