@@ -614,7 +614,7 @@ def time_components(model, sources, repeats=3, warmup=1, seed=0, batch=0, compon
     """The three timings of bench/cdmComponentTiming on the same inputs: (a) one C-UNet pass over the network input
     (2D: the first `batch` slices, default the engine's slices per call; 3D: the whole volume), (b) source
     encoder + MDN sampling of the whole image, (c) the whole synthesis. Returns (report, outputs)."""
-    components = components or ["unet_forward", "encoder_mdn", "synthesis"]
+    components = ["unet_forward", "encoder_mdn", "synthesis"] if components is None else components
     shape = next(iter(sources.values())).shape
     z, scales = model.sample_representation(sources, seed)
     if model.config["dimension"] == 2:
@@ -676,7 +676,7 @@ def main(argv=None):
     timing.add_argument("--repeats", type=int, default=3)
     timing.add_argument("--warmup", type=int, default=1)
     timing.add_argument("--batch", type=int, default=0, help="2D: slices of the C-UNet pass (0: slices per call)")
-    timing.add_argument("--components", default="unet_forward,encoder_mdn,synthesis")
+    timing.add_argument("--components", default="unet_forward,encoder_mdn,synthesis", help="what to time (none: '')")
     timing.add_argument("--engine-outputs", help="bench/cdmComponentTiming's --outputs file: adds max rel diffs")
     timing.add_argument("--json", help="write the report here")
     a = parser.parse_args(argv)
@@ -694,7 +694,8 @@ def main(argv=None):
             print(json.dumps({"max_abs_difference": float(np.abs(engine - image).max()),
                               "max_difference_over_range": relative_difference(engine, image)}))
         return 0
-    report, outputs = time_components(model, sources, a.repeats, a.warmup, a.seed, a.batch, a.components.split(","))
+    components = [c for c in a.components.split(",") if c]
+    report, outputs = time_components(model, sources, a.repeats, a.warmup, a.seed, a.batch, components)
     if a.engine_outputs:
         _, engine = read_safetensors(a.engine_outputs)
         report["max_difference_over_range"] = {

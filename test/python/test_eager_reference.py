@@ -60,14 +60,24 @@ def test_eager_synthesis_equals_the_command_line(odd_case, cdm, tmp_path, eager_
     assert cdm_eager.relative_difference(engine["sampled"], engine["zero"]) > 10 * TOLERANCE
 
 
-def test_eager_representation_equals_the_engine(odd_case, eager_model):
-    itk_cdm = pytest.importorskip("itk_cdm")
-    itk_cdm.set_number_of_threads(1)
+def test_eager_components_equal_the_engine(odd_case, cdm, tmp_path, eager_model):
+    """Component by component (C-UNet pass, z from the source encoder + MDN, whole synthesis), as bench/eager.sh
+    compares them, against bench/cdmComponentTiming's outputs."""
+    program = os.environ.get("CDM_COMPONENT_TIMING") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(cdm))), "bench", "cdmComponentTiming")
+    if not os.path.exists(program):
+        pytest.skip("bench/cdmComponentTiming is not built beside `cdm` (set CDM_COMPONENT_TIMING)")
+    outputs = tmp_path / "engine.safetensors"
+    command = [program, "--model", MODEL, "--threads", "1", "--seed", "4", "--components", "", "--outputs",
+               str(outputs)]
+    for m in eager_model.config["sources"]:
+        command += ["--source", "{}={}".format(m, odd_case[m])]
+    subprocess.run(command, check=True, capture_output=True)
+    _, engine = cdm_eager.read_safetensors(str(outputs))
     sources = {m: cdm_eager.read_nifti(odd_case[m]) for m in eager_model.config["sources"]}
-    engine = itk_cdm.sample_representation(itk_cdm.load_model(MODEL, device="cpu"), sources, samples=2, seed=4)
-    eager, scales = eager_model.sample_representation(sources, seed=4, samples=2)
-    assert scales == pytest.approx(engine.source_scales, rel=1e-12)
-    assert eager.shape == engine.values.shape
-    assert cdm_eager.relative_difference(engine.values, eager.numpy()) <= TOLERANCE
-    # Two samples from two seeded starts: different draws.
-    assert not np.allclose(engine.values[0], engine.values[1])
+    _, eager = cdm_eager.time_components(eager_model, sources, seed=4, components=[])
+    assert eager["unet_forward"].shape == (9, 1, 40, 48)  # all 9 slices in one call, padded to the alignment 4
+    assert eager["encoder_mdn"].shape == (1, 9, 128)
+    for component in ("unet_forward", "encoder_mdn", "synthesis"):
+        assert cdm_eager.relative_difference(engine[component].numpy(), eager[component]) <= TOLERANCE, component
+    assert not np.allclose(eager["encoder_mdn"][0, 0], eager["encoder_mdn"][0, 1])  # a z per slice
