@@ -60,24 +60,49 @@ def test_eager_synthesis_equals_the_command_line(odd_case, cdm, tmp_path, eager_
     assert cdm_eager.relative_difference(engine["sampled"], engine["zero"]) > 10 * TOLERANCE
 
 
-def test_eager_components_equal_the_engine(odd_case, cdm, tmp_path, eager_model):
-    """Component by component (C-UNet pass, z from the source encoder + MDN, whole synthesis), as bench/eager.sh
-    compares them, against bench/cdmComponentTiming's outputs."""
+def run_component_timing(cdm, model, case, seed, outputs, sources):
+    """bench/cdmComponentTiming's outputs (nothing timed) as {component: tensor}; skips where it is not built."""
     program = os.environ.get("CDM_COMPONENT_TIMING") or os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(cdm))), "bench", "cdmComponentTiming")
     if not os.path.exists(program):
         pytest.skip("bench/cdmComponentTiming is not built beside `cdm` (set CDM_COMPONENT_TIMING)")
-    outputs = tmp_path / "engine.safetensors"
-    command = [program, "--model", MODEL, "--threads", "1", "--seed", "4", "--components", "", "--outputs",
+    command = [program, "--model", model, "--threads", "1", "--seed", str(seed), "--components", "", "--outputs",
                str(outputs)]
-    for m in eager_model.config["sources"]:
-        command += ["--source", "{}={}".format(m, odd_case[m])]
+    for m in sources:
+        command += ["--source", "{}={}".format(m, case[m])]
     subprocess.run(command, check=True, capture_output=True)
-    _, engine = cdm_eager.read_safetensors(str(outputs))
-    sources = {m: cdm_eager.read_nifti(odd_case[m]) for m in eager_model.config["sources"]}
+    return cdm_eager.read_safetensors(str(outputs))[1]
+
+
+def test_eager_components_equal_the_engine(odd_case, cdm, tmp_path, eager_model):
+    """Component by component (C-UNet pass, z from the source encoder + MDN, whole synthesis), as bench/eager.sh
+    compares them."""
+    names = eager_model.config["sources"]
+    engine = run_component_timing(cdm, MODEL, odd_case, 4, tmp_path / "engine.safetensors", names)
+    sources = {m: cdm_eager.read_nifti(odd_case[m]) for m in names}
     _, eager = cdm_eager.time_components(eager_model, sources, seed=4, components=[])
     assert eager["unet_forward"].shape == (9, 1, 40, 48)  # all 9 slices in one call, padded to the alignment 4
     assert eager["encoder_mdn"].shape == (1, 9, 128)
     for component in ("unet_forward", "encoder_mdn", "synthesis"):
         assert cdm_eager.relative_difference(engine[component].numpy(), eager[component]) <= TOLERANCE, component
     assert not np.allclose(eager["encoder_mdn"][0, 0], eager["encoder_mdn"][0, 1])  # a z per slice
+
+
+def test_eager_3d_components_equal_the_engine(tmp_path, cdm):
+    """The 3D path (Conv3d, the volume's one z, padding on three axes) with a tiny 3D model trained for one step."""
+    data = tmp_path / "data"
+    subprocess.run([cdm, "phantom", "--out", str(data), "--cases", "2", "--seed", "6", "--anatomy", "procedural",
+                    "--size", "26,21,19", "--spacing", "6"], check=True, capture_output=True)
+    model_path = str(tmp_path / "tiny-3d.cdm")
+    subprocess.run([cdm, "train", "--model-kind", "cdm", "--dim", "3", "--preset", "tiny", "--data", str(data),
+                    "--target", "t1c", "--sources", "t1n,t2w,t2f", "--iterations", "1", "--validation-interval", "1",
+                    "--seed", "1", "--threads", "1", "--out", model_path], check=True, capture_output=True)
+    case = case_files(data, 0)
+    model = cdm_eager.EagerModel.load(model_path)
+    engine = run_component_timing(cdm, model_path, case, 2, tmp_path / "engine.safetensors", model.config["sources"])
+    sources = {m: cdm_eager.read_nifti(case[m]) for m in model.config["sources"]}
+    _, eager = cdm_eager.time_components(model, sources, seed=2, components=[])
+    assert eager["unet_forward"].shape == (1, 1, 20, 22, 26)  # z and y padded to the alignment 2
+    assert eager["encoder_mdn"].shape == (1, 1, 32)
+    for component in ("unet_forward", "encoder_mdn", "synthesis"):
+        assert cdm_eager.relative_difference(engine[component].numpy(), eager[component]) <= TOLERANCE, component
