@@ -43,7 +43,7 @@ while (($#)); do
     --preset-3d) PRESET_3D="$2"; shift ;;
     --seed) SEED="$2"; shift ;;
     --tolerance) TOLERANCE="$2"; shift ;;
-    -h|--help) sed -n 2,18p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
     *) echo "bench/eager.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -95,6 +95,8 @@ if [[ ",$MODELS," == *",3d,"* ]]; then
   runs+=("3d|$MODEL_3D|$case")
 fi
 
+# Two OpenMP threads on two cores stall whenever anything else runs (bench/EAGER.md): the table says what the load was.
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 for entry in "${runs[@]}"; do
   IFS='|' read -r name model case <<<"$entry"
   sources=()
@@ -108,9 +110,9 @@ for entry in "${runs[@]}"; do
     --json "$WORK/$name-eager.json" >/dev/null
 done
 
-python3 - "$WORK" "$MODELS" "$TOLERANCE" <<'EOF'
+python3 - "$WORK" "$MODELS" "$TOLERANCE" "$LOAD_BEFORE" <<'EOF'
 import json, os, platform, sys
-work, tolerance = sys.argv[1], float(sys.argv[3])
+work, tolerance, load = sys.argv[1], float(sys.argv[3]), sys.argv[4]
 models = [m for m in ("2d", "3d") if m in sys.argv[2].split(",")]
 cpu = platform.processor() or platform.machine()
 for line in open("/proc/cpuinfo"):
@@ -137,15 +139,17 @@ for model in models:
                      "engine_all_seconds": engine["all_seconds"][component],
                      "eager_all_seconds": eager["all_seconds"][component]})
 threads = sorted({r["threads"] for r in reports.values()})
-print("C++ engine vs PyTorch eager, CPU ({}, {} cores), {} thread(s) each, torch {}, median of {} after {} warm-up:\n"
-      .format(cpu, os.cpu_count(), "/".join(map(str, threads)), eager["torch"], eager["repeats"], eager["warmup"]))
+print("C++ engine vs PyTorch eager, CPU ({}, {} cores, load average {} before), {} thread(s) each, torch {}, "
+      "median of {} after {} warm-up:\n".format(cpu, os.cpu_count(), load, "/".join(map(str, threads)), eager["torch"],
+                                               eager["repeats"], eager["warmup"]))
 print("| model | component | size | engine s | eager s | speed-up (eager s / engine s) | max rel diff |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
 for r in rows:
     difference = "n/a" if r["max_difference_over_range"] is None else "{:.2g}".format(r["max_difference_over_range"])
     print("| {model} | {component} | {size} | {engine_seconds:.3f} | {eager_seconds:.3f} | {speedup:.2f} | {d} |"
           .format(d=difference, **r))
-json.dump({"cpu": cpu, "cores": os.cpu_count(), "torch": eager["torch"], "threads": threads, "rows": rows},
+json.dump({"cpu": cpu, "cores": os.cpu_count(), "load_average_before": load, "torch": eager["torch"],
+           "threads": threads, "rows": rows},
           open(os.path.join(work, "results.json"), "w"), indent=1)
 if worst > tolerance:
     print("\nbench/eager.sh: the eager reference differs from the engine by {:.3g} of the range; expected at most {:g}"
