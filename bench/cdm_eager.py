@@ -458,11 +458,11 @@ class EagerModel(nn.Module):
         return shape_zyx[2 - self.config["slice_axis"]] if self.config["dimension"] == 2 else 1
 
     def slices_per_call(self, shape_zyx, voxels_per_call=0):
-        """A 2D model's slices per call: as many as fit in 2^18 voxels (the engine's default), at least one."""
+        """A 2D model's slices per call: as many as fit in 2^16 voxels (the engine's default), at least one."""
         slice_voxels = 1
         for axis, size in enumerate(reversed(shape_zyx)):  # volume axes x, y, z
             slice_voxels *= 1 if axis == self.config["slice_axis"] else max(1, size)
-        return max(1, (voxels_per_call if voxels_per_call > 0 else 1 << 18) // slice_voxels)
+        return max(1, (voxels_per_call if voxels_per_call > 0 else 1 << 16) // slice_voxels)
 
     def source_scales(self, sources):
         rule = self.config["normalization"]

@@ -2,7 +2,7 @@
 # The C++ engine against the obvious alternative (issue 12, part 3): the same networks and inference in PyTorch eager
 # (bench/cdm_eager.py), timed beside the engine (bench/cdmComponentTiming.cxx) on the same phantom inputs, model,
 # seed and thread count. Per model, three components, each the median of --repeats runs after --warmup runs:
-#   unet_forward  one C-UNet pass (2D: the slices the engine puts in one call, 4 of 240x240; 3D: the whole volume)
+#   unet_forward  one C-UNet pass (2D: the slices the engine puts in one call, 1 of 240x240; 3D: the whole volume)
 #   encoder_mdn   source encoder + MDN sampling of the whole image
 #   synthesis     the whole synthesis (normalise, sample z, C-UNet, denormalise)
 # and the largest difference of each eager result from the engine's, relative to the engine result's range.
