@@ -50,12 +50,8 @@ while (($#)); do
 done
 
 if [[ -z "$BUILD_DIR" ]]; then
-  ./scripts/install-deps.sh >/dev/null
-  BUILD_DIR="${CDM_BUILD_DIR:-build}"
-  launcher=()
-  if command -v ccache >/dev/null 2>&1; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
-  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" >/dev/null
-  cmake --build "$BUILD_DIR" --target cdm cdmComponentTiming >/dev/null
+  source scripts/build-targets.sh
+  build_targets cdm cdmComponentTiming
 fi
 CDM="$(cd "$BUILD_DIR" && pwd)/apps/cdm"
 TIMING="$(cd "$BUILD_DIR" && pwd)/bench/cdmComponentTiming"

@@ -29,14 +29,10 @@ while (($#)); do
   shift
 done
 
-./scripts/install-deps.sh >/dev/null
-BUILD_DIR="${CDM_BUILD_DIR:-build}"
-launcher=()
-if command -v ccache >/dev/null 2>&1; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON "${launcher[@]}" >/dev/null
-cmake --build "$BUILD_DIR" --target cdm cdmStreamingExample >/dev/null
-CDM="$(cd "$BUILD_DIR" && pwd)/apps/cdm"
-STREAM="$(cd "$BUILD_DIR" && pwd)/examples/cdmStreamingExample"
+source scripts/build-targets.sh
+build_targets cdm cdmStreamingExample
+CDM="$BUILD_DIR/apps/cdm"
+STREAM="$BUILD_DIR/examples/cdmStreamingExample"
 mkdir -p "$WORK"
 
 # One case at BraTS's grid, and (for the 3D model) two small training cases.

@@ -27,13 +27,9 @@ while (($#)); do
   esac
   shift
 done
-./scripts/install-deps.sh >/dev/null
-BUILD_DIR="${CDM_BUILD_DIR:-build}"
-launcher=()
-if command -v ccache >/dev/null 2>&1; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON "${launcher[@]}" >/dev/null
-cmake --build "$BUILD_DIR" --target cdm >/dev/null
-CDM="$(cd "$BUILD_DIR" && pwd)/apps/cdm"
+source scripts/build-targets.sh
+build_targets cdm
+CDM="$BUILD_DIR/apps/cdm"
 MODEL=examples/models/t1c-small.cdm
 mkdir -p "$WORK"
 threads=()

@@ -51,13 +51,9 @@ STAGES="${CDM_STAGES:-$STAGES,finetune=$((ITERATIONS - ITERATIONS * 1 / 15 - ITE
 read -r -a extra_train_args <<<"${CDM_TRAIN_ARGS---intensity-rule median --synthesis-loss l2 --tumour-loss-weight 10 --learning-rate 1e-3 --teacher-encoder true}"
 has_method() { [[ ",$METHODS," == *",$1,"* ]]; }
 
-./scripts/install-deps.sh >/dev/null
-BUILD_DIR="${CDM_BUILD_DIR:-build}"
-launcher=()
-if command -v ccache >/dev/null 2>&1; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON "${launcher[@]}" >/dev/null
-cmake --build "$BUILD_DIR" --target cdm >/dev/null
-CDM="$(cd "$BUILD_DIR" && pwd)/apps/cdm"
+source scripts/build-targets.sh
+build_targets cdm
+CDM="$BUILD_DIR/apps/cdm"
 WORK="$OUT/work"
 mkdir -p "$WORK"
 now_ms() { echo $(($(date +%s%N) / 1000000)); }

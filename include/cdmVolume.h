@@ -70,6 +70,10 @@ struct Volume
     Voxels.assign(static_cast<size_t>(NumberOfVoxels()), 0.0f);
   }
 
+  /** A volume of the same geometry (size, spacing, origin, direction) without voxels. */
+  Volume
+  GeometryCopy(const std::string & description) const;
+
   /** A volume of the same geometry (size, spacing, origin, direction), zero-filled. */
   Volume
   EmptyCopy(const std::string & description) const;

@@ -60,7 +60,8 @@ Upsample2(const torch::Tensor & x)
   // Nearest-neighbour doubling in one kernel (the same values as repeating each voxel along every axis, which copied
   // the tensor once per axis and measured 1.2-2.5x slower).
   const std::vector<double> two(static_cast<size_t>(x.dim() - 2), 2.0);
-  return x.dim() == 4 ? torch::upsample_nearest2d(x, std::nullopt, two) : torch::upsample_nearest3d(x, std::nullopt, two);
+  return x.dim() == 4 ? torch::upsample_nearest2d(x, std::nullopt, two)
+                      : torch::upsample_nearest3d(x, std::nullopt, two);
 }
 
 ConvImpl::ConvImpl(int dimension, int64_t inChannels, int64_t outChannels, int64_t kernel, int64_t stride)

@@ -315,12 +315,8 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
 
   // In target intensity units, as volumes of the region: views of the destination's buffers, or copies of the result
   // tensors (then freed).
-  Volume geometry;
-  geometry.Dimension = first.Dimension;
+  Volume geometry = first.GeometryCopy(first.Description);
   geometry.Size = region.Size;
-  geometry.Spacing = first.Spacing;
-  geometry.Origin = first.Origin;
-  geometry.Direction = first.Direction;
   for (int a = 0; a < 3; ++a)
   {
     // The region's origin moves with its index: origin + direction * (index * spacing).

@@ -13,7 +13,7 @@ namespace cdm
 {
 
 Volume
-Volume::EmptyCopy(const std::string & description) const
+Volume::GeometryCopy(const std::string & description) const
 {
   Volume copy;
   copy.Dimension = Dimension;
@@ -22,6 +22,13 @@ Volume::EmptyCopy(const std::string & description) const
   copy.Origin = Origin;
   copy.Direction = Direction;
   copy.Description = description;
+  return copy;
+}
+
+Volume
+Volume::EmptyCopy(const std::string & description) const
+{
+  Volume copy = GeometryCopy(description);
   copy.Allocate();
   return copy;
 }
@@ -29,13 +36,7 @@ Volume::EmptyCopy(const std::string & description) const
 Volume
 Volume::View(float * voxels, const std::string & description) const
 {
-  Volume view;
-  view.Dimension = Dimension;
-  view.Size = Size;
-  view.Spacing = Spacing;
-  view.Origin = Origin;
-  view.Direction = Direction;
-  view.Description = description;
+  Volume view = GeometryCopy(description);
   view.ExternalVoxels = voxels;
   return view;
 }
