@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quality and speed benchmark (DESIGN.md section 5): CDM against the copy-the-input floor (`identity`: the best
+# The quality and speed benchmark (README.md, "Benchmark"): CDM against the copy-the-input floor (`identity`: the best
 # single source under its least-squares gain), the `unet` and `ddim` baselines trained by the same code with the same
 # number of gradient steps, and a `unet-time` trained for CDM's training wall time; on BraTS-like phantom cases,
 # evaluated on held-out cases inside the brain, the tumour, the enhancing tumour and the non-tumour brain, with

@@ -59,7 +59,7 @@ EvaluationRule();
 void
 BraSynNormalize(Volume & image, const Volume & brain);
 
-/** Figures per region (DESIGN.md section 5; a mean over normal tissue hides the tumour): "brain" (nonzero `brain`),
+/** Figures per region (README.md, "Benchmark"; a mean over normal tissue hides the tumour): "brain" (nonzero `brain`),
  *  and with a BraTS segmentation (labels 1 necrotic core, 2 oedema, 3 enhancing tumour) also "tumour" (label > 0),
  *  "enhancing" (label 3) and "non_tumour" (brain, label 0), each inside the brain. The SSIM map is computed on the
  *  whole image and averaged per region. A region without voxels is left out of the map. */

@@ -149,7 +149,7 @@ public:
   Representation
   SampleRepresentation(const SourceVolumes & sources, const SynthesisOptions & options = {}) const;
 
-  /** The representation ablations (DESIGN.md section 5; `cdm synthesize --representation`): "sampled" returns
+  /** The representation ablations (bench/RESULTS.md; `cdm synthesize --representation`): "sampled" returns
    *  `sampled`; "oracle" the MRM encoding of `reference`, an image of the target modality (the true target: the
    *  most z can carry); "zero" zeros. Cells and source scales are kept, so the synthesis normalises as before.
    *  Throws InputError for an unknown mode, an oracle without a reference, or a reference of another shape. */

@@ -305,7 +305,7 @@ Train(const Dataset &                                       data,
     report.ConstantBaselineSSIM = figures.SSIM;
   }
 
-  // The stages (DESIGN.md section 1).
+  // The stages (README.md, "The model").
   const std::map<std::string, StageDefinition> definitions = DefineStages(impl, options);
 
   for (const std::string & stageName : stages)

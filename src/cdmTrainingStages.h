@@ -27,7 +27,7 @@ struct StageDefinition
   std::function<at::Tensor(const Batch &)> Predict; ///< run under NoGradGuard
 };
 
-/** The stages of every model kind by name (DESIGN.md section 1): mrm, cunet, mdn, finetune (cdm), unet, ddim. The
+/** The stages of every model kind by name (README.md, "The model"): mrm, cunet, mdn, finetune (cdm), unet, ddim. The
  *  returned functions refer to `impl` and `options`, which must outlive them. */
 std::map<std::string, StageDefinition>
 DefineStages(const Model::Impl & impl, const TrainingOptions & options);

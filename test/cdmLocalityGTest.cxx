@@ -2,7 +2,7 @@
  *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
-// The C-UNet is local (DESIGN.md section 1): its output at a voxel depends only on the inputs within the receptive
+// The C-UNet is local (README.md, "Design notes"): its output at a voxel depends only on the inputs within the receptive
 // field radius, so aligned tiles padded by that halo reproduce the whole-image synthesis.
 #include "cdmError.h"
 #include "cdmModelImpl.h"
