@@ -19,6 +19,7 @@ Model::Model(std::shared_ptr<Impl> impl)
 Model
 Model::Create(const ModelConfig & config, uint64_t seed, const std::string & device)
 {
+  const CallerRandomStateScope callerState; // seeded initialisation without touching the caller's random stream
   torch::manual_seed(seed);
   return Model(std::make_shared<Impl>(config, ToTorchDevice(ResolveDevice(device))));
 }
@@ -42,7 +43,8 @@ Model::Load(const std::string & path, const std::string & device)
   {
     throw ModelFileError("model file '" + path + "': " + e.what());
   }
-  auto impl = std::make_shared<Impl>(config, ToTorchDevice(ResolveDevice(device)));
+  const CallerRandomStateScope callerState; // the networks' initial weights are drawn, then replaced by the file's
+  auto                         impl = std::make_shared<Impl>(config, ToTorchDevice(ResolveDevice(device)));
   impl->AssignParameters(tensors, path);
   return Model(impl);
 }

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 
 namespace cdm
 {
@@ -45,6 +46,41 @@ PrecisionName(Precision precision)
       return "fp16";
     default:
       return "fp32";
+  }
+}
+
+namespace
+{
+std::vector<c10::Device>
+GeneratorDevices()
+{
+  std::vector<c10::Device> devices{ c10::Device(c10::kCPU) };
+  const int64_t            cudaDevices = CudaAvailable() ? static_cast<int64_t>(torch::cuda::device_count()) : 0;
+  for (int64_t i = 0; i < cudaDevices; ++i)
+  {
+    devices.emplace_back(c10::kCUDA, static_cast<c10::DeviceIndex>(i));
+  }
+  return devices;
+}
+} // namespace
+
+CallerRandomStateScope::CallerRandomStateScope()
+{
+  for (const c10::Device & device : GeneratorDevices())
+  {
+    at::Generator               generator = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    m_States.emplace_back(device, generator.get_state());
+  }
+}
+
+CallerRandomStateScope::~CallerRandomStateScope()
+{
+  for (const auto & [device, state] : m_States)
+  {
+    at::Generator               generator = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(state);
   }
 }
 

@@ -162,6 +162,25 @@ private:
   c10::ScalarType m_PreviousType{ c10::ScalarType::Float };
 };
 
+/** \brief Keeps the caller's random state: saves LibTorch's default generators (the CPU's, and each CUDA device's when
+ *  CUDA is present) and restores them when it goes out of scope. The engine's seeded work (weight initialisation,
+ *  training iterations, which seed the default generators so that a run is repeatable) runs inside one, so that a
+ *  program around the engine (a Python session with its own torch.manual_seed) draws afterwards exactly what it
+ *  would have drawn without the engine. Other threads drawing from torch's default generators meanwhile are not
+ *  isolated. */
+class CallerRandomStateScope
+{
+public:
+  CallerRandomStateScope();
+  ~CallerRandomStateScope();
+  CallerRandomStateScope(const CallerRandomStateScope &) = delete;
+  CallerRandomStateScope &
+  operator=(const CallerRandomStateScope &) = delete;
+
+private:
+  std::vector<std::pair<c10::Device, at::Tensor>> m_States;
+};
+
 /** The torch device for "cpu" / "cuda" / "cuda:N" (after ResolveDevice). */
 c10::Device
 ToTorchDevice(const std::string & resolved);

@@ -240,6 +240,7 @@ Train(const Dataset &                                       data,
       const std::function<void(const TrainingProgress &)> & progress,
       const std::atomic<bool> *                             stopRequested)
 {
+  const CallerRandomStateScope       callerState; // every iteration seeds torch's generators; the caller's are kept
   const auto                         runStart = Clock::now();
   std::vector<std::string>           stageOrder;
   const std::vector<std::string>     stages = StagesToRun(data, options, &stageOrder);

@@ -179,3 +179,28 @@ TEST(ReducedPrecision, StaysWithinItsToleranceOfFloat32AndLeavesTheCallersAutoca
   EXPECT_THROW(cdm::ParsePrecision("fp8", "--precision"), cdm::InputError);
 }
 } // namespace
+
+namespace
+{
+// Model::Create seeds its weights but gives the caller's random stream back untouched (issue 14: no global state).
+TEST(CallerRandomState, CreatingAModelLeavesTheDefaultGeneratorAsItWas)
+{
+  torch::manual_seed(99);
+  torch::rand({ 3 });
+  const torch::Tensor expected = torch::rand({ 4 });
+  torch::manual_seed(99);
+  torch::rand({ 3 });
+  const cdm::Model first = cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c"), 5, "cpu");
+  EXPECT_TRUE(torch::equal(torch::rand({ 4 }), expected));
+  // And the seed still fixes the weights.
+  const cdm::Model second = cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c"), 5, "cpu");
+  const auto       a = first.GetImpl().NamedParameters();
+  const auto       b = second.GetImpl().NamedParameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+  {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
+  }
+}
+} // namespace

@@ -159,6 +159,24 @@ def test_train_reports_progress_and_resumes(data_dir, tmp_path):
     assert again["stages"] == [] and not again["interrupted"]
 
 
+def test_the_callers_torch_random_state_and_threads_are_left_alone(data_dir, model_path, tmp_path):
+    # The engine seeds its own work (weights, training iterations) but hands the caller's random stream back as it
+    # was: a session that seeded torch draws the same numbers after using itk_cdm as without it.
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.manual_seed(1234)
+    torch.rand(3)
+    expected = torch.rand(5)
+    torch.manual_seed(1234)
+    torch.rand(3)
+    model = itk_cdm.load_model(model_path, device="cpu")
+    itk_cdm.synthesize(model, read_sources(data_dir, model), seed=1)
+    itk_cdm.train(str(data_dir), "t1c", str(tmp_path / "m.cdm"), preset="tiny", iterations=2, seed=3, device="cpu",
+                  progress=False)
+    assert torch.equal(torch.rand(5), expected)
+    assert torch.get_num_threads() == threads
+
+
 def test_train_skips_an_unreadable_case_naming_it(data_dir, tmp_path):
     copy = tmp_path / "cases"
     shutil.copytree(str(data_dir), str(copy))
