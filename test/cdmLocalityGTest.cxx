@@ -2,8 +2,8 @@
  *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
-// The C-UNet is local (README.md, "Design notes"): its output at a voxel depends only on the inputs within the receptive
-// field radius, so aligned tiles padded by that halo reproduce the whole-image synthesis.
+// The C-UNet is local (README.md, "Design notes"): its output at a voxel depends only on the inputs within the
+// receptive field radius, so aligned tiles padded by that halo reproduce the whole-image synthesis.
 #include "cdmError.h"
 #include "cdmModelImpl.h"
 #include "cdmTestData.h"
@@ -84,17 +84,7 @@ TEST_P(Tiling, TiledAndRegionSynthesisEqualWholeImageSynthesis)
     cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", param.Dimension, { "t1n", "t2w", "t2f" }, "t1c"),
                        4,
                        cdm::testing::TestDevice());
-  {
-    // Non-zero FiLM (an untrained model's is zero): z, and so each sample's z, changes the output.
-    torch::NoGradGuard noGrad;
-    for (const auto & parameter : model.GetImpl().UNet->named_parameters())
-    {
-      if (parameter.key().find("film") != std::string::npos)
-      {
-        parameter.value().normal_(0.0, 0.2);
-      }
-    }
-  }
+  cdm::testing::RandomizeFilm(model, 4); // z, and so each sample's z, changes the output
   auto sources = cdm::testing::MakeCase(2, param.ImageSize);
   sources.erase("t1c");
   const cdm::Representation  representation = model.SampleRepresentation(sources);

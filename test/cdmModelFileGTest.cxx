@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -60,6 +61,7 @@ protected:
     cdm::ModelConfig config = cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c");
     config.TargetScale = 1234.5;
     m_Model = std::make_unique<cdm::Model>(cdm::Model::Create(config, 7, cdm::testing::TestDevice()));
+    cdm::testing::RandomizeFilm(*m_Model, 7); // so that the round trip compares a non-zero uncertainty
     m_Model->Save(m_Path);
   }
   void
@@ -85,6 +87,7 @@ TEST_F(ModelFile, RoundTripGivesIdenticalOutputs)
   const cdm::SynthesisResult b = loaded.Synthesize(sources, options);
   EXPECT_EQ(a.Image.Voxels, b.Image.Voxels);
   EXPECT_EQ(a.Uncertainty.Voxels, b.Uncertainty.Voxels);
+  EXPECT_GT(*std::max_element(a.Uncertainty.Voxels.begin(), a.Uncertainty.Voxels.end()), 0.0f);
   // The file is in the safetensors layout: an 8-byte length, then a JSON header.
   const std::string bytes = ReadBytes(m_Path);
   uint64_t          length = 0;

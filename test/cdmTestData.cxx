@@ -3,6 +3,10 @@
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
 #include "cdmTestData.h"
+#include "cdmModelImpl.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -130,6 +134,21 @@ MakeDataset(int cases, uint64_t seed, const std::array<int64_t, 3> & size, bool 
     data.AddCase("case" + std::to_string(i), images, withSegmentation ? &segmentation : nullptr);
   }
   return data;
+}
+
+void
+RandomizeFilm(const Model & model, uint64_t seed)
+{
+  torch::NoGradGuard noGrad;
+  at::Generator      generator = at::detail::createCPUGenerator(seed);
+  for (const auto & parameter : model.GetImpl().UNet->named_parameters())
+  {
+    if (parameter.key().find("film") != std::string::npos)
+    {
+      at::Tensor value = parameter.value(); // shares the parameter's storage
+      value.copy_(at::normal(0.0, 0.2, value.sizes(), generator).to(value.device()));
+    }
+  }
 }
 
 std::string

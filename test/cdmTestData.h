@@ -6,6 +6,7 @@
 #define cdmTestData_h
 
 #include "cdmDataset.h"
+#include "cdmModel.h"
 #include "cdmVolume.h"
 
 #include <array>
@@ -33,6 +34,12 @@ MakeDataset(int                            cases,
             uint64_t                       seed,
             const std::array<int64_t, 3> & size = { { 32, 32, 6 } },
             bool                           withSegmentation = false);
+
+/** Gives the C-UNet's FiLM layers seeded non-zero weights (a fresh model's are zero, so z would not shape its
+ *  output): with them a wrong z index, a dropped z or another sample's z changes the synthesis, so that tests of
+ *  tiling, streaming, the model file and the uncertainty can fail. */
+void
+RandomizeFilm(const Model & model, uint64_t seed);
 
 /** The device the core tests put their models on: $CDM_TEST_DEVICE (scripts/gpu-check.sh sets "cuda"), else "cpu". */
 std::string
