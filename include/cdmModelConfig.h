@@ -13,7 +13,8 @@
 namespace cdm
 {
 
-/** \brief Sizes of the four networks (README.md, "The model"). A preset fills them; every field is stored in the model. */
+/** \brief Sizes of the four networks (README.md, "The model").
+ *  A preset fills them; every field is stored in the model. */
 struct NetworkConfig
 {
   int              RepresentationDim{ 32 }; ///< D, the length of z

@@ -134,8 +134,8 @@ DifferencesOverRange(const cdm::Volume & a, const cdm::Volume & b)
 // Reduced precision runs the convolutions in bf16 / fp16 (autocast). Stated tolerances, from the formats' mantissas
 // (bf16 8 bits: 2^-8 = 0.4% per rounding; fp16 11 bits: 0.05%) accumulated over the networks' ~20 layers: the mean
 // voxel difference from fp32 within 1% (bf16) and 0.2% (fp16) of the image's range, the largest within 10% and 2%.
-// (A first guess, the largest within 5% for bf16, measured 5.4-6.2% on an earlier random model: rounding errors of a few
-// ulps meet in the worst of 7,680 voxels.) It must also differ from fp32 (the option is in force), and leave the
+// (A first guess, the largest within 5% for bf16, measured 5.4-6.2% on an earlier random model: rounding errors of a
+// few ulps meet in the worst of 7,680 voxels.) It must also differ from fp32 (the option is in force), and leave the
 // calling thread's own autocast state as it was.
 TEST(ReducedPrecision, StaysWithinItsToleranceOfFloat32AndLeavesTheCallersAutocastAlone)
 {
