@@ -12,8 +12,9 @@
 namespace cdm
 {
 
-/** Calls `write` with a temporary path beside `path` (same folder and extension), then renames it onto `path`,
- *  so that readers never see a partial file. The temporary file is removed when `write` throws. */
+/** Calls `write` with a temporary path beside `path` (same folder and extension), flushes it to the disk (fsync),
+ *  renames it onto `path` and flushes the folder: readers never see a partial file, and after a power cut the name
+ *  holds the old file or the whole new one. The temporary file is removed when `write` throws. */
 void
 WriteAtomically(const std::string & path, const std::function<void(const std::string & temporaryPath)> & write);
 

@@ -5,12 +5,30 @@
 #include "cdmAtomicFile.h"
 #include "cdmError.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <system_error>
-#include <unistd.h>
 
 namespace cdm
 {
+namespace
+{
+/** Flushes a file's (or a folder's) data to the disk; false when it cannot be opened or synced. */
+bool
+SyncToDisk(const std::string & path, bool directory)
+{
+  const int descriptor = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  if (descriptor < 0)
+  {
+    return false;
+  }
+  const bool synced = ::fsync(descriptor) == 0;
+  ::close(descriptor);
+  return synced;
+}
+} // namespace
 
 void
 WriteAtomically(const std::string & path, const std::function<void(const std::string & temporaryPath)> & write)
@@ -26,6 +44,12 @@ WriteAtomically(const std::string & path, const std::function<void(const std::st
   try
   {
     write(temporary.string());
+    // The data reaches the disk before the name points at it, so that a power cut leaves the old file or the new
+    // one, never a named file with missing data.
+    if (!SyncToDisk(temporary.string(), false))
+    {
+      throw Error("cannot write '" + path + "': its data could not be flushed to the disk");
+    }
   }
   catch (...)
   {
@@ -41,6 +65,9 @@ WriteAtomically(const std::string & path, const std::function<void(const std::st
     fs::remove(temporary, ignored);
     throw Error("cannot write '" + path + "': " + error.message());
   }
+  // And the rename itself (the folder's entry) is made durable. A folder that cannot be synced (some network file
+  // systems) leaves the file written and renamed, as before.
+  SyncToDisk(target.has_parent_path() ? target.parent_path().string() : std::string("."), true);
 }
 
 } // namespace cdm

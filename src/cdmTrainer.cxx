@@ -16,6 +16,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <numeric>
 #include <random>
@@ -41,6 +43,90 @@ MixSeed(uint64_t seed, uint64_t stage, uint64_t iteration)
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
+}
+
+/** A 64-bit digest of the training data as loaded: case names, normalisation scales, voxels and segmentations. */
+std::string
+DataDigest(const Dataset & data)
+{
+  uint64_t   digest = 0x84222325CBF29CE4ull;
+  const auto mixBytes = [&digest](const void * bytes, size_t count) {
+    const auto * p = static_cast<const unsigned char *>(bytes);
+    size_t       i = 0;
+    for (; i + 8 <= count; i += 8)
+    {
+      uint64_t word = 0;
+      std::memcpy(&word, p + i, 8);
+      digest = MixSeed(digest, word, 0);
+    }
+    for (; i < count; ++i)
+    {
+      digest = MixSeed(digest, p[i], 1);
+    }
+  };
+  const auto mixVolume = [&](const Volume & volume) {
+    mixBytes(volume.Size.data(), sizeof(volume.Size));
+    mixBytes(volume.Data(), static_cast<size_t>(volume.StoredVoxels()) * sizeof(float));
+  };
+  for (const TrainingCase & c : data.Cases())
+  {
+    mixBytes(c.Name.data(), c.Name.size());
+    for (const auto & [modality, image] : c.Images)
+    {
+      mixBytes(modality.data(), modality.size());
+      mixBytes(&c.Scales.at(modality), sizeof(double));
+      mixVolume(image);
+    }
+    mixVolume(c.Segmentation);
+  }
+  char text[17];
+  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(digest));
+  return text;
+}
+
+/** What makes a run's result, by the `cdm train` option that sets it (effective values: preset defaults resolved),
+ *  and the data's digest. A checkpoint keeps it; a resume must match it. Iteration counts may grow (training longer
+ *  is a resume's purpose), and the device may change (a run moved to another machine). */
+nlohmann::json
+TrainingFingerprint(const Dataset &         data,
+                    const TrainingOptions & options,
+                    int64_t                 patch,
+                    int                     batchSize,
+                    double                  learningRate)
+{
+  const NormalizationRule & rule = data.Rule();
+  return { { "--seed", options.Seed },
+           { "--batch-size", batchSize },
+           { "--patch-size", patch },
+           { "--learning-rate", learningRate },
+           { "--slice-axis", options.SliceAxis },
+           { "--validation-fraction", options.ValidationFraction },
+           { "--source-dropout", options.SourceDropout },
+           { "--tumour-fraction", options.TumourFraction },
+           { "--tumour-loss-weight", options.TumourLossWeight },
+           { "--synthesis-loss", options.SynthesisLoss },
+           { "--teacher-encoder", options.TeacherEncoder },
+           { "--mdn-schedule", options.MdnSchedule },
+           { "--representation-noise", options.RepresentationNoise },
+           { "--film-init", options.FilmInit },
+           { "--intensity-rule",
+             rule.Method + " " + std::to_string(rule.UpperPercentile) + " " + std::to_string(rule.Clip) },
+           { "--data", std::to_string(data.Cases().size()) + " cases, digest " + DataDigest(data) } };
+}
+
+/** Throws InputError naming the first option whose value differs between the checkpoint's run and this one. */
+void
+CheckResumeFingerprint(const nlohmann::json & stored, const nlohmann::json & current, const std::string & checkpoint)
+{
+  for (const auto & [option, value] : current.items())
+  {
+    if (stored.contains(option) && stored.at(option) != value)
+    {
+      throw InputError("--resume: checkpoint '" + checkpoint + "' was made with " + option + " " +
+                       stored.at(option).dump() + " but this run has " + value.dump() +
+                       "; a resumed run must repeat every option that shapes the result (or start afresh)");
+    }
+  }
 }
 
 struct PresetDefaults
@@ -288,8 +374,14 @@ Train(const Dataset &                                       data,
     patch = std::min(patch, largest);
   }
   patch = (patch + alignment - 1) / alignment * alignment;
-  const int    batchSize = options.BatchSize > 0 ? options.BatchSize : defaults.BatchSize;
-  const double learningRate = options.LearningRate > 0.0 ? options.LearningRate : defaults.LearningRate;
+  const int            batchSize = options.BatchSize > 0 ? options.BatchSize : defaults.BatchSize;
+  const double         learningRate = options.LearningRate > 0.0 ? options.LearningRate : defaults.LearningRate;
+  const nlohmann::json fingerprint = TrainingFingerprint(data, options, patch, batchSize, learningRate);
+  if (state.contains("fingerprint")) // checkpoints from before fingerprints carry none, and resume unchecked
+  {
+    CheckResumeFingerprint(state["fingerprint"], fingerprint, checkpoint);
+  }
+  state["fingerprint"] = fingerprint;
 
   const PatchSampler trainSampler(data, trainCases, impl, patch, options.TumourFraction);
   const PatchSampler validationSampler(

@@ -132,6 +132,31 @@ TEST(Training, InterruptedAndResumedRunEndsWithTheSameWeights)
     EXPECT_TRUE(a[i].second.equal(b[i].second)) << a[i].first << " differs after resuming";
   }
 
+  // A resume that changes what shapes the result, or the data, is refused naming what differs.
+  const auto refusalNames =
+    [&](const cdm::Dataset & resumedData, const cdm::TrainingOptions & resumed, const std::string & option) {
+      try
+      {
+        cdm::Train(resumedData, resumed);
+        ADD_FAILURE() << "a resume with another " << option << " was accepted";
+      }
+      catch (const cdm::InputError & error)
+      {
+        EXPECT_NE(std::string(error.what()).find(option), std::string::npos) << error.what();
+      }
+    };
+  auto reseeded = interrupted;
+  reseeded.Seed += 1;
+  refusalNames(data, reseeded, "--seed");
+  auto otherRate = interrupted;
+  otherRate.LearningRate = 0.123;
+  refusalNames(data, otherRate, "--learning-rate");
+  refusalNames(cdm::testing::MakeDataset(4, 8), interrupted, "--data");
+  // Training longer is what resuming is for: more iterations are accepted.
+  auto longer = interrupted;
+  longer.Iterations += 1;
+  EXPECT_NO_THROW(cdm::Train(data, longer));
+
   // A checkpoint made for another task is refused.
   auto other = interrupted;
   other.Target = "t2f";
