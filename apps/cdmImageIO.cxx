@@ -10,12 +10,112 @@
 #include "itkImage.h"
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
+#include "itkImageIOFactory.h"
+
+#include <zlib.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <vector>
 
 namespace cdm
 {
+
+namespace
+{
+bool
+EndsWith(const std::string & text, const std::string & ending)
+{
+  return text.size() >= ending.size() && text.compare(text.size() - ending.size(), ending.size(), ending) == 0;
+}
+
+template <typename T>
+T
+FromBytes(const unsigned char * bytes, bool swap)
+{
+  unsigned char copy[sizeof(T)];
+  for (size_t i = 0; i < sizeof(T); ++i)
+  {
+    copy[i] = bytes[swap ? sizeof(T) - 1 - i : i];
+  }
+  T value;
+  std::memcpy(&value, copy, sizeof(T));
+  return value;
+}
+} // namespace
+
+void
+CheckNiftiFileIsComplete(const std::string & path)
+{
+  const bool compressed = EndsWith(path, ".nii.gz");
+  if (!compressed && !EndsWith(path, ".nii"))
+  {
+    return;
+  }
+  // The whole (decompressed) stream: its length, and for .gz the end of the stream and its CRC, which ITK's NIfTI
+  // reader does not check (it fills what is missing with zeros).
+  gzFile file = gzopen(path.c_str(), "rb");
+  if (file == nullptr)
+  {
+    throw InputError("cannot open image '" + path + "'");
+  }
+  std::vector<unsigned char> header;
+  std::vector<unsigned char> buffer(1 << 20);
+  uint64_t                   length = 0;
+  int                        read = 0;
+  while ((read = gzread(file, buffer.data(), static_cast<unsigned>(buffer.size()))) > 0)
+  {
+    if (header.size() < 540)
+    {
+      header.insert(header.end(), buffer.begin(), buffer.begin() + std::min<int>(read, 540));
+    }
+    length += static_cast<uint64_t>(read);
+  }
+  int               status = Z_OK;
+  const char *      reason = gzerror(file, &status);
+  const std::string message = reason && *reason ? reason : "unreadable"; // gzclose frees zlib's text
+  gzclose(file);
+  if (read < 0 || (status != Z_OK && status != Z_STREAM_END))
+  {
+    throw InputError("image '" + path + "' is damaged: " + message + " (a cut-short or corrupted " +
+                     (compressed ? "gzip stream" : "file") + ")");
+  }
+  if (header.size() < 348)
+  {
+    throw InputError("image '" + path + "' is cut short: " + std::to_string(length) +
+                     " bytes, fewer than a NIfTI header's 348");
+  }
+  // NIfTI-1 (sizeof_hdr 348) or NIfTI-2 (540), in either byte order.
+  const int32_t native = FromBytes<int32_t>(header.data(), false);
+  const bool    swap = native != 348 && native != 540;
+  const int32_t size = FromBytes<int32_t>(header.data(), swap);
+  if (size != 348 && size != 540)
+  {
+    return; // not a NIfTI header: left to ITK's reader to refuse
+  }
+  const bool    two = size == 540;
+  uint64_t      voxels = 1;
+  const int64_t dimensions =
+    two ? FromBytes<int64_t>(header.data() + 16, swap) : FromBytes<int16_t>(header.data() + 40, swap);
+  for (int64_t d = 1; d <= std::min<int64_t>(dimensions, 7); ++d)
+  {
+    const int64_t extent =
+      two ? FromBytes<int64_t>(header.data() + 16 + 8 * d, swap) : FromBytes<int16_t>(header.data() + 40 + 2 * d, swap);
+    voxels *= static_cast<uint64_t>(std::max<int64_t>(extent, 1));
+  }
+  const int16_t  bitsPerVoxel = FromBytes<int16_t>(header.data() + (two ? 14 : 72), swap);
+  const double   offset = two ? static_cast<double>(FromBytes<int64_t>(header.data() + 168, swap))
+                              : static_cast<double>(FromBytes<float>(header.data() + 108, swap));
+  const uint64_t expected = static_cast<uint64_t>(std::max(offset, static_cast<double>(size))) +
+                            voxels * static_cast<uint64_t>(std::max<int16_t>(bitsPerVoxel, 0)) / 8;
+  if (length < expected)
+  {
+    throw InputError("image '" + path + "' is cut short: its header declares " + std::to_string(expected) +
+                     " bytes of header and voxels, the file holds " + std::to_string(length) +
+                     (compressed ? " (decompressed)" : "") + "; expected a complete copy");
+  }
+}
 
 Volume
 ReadVolume(const std::string & path)
@@ -23,6 +123,37 @@ ReadVolume(const std::string & path)
   if (!std::filesystem::is_regular_file(path))
   {
     throw InputError("image file '" + path + "' does not exist");
+  }
+  CheckNiftiFileIsComplete(path);
+  // What the file holds, before reading it: one scalar value per voxel, at most three dimensions.
+  itk::ImageIOBase::Pointer io =
+    itk::ImageIOFactory::CreateImageIO(path.c_str(), itk::CommonEnums::IOFileMode::ReadMode);
+  if (io)
+  {
+    io->SetFileName(path);
+    try
+    {
+      io->ReadImageInformation();
+    }
+    catch (const itk::ExceptionObject & e)
+    {
+      throw InputError("cannot read image '" + path + "': " + std::string(e.GetDescription()));
+    }
+    for (unsigned int d = 3; d < io->GetNumberOfDimensions(); ++d)
+    {
+      if (io->GetDimensions(d) > 1)
+      {
+        throw InputError("image '" + path + "' has " + std::to_string(io->GetNumberOfDimensions()) + " dimensions (" +
+                         std::to_string(io->GetDimensions(d)) + " along axis " + std::to_string(d) +
+                         "); expected a 2D or 3D scalar image (one volume)");
+      }
+    }
+    if (io->GetNumberOfComponents() != 1 || io->GetPixelType() != itk::CommonEnums::IOPixel::SCALAR)
+    {
+      throw InputError("image '" + path + "' holds " + itk::ImageIOBase::GetPixelTypeAsString(io->GetPixelType()) +
+                       " pixels of " + std::to_string(io->GetNumberOfComponents()) +
+                       " component(s); expected one real scalar value per voxel");
+    }
   }
   using ImageType = itk::Image<float, 3>;
   auto reader = itk::ImageFileReader<ImageType>::New();

@@ -14,9 +14,17 @@
 namespace cdm
 {
 
-/** Reads any scalar image ITK can read (NIfTI, NRRD, MetaImage...) as float. Throws InputError naming the file. */
+/** Reads any scalar image ITK can read (NIfTI, NRRD, MetaImage...) as float. Throws InputError naming the file, also
+ *  for a NIfTI file shorter than its header declares or a damaged .gz stream (CheckNiftiFileIsComplete), for more
+ *  than three dimensions (a 4D series), and for non-scalar pixels (complex, RGB, vectors). */
 Volume
 ReadVolume(const std::string & path);
+
+/** Throws InputError naming the file when a `.nii` / `.nii.gz` file holds fewer bytes than its header declares (an
+ *  interrupted copy), or its gzip stream ends early or fails its CRC: ITK's NIfTI reader fills the missing voxels
+ *  with zeros instead of failing. Other formats are left to their readers. */
+void
+CheckNiftiFileIsComplete(const std::string & path);
 
 /** Copies an ITK image (voxels and geometry) into a Volume. */
 Volume

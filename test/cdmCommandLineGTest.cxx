@@ -8,11 +8,15 @@
 #include "cdmTestData.h"
 #include "cdmTrainer.h"
 
+#include "itkImage.h"
+#include "itkImageFileWriter.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <array>
 #include <cmath>
+#include <complex>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -317,6 +321,75 @@ TEST_F(CommandLine, BadSourcesAreRefusedNamingTheFile)
   r = RunCdm("synthesize --model " + s_Model + " " + AllSources() + " --output " + output + " --device cuda:9");
   EXPECT_EQ(r.ExitCode, 1) << r.Output;
   EXPECT_TRUE(Contains(r.Output, "cuda:9")) << r.Output;
+  EXPECT_FALSE(fs::exists(output)) << "a refused run left an output file";
+}
+
+// ITK's NIfTI reader fills the voxels a cut-short file lacks with zeros, and reads a 4D series or complex voxels as if
+// they were a volume; each is refused naming the file (issue 14).
+TEST_F(CommandLine, CutShortFourDimensionalAndComplexImagesAreRefusedNamingTheFile)
+{
+  ASSERT_EQ(TrainedModel().ExitCode, 0) << s_Train.Output;
+  const std::string output = s_Root + "/never.nii.gz";
+  const auto        bytesOf = [](const std::string & path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  const auto writeBytes = [](const std::string & path, const std::string & bytes) {
+    std::ofstream(path, std::ios::binary) << bytes;
+  };
+  const auto synthesizeFrom = [&](const std::string & t2f) {
+    return RunCdm("synthesize --quiet --model " + s_Model + " --source t1n=" + Held("t1n") +
+                  " --source t2w=" + Held("t2w") + " --source t2f=" + t2f + " --output " + output);
+  };
+  const std::string whole = s_Root + "/whole-t2f.nii";
+  cdm::WriteVolume(cdm::ReadVolume(Held("t2f")), whole);
+  const Result complete = synthesizeFrom(whole); // the complete copy is read
+  ASSERT_EQ(complete.ExitCode, 0) << complete.Output;
+  fs::remove(output);
+
+  const std::string half = s_Root + "/half-t2f.nii";
+  const std::string plain = bytesOf(whole);
+  writeBytes(half, plain.substr(0, plain.size() / 2));
+  Result r = synthesizeFrom(half);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "half-t2f.nii") && Contains(r.Output, "cut short")) << r.Output;
+
+  const std::string compressed = bytesOf(Held("t2f"));
+  const std::string cut = s_Root + "/cut-t2f.nii.gz";
+  writeBytes(cut, compressed.substr(0, compressed.size() * 2 / 3));
+  r = synthesizeFrom(cut);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "cut-t2f.nii.gz")) << r.Output;
+
+  std::string flipped = compressed; // the gzip trailer's CRC-32 no longer matches the data
+  flipped[flipped.size() - 6] = static_cast<char>(flipped[flipped.size() - 6] ^ 0x5a);
+  const std::string corrupt = s_Root + "/crc-t2f.nii.gz";
+  writeBytes(corrupt, flipped);
+  r = synthesizeFrom(corrupt);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "crc-t2f.nii.gz") && Contains(r.Output, "damaged")) << r.Output;
+
+  using SeriesType = itk::Image<float, 4>;
+  auto                 series = SeriesType::New();
+  SeriesType::SizeType size{ { 8, 8, 4, 2 } };
+  series->SetRegions(SeriesType::RegionType(size));
+  series->Allocate(true);
+  const std::string fourD = s_Root + "/series-t2f.nii.gz";
+  itk::WriteImage(series, fourD);
+  r = synthesizeFrom(fourD);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "series-t2f.nii.gz") && Contains(r.Output, "dimensions")) << r.Output;
+
+  using ComplexType = itk::Image<std::complex<float>, 3>;
+  auto                  complexImage = ComplexType::New();
+  ComplexType::SizeType complexSize{ { 8, 8, 4 } };
+  complexImage->SetRegions(ComplexType::RegionType(complexSize));
+  complexImage->Allocate(true);
+  const std::string complexPath = s_Root + "/complex-t2f.nii.gz";
+  itk::WriteImage(complexImage, complexPath);
+  r = synthesizeFrom(complexPath);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "complex-t2f.nii.gz") && Contains(r.Output, "scalar")) << r.Output;
   EXPECT_FALSE(fs::exists(output)) << "a refused run left an output file";
 }
 
