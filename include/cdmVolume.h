@@ -74,6 +74,13 @@ struct Volume
   Volume
   GeometryCopy(const std::string & description) const;
 
+  /** The geometry of the box [index, index + size) of this volume, without voxels: its origin moves with the index
+   *  so that every voxel keeps its physical point. `index` may lie outside (no check). */
+  Volume
+  BoxGeometry(const std::array<int64_t, 3> & index,
+              const std::array<int64_t, 3> & size,
+              const std::string &            description) const;
+
   /** A volume of the same geometry (size, spacing, origin, direction), zero-filled. */
   Volume
   EmptyCopy(const std::string & description) const;

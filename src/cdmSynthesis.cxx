@@ -315,16 +315,8 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
 
   // In target intensity units, as volumes of the region: views of the destination's buffers, or copies of the result
   // tensors (then freed).
-  Volume geometry = first.GeometryCopy(first.Description);
-  geometry.Size = region.Size;
-  for (int a = 0; a < 3; ++a)
-  {
-    // The region's origin moves with its index: origin + direction * (index * spacing).
-    for (int r = 0; r < 3; ++r)
-    {
-      geometry.Origin[r] += first.Direction[3 * r + a] * (region.Index[a] - offset[a]) * first.Spacing[a];
-    }
-  }
+  const Volume geometry = first.BoxGeometry(
+    { region.Index[0] - offset[0], region.Index[1] - offset[1], region.Index[2] - offset[2] }, region.Size, "");
   const auto toVolume = [&](at::Tensor & values, float * buffer, const std::string & description, bool clampAtZero) {
     values.mul_(config.TargetScale);
     if (clampAtZero)

@@ -26,6 +26,23 @@ Volume::GeometryCopy(const std::string & description) const
 }
 
 Volume
+Volume::BoxGeometry(const std::array<int64_t, 3> & index,
+                    const std::array<int64_t, 3> & size,
+                    const std::string &            description) const
+{
+  Volume box = GeometryCopy(description);
+  box.Size = size;
+  for (int a = 0; a < 3; ++a)
+  {
+    for (int r = 0; r < 3; ++r)
+    {
+      box.Origin[r] += Direction[3 * r + a] * static_cast<double>(index[a]) * Spacing[a];
+    }
+  }
+  return box;
+}
+
+Volume
 Volume::EmptyCopy(const std::string & description) const
 {
   Volume copy = GeometryCopy(description);
@@ -138,16 +155,8 @@ CropVolume(const Volume & volume, const std::array<int64_t, 3> & index, const st
                        Format(index, 3) + ", size " + Format(size, 3) + ": the box must lie inside the volume");
     }
   }
-  Volume part = volume.EmptyCopy(volume.Description);
-  part.Size = size;
+  Volume part = volume.BoxGeometry(index, size, volume.Description);
   part.Allocate();
-  for (int a = 0; a < 3; ++a)
-  {
-    for (int r = 0; r < 3; ++r)
-    {
-      part.Origin[r] += volume.Direction[3 * r + a] * static_cast<double>(index[a]) * volume.Spacing[a];
-    }
-  }
   for (int64_t z = 0; z < size[2]; ++z)
   {
     for (int64_t y = 0; y < size[1]; ++y)

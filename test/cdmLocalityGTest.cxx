@@ -152,16 +152,8 @@ TEST_P(Tiling, TiledAndRegionSynthesisEqualWholeImageSynthesis)
   cdm::SourceVolumes cropped;
   for (const auto & [name, volume] : sources)
   {
-    cdm::Volume block = volume.EmptyCopy(volume.Description);
-    block.Size = required.Size;
+    cdm::Volume block = volume.BoxGeometry(required.Index, required.Size, volume.Description);
     block.Allocate();
-    for (int a = 0; a < 3; ++a)
-    {
-      for (int r = 0; r < 3; ++r)
-      {
-        block.Origin[r] += volume.Direction[3 * r + a] * required.Index[a] * volume.Spacing[a];
-      }
-    }
     for (int64_t z = 0; z < required.Size[2]; ++z)
       for (int64_t y = 0; y < required.Size[1]; ++y)
         for (int64_t x = 0; x < required.Size[0]; ++x)
