@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <optional>
 
 namespace cdm
 {
@@ -156,32 +155,32 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
   }
   // c = E_src(sources): a 2D model's slices a few at a time, a 3D model's volume in tiles; each call reads only its
   // window of the sources.
-  std::vector<at::Tensor>              conditions;
-  std::optional<ReducedPrecisionScope> precision; // the source encoder only: the MDN's steps stay float32
-  precision.emplace(impl.Device, options.NetworkPrecision);
-  if (config.Dimension == 2)
+  at::Tensor condition;
   {
-    const int64_t slices = first.Size[config.SliceAxis];
-    const int64_t perCall = impl.SlicesPerCall(options, first.Size);
-    for (int64_t start = 0; start < slices; start += perCall)
+    const ReducedPrecisionScope precision(impl.Device, options.NetworkPrecision); // the MDN's steps stay float32
+    std::vector<at::Tensor>     conditions;
+    if (config.Dimension == 2)
     {
-      Region window;
-      window.Size = first.Size;
-      window.Index[config.SliceAxis] = start;
-      window.Size[config.SliceAxis] = std::min(perCall, slices - start);
-      const at::Tensor batch =
-        impl.ToNetworkLayout(impl.SourceWindow(sources, representation.SourceScales, window)).to(impl.Device);
-      conditions.push_back(impl.EncodeSources(batch));
+      const int64_t slices = first.Size[config.SliceAxis];
+      const int64_t perCall = impl.SlicesPerCall(options, first.Size);
+      for (int64_t start = 0; start < slices; start += perCall)
+      {
+        Region window;
+        window.Size = first.Size;
+        window.Index[config.SliceAxis] = start;
+        window.Size[config.SliceAxis] = std::min(perCall, slices - start);
+        const at::Tensor batch =
+          impl.ToNetworkLayout(impl.SourceWindow(sources, representation.SourceScales, window)).to(impl.Device);
+        conditions.push_back(impl.EncodeSources(batch));
+      }
     }
+    else
+    {
+      conditions.push_back(
+        impl.EncodeSourceVolume(sources, representation.SourceScales, first.Size, options.VoxelsPerCall));
+    }
+    condition = torch::cat(conditions, 0).to(torch::kFloat32);
   }
-  else
-  {
-    conditions.push_back(
-      impl.EncodeSourceVolume(sources, representation.SourceScales, first.Size, options.VoxelsPerCall));
-  }
-  const at::Tensor condition = torch::cat(conditions, 0).to(torch::kFloat32);
-  conditions.clear();
-  precision.reset();
   const double  eta = options.Eta < 0.0 ? config.Diffusion.Eta : options.Eta;
   const int64_t d = config.Network.RepresentationDim;
   representation.Cells = condition.size(0);

@@ -55,6 +55,17 @@ RunCdm(const std::string & arguments)
   return result;
 }
 
+/** Writes a zero-filled image of type TImage and the given size to `path`. */
+template <typename TImage>
+void
+WriteZeroImage(const typename TImage::SizeType & size, const std::string & path)
+{
+  auto image = TImage::New();
+  image->SetRegions(typename TImage::RegionType(size));
+  image->Allocate(true);
+  itk::WriteImage(image, path);
+}
+
 bool
 Contains(const std::string & text, const std::string & fragment)
 {
@@ -369,24 +380,14 @@ TEST_F(CommandLine, CutShortFourDimensionalAndComplexImagesAreRefusedNamingTheFi
   EXPECT_EQ(r.ExitCode, 1) << r.Output;
   EXPECT_TRUE(Contains(r.Output, "crc-t2f.nii.gz") && Contains(r.Output, "damaged")) << r.Output;
 
-  using SeriesType = itk::Image<float, 4>;
-  auto                 series = SeriesType::New();
-  SeriesType::SizeType size{ { 8, 8, 4, 2 } };
-  series->SetRegions(SeriesType::RegionType(size));
-  series->Allocate(true);
   const std::string fourD = s_Root + "/series-t2f.nii.gz";
-  itk::WriteImage(series, fourD);
+  WriteZeroImage<itk::Image<float, 4>>({ { 8, 8, 4, 2 } }, fourD);
   r = synthesizeFrom(fourD);
   EXPECT_EQ(r.ExitCode, 1) << r.Output;
   EXPECT_TRUE(Contains(r.Output, "series-t2f.nii.gz") && Contains(r.Output, "dimensions")) << r.Output;
 
-  using ComplexType = itk::Image<std::complex<float>, 3>;
-  auto                  complexImage = ComplexType::New();
-  ComplexType::SizeType complexSize{ { 8, 8, 4 } };
-  complexImage->SetRegions(ComplexType::RegionType(complexSize));
-  complexImage->Allocate(true);
   const std::string complexPath = s_Root + "/complex-t2f.nii.gz";
-  itk::WriteImage(complexImage, complexPath);
+  WriteZeroImage<itk::Image<std::complex<float>, 3>>({ { 8, 8, 4 } }, complexPath);
   r = synthesizeFrom(complexPath);
   EXPECT_EQ(r.ExitCode, 1) << r.Output;
   EXPECT_TRUE(Contains(r.Output, "complex-t2f.nii.gz") && Contains(r.Output, "scalar")) << r.Output;
