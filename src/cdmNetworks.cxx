@@ -154,14 +154,19 @@ ResidualBlockImpl::forward(const torch::Tensor & x, const torch::Tensor & condit
   h = m_Norm2(h);
   if (m_Film)
   {
-    const auto gammaBeta = m_Film(condition).chunk(2, 1);
-    const auto gamma = 1 + Broadcast(gammaBeta[0], h);
-    const auto beta = Broadcast(gammaBeta[1], h);
+    const auto [gamma, beta] = Modulation(condition, h);
     h = inPlace ? h.mul_(gamma).add_(beta) : h * gamma + beta;
   }
   h = m_Conv2(inPlace ? torch::silu_(h) : torch::silu(h));
   const torch::Tensor shortcut = m_Skip ? m_Skip(x) : x;
   return inPlace ? h.add_(shortcut) : shortcut + h;
+}
+
+std::pair<torch::Tensor, torch::Tensor>
+ResidualBlockImpl::Modulation(const torch::Tensor & condition, const torch::Tensor & like)
+{
+  const auto gammaBeta = m_Film(condition).chunk(2, 1);
+  return { 1 + Broadcast(gammaBeta[0], like), Broadcast(gammaBeta[1], like) };
 }
 
 ImageEncoderImpl::ImageEncoderImpl(int dimension, int64_t inChannels, const NetworkConfig & config)

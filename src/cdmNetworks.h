@@ -12,12 +12,78 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include <array>
+#include <tuple>
+#include <utility>
+
 #include <vector>
 
 namespace cdm
 {
 namespace nn
 {
+
+/** \brief Planes [First, First + Count()) along the first spatial axis of a feature map ([B, C, D, ...]): what a
+ *  network streamed along that axis passes from layer to layer (CrossConditionedUNetImpl::ForwardPlanes). */
+struct PlaneRun
+{
+  torch::Tensor Values; ///< [B, C, count, ...], or undefined for no planes
+  int64_t       First{ 0 };
+
+  int64_t
+  Count() const
+  {
+    return Values.defined() ? Values.size(2) : 0;
+  }
+};
+
+/** \brief What a streamed convolution keeps between slabs: the input planes later outputs still need. */
+struct ConvStreamState
+{
+  torch::Tensor Pending;          ///< input planes [PendingFirst, Received)
+  int64_t       PendingFirst{ 0 };
+  int64_t       Received{ 0 };    ///< input planes seen so far
+  int64_t       Emitted{ 0 };     ///< output planes returned so far
+};
+
+/** \brief Pairs two streams of planes that arrive at different paces (a residual sum, a skip concatenation): queues
+ *  both and hands out the planes both have reached. */
+class PlaneAligner
+{
+public:
+  void
+  Push(int side, const PlaneRun & run);
+  /** The planes both sides have reached and not yet handed out: {side 0, side 1, first plane}; undefined tensors
+   *  when there are none. */
+  std::tuple<torch::Tensor, torch::Tensor, int64_t>
+  Take();
+
+private:
+  std::array<torch::Tensor, 2> m_Queued;
+  std::array<int64_t, 2>       m_Received{ { 0, 0 } };
+  int64_t                      m_Taken{ 0 };
+};
+
+/** \brief A residual block's streaming state. */
+struct ResidualStreamState
+{
+  ConvStreamState Conv1;
+  ConvStreamState Conv2;
+  PlaneAligner    Shortcut;
+};
+
+/** \brief The C-UNet's streaming state: one entry per layer that reaches across planes, and the skips in wait. */
+struct UNetStreamState
+{
+  ConvStreamState                               Stem;
+  std::vector<std::vector<ResidualStreamState>> Down;
+  std::vector<ConvStreamState>                  Downsamplers;
+  ResidualStreamState                           Middle;
+  std::vector<ConvStreamState>                  UpConvs;
+  std::vector<PlaneAligner>                     Skips;
+  std::vector<std::vector<ResidualStreamState>> Up;
+  ConvStreamState                               Out;
+};
 
 /** \brief A convolution for 2D or 3D tensors ([B, C, H, W] or [B, C, D, H, W]); zero padding of kernel / 2. */
 class ConvImpl : public torch::nn::Module
@@ -26,6 +92,10 @@ public:
   ConvImpl(int dimension, int64_t inChannels, int64_t outChannels, int64_t kernel, int64_t stride = 1);
   torch::Tensor
   forward(const torch::Tensor & x);
+  /** forward() streamed along the first spatial axis: takes the input's next planes (in order) and returns the
+   *  output planes they complete; `last` adds the end's zero padding and returns the rest. */
+  PlaneRun
+  ForwardPlanes(const PlaneRun & input, ConvStreamState & state, bool last);
 
 private:
   int           m_Dimension;
@@ -58,8 +128,15 @@ public:
   ResidualBlockImpl(int dimension, int64_t inChannels, int64_t outChannels, int64_t conditionDim);
   torch::Tensor
   forward(const torch::Tensor & x, const torch::Tensor & condition = {});
+  /** forward() streamed along the first spatial axis (ConvImpl::ForwardPlanes). */
+  PlaneRun
+  ForwardPlanes(const PlaneRun & x, const torch::Tensor & condition, ResidualStreamState & state, bool last);
 
 private:
+  /** The condition's per-channel scale and shift of the second half: {gamma, beta}, or undefined without FiLM. */
+  std::pair<torch::Tensor, torch::Tensor>
+  Modulation(const torch::Tensor & condition, const torch::Tensor & like);
+
   ChannelNorm       m_Norm1{ nullptr };
   Conv              m_Conv1{ nullptr };
   ChannelNorm       m_Norm2{ nullptr };
@@ -167,6 +244,15 @@ public:
   /** x: [B, inChannels, ...] with sizes divisible by the alignment; z: [B, D] (ignored when conditionDim is 0). */
   torch::Tensor
   forward(const torch::Tensor & x, const torch::Tensor & z = {});
+  /** forward() streamed along the first spatial axis: feed the input's planes in order, a slab per call, and each
+   *  call returns the output planes that slab completes (`last` on the final slab returns the rest). Equal to
+   *  forward() on the whole input to float rounding, while holding a slab's activations and the planes the skip
+   *  connections wait for instead of the whole volume's. */
+  PlaneRun
+  ForwardPlanes(const PlaneRun & x, const torch::Tensor & z, UNetStreamState & state, bool last);
+  /** A fresh state for ForwardPlanes (one per pass over an input). */
+  UNetStreamState
+  NewStreamState() const;
 
 private:
   Conv                                    m_Stem{ nullptr };

@@ -195,3 +195,44 @@ TEST(CallerRandomState, CreatingAModelLeavesTheDefaultGeneratorAsItWas)
   }
 }
 } // namespace
+
+TEST(StreamedUNet, SlabBySlabEqualsTheWholePassForAnySlabSize)
+{
+  // The small 3D preset (three levels: planes wait at two scales) with a non-zero Condition Embedding, so that z
+  // enters every block; an input whose streamed axis is not a multiple of any slab size used.
+  const cdm::Model model = cdm::Model::Create(
+    cdm::ModelConfig::FromPreset("small", 3, { "t1n", "t2w", "t2f" }, "t1c"), 5, cdm::testing::TestDevice());
+  cdm::testing::RandomizeFilm(model, 11);
+  cdm::Model::Impl & impl = model.GetImpl();
+  c10::InferenceMode guard;
+  at::Generator      generator = at::detail::createCPUGenerator(3);
+  const int64_t      planes = 36; // a multiple of the alignment (4)
+  const at::Tensor   x = at::rand({ 2, impl.SourceChannels(), planes, 12, 20 }, generator).to(impl.Device);
+  const at::Tensor   z = at::randn({ 2, impl.Config.Network.RepresentationDim }, generator).to(impl.Device);
+  const at::Tensor   whole = impl.UNet->forward(x, z);
+  for (const int64_t slab : { int64_t{ 1 }, int64_t{ 3 }, int64_t{ 8 }, planes })
+  {
+    cdm::nn::UNetStreamState   state = impl.UNet->NewStreamState();
+    std::vector<at::Tensor>    pieces;
+    int64_t                    next = 0;
+    for (int64_t first = 0; first < planes; first += slab)
+    {
+      const int64_t           count = std::min(slab, planes - first);
+      const cdm::nn::PlaneRun run =
+        impl.UNet->ForwardPlanes({ x.narrow(2, first, count), first }, z, state, first + count == planes);
+      if (run.Count() > 0)
+      {
+        EXPECT_EQ(run.First, next) << "slab " << slab;
+        next += run.Count();
+        pieces.push_back(run.Values);
+      }
+    }
+    ASSERT_EQ(next, planes) << "slab " << slab;
+    const at::Tensor streamed = torch::cat(pieces, 2);
+    const double     range = (whole.max() - whole.min()).item<double>();
+    EXPECT_LE((streamed - whole).abs().max().item<double>(), 1e-5 * range) << "slab " << slab;
+  }
+  // A plane out of order is a programming error, not a silent wrong image.
+  cdm::nn::UNetStreamState state = impl.UNet->NewStreamState();
+  EXPECT_THROW(impl.UNet->ForwardPlanes({ x.narrow(2, 4, 4), 4 }, z, state, false), std::logic_error);
+}

@@ -1,0 +1,230 @@
+/*=========================================================================
+ *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
+ *  Licensed under the Apache License, Version 2.0.
+ *=========================================================================*/
+// The C-UNet streamed along its first spatial axis (overlap-save): each layer keeps only the input planes its later
+// outputs need, so a volume passes slab by slab with every plane computed once and no halo recomputed.
+#include "cdmNetworks.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+
+namespace cdm
+{
+namespace nn
+{
+
+namespace
+{
+/** Planes [begin, end) of a tensor held from plane `first`, as a tensor of its own (so that the rest of a slab's
+ *  storage is not kept alive by a small view). */
+torch::Tensor
+KeepPlanes(const torch::Tensor & held, int64_t first, int64_t begin, int64_t end)
+{
+  if (!held.defined() || end <= begin)
+  {
+    return torch::Tensor();
+  }
+  if (begin == first && end - begin == held.size(2))
+  {
+    return held;
+  }
+  return held.narrow(2, begin - first, end - begin).clone();
+}
+
+torch::Tensor
+Append(const torch::Tensor & held, const torch::Tensor & more)
+{
+  if (!held.defined() || held.size(2) == 0)
+  {
+    return more;
+  }
+  return torch::cat({ held, more }, 2);
+}
+
+/** SiLU on a tensor of one's own (a layer's fresh output). */
+torch::Tensor
+SiluInPlace(torch::Tensor x)
+{
+  return torch::silu_(x);
+}
+
+/** Applies a per-plane operation to a run (nothing to do for an empty one). */
+template <typename Operation>
+PlaneRun
+Map(const PlaneRun & run, Operation && operation)
+{
+  return run.Count() > 0 ? PlaneRun{ operation(run.Values), run.First } : PlaneRun{ torch::Tensor(), run.First };
+}
+} // namespace
+
+void
+PlaneAligner::Push(int side, const PlaneRun & run)
+{
+  if (run.Count() == 0)
+  {
+    return;
+  }
+  if (run.First != m_Received[side])
+  {
+    throw std::logic_error("planes must arrive in order (expected plane " + std::to_string(m_Received[side]) +
+                           ", got " + std::to_string(run.First) + ")");
+  }
+  m_Queued[side] = Append(m_Queued[side], run.Values);
+  m_Received[side] += run.Count();
+}
+
+std::tuple<torch::Tensor, torch::Tensor, int64_t>
+PlaneAligner::Take()
+{
+  const int64_t first = m_Taken;
+  const int64_t end = std::min(m_Received[0], m_Received[1]);
+  if (end <= first)
+  {
+    return { torch::Tensor(), torch::Tensor(), first };
+  }
+  std::array<torch::Tensor, 2> taken;
+  for (int side = 0; side < 2; ++side)
+  {
+    taken[side] = m_Queued[side].narrow(2, 0, end - first);
+    m_Queued[side] = KeepPlanes(m_Queued[side], first, end, m_Received[side]);
+  }
+  m_Taken = end;
+  return { taken[0], taken[1], first };
+}
+
+PlaneRun
+ConvImpl::ForwardPlanes(const PlaneRun & input, ConvStreamState & state, bool last)
+{
+  if (m_Kernel == 1)
+  {
+    return Map(input, [&](const torch::Tensor & x) { return forward(x); });
+  }
+  if (input.Count() > 0)
+  {
+    if (input.First != state.Received)
+    {
+      throw std::logic_error("convolution planes must arrive in order");
+    }
+    state.Pending = Append(state.Pending, input.Values);
+    state.Received += input.Count();
+  }
+  // A 3x3 output plane needs its neighbours on both sides (zero beyond the ends); a 2x2 stride-2 one its own cell.
+  const int64_t half = m_Stride == 1 ? m_Kernel / 2 : 0;
+  const int64_t end = m_Stride == 1 ? (last ? state.Received : state.Received - half) : state.Received / m_Stride;
+  const int64_t begin = state.Emitted;
+  if (end <= begin)
+  {
+    return { torch::Tensor(), begin };
+  }
+  const int64_t inBegin = m_Stride == 1 ? std::max<int64_t>(0, begin - half) : begin * m_Stride;
+  const int64_t inEnd = m_Stride == 1 ? std::min(state.Received, end + half) : end * m_Stride;
+  torch::Tensor x = state.Pending.narrow(2, inBegin - state.PendingFirst, inEnd - inBegin);
+  const int64_t front = std::max<int64_t>(0, half - begin);
+  const int64_t back = std::max<int64_t>(0, end + half - state.Received);
+  if (front > 0 || back > 0)
+  {
+    std::vector<int64_t> pads(static_cast<size_t>(2 * (x.dim() - 2)), 0);
+    pads[pads.size() - 2] = front; // constant_pad_nd lists the last axis first
+    pads[pads.size() - 1] = back;
+    x = torch::constant_pad_nd(x, pads, 0.0);
+  }
+  // Padding on the other axes only: the streamed axis is padded above, where the image really ends.
+  const std::vector<int64_t> padding{ 0, half, half };
+  const std::vector<int64_t> stride(3, m_Stride);
+  torch::Tensor              output =
+    m_Dimension == 2
+                   ? torch::conv2d(x,
+                      m_Weight,
+                      m_Bias,
+                      std::vector<int64_t>(stride.begin(), stride.begin() + 2),
+                      std::vector<int64_t>(padding.begin(), padding.begin() + 2))
+                   : torch::conv3d(x, m_Weight, m_Bias, stride, padding);
+  const int64_t keepFrom = m_Stride == 1 ? std::max<int64_t>(0, end - half) : end * m_Stride;
+  state.Pending = KeepPlanes(state.Pending, state.PendingFirst, keepFrom, state.Received);
+  state.PendingFirst = keepFrom;
+  state.Emitted = end;
+  return { output, begin };
+}
+
+PlaneRun
+ResidualBlockImpl::ForwardPlanes(const PlaneRun &      x,
+                                 const torch::Tensor & condition,
+                                 ResidualStreamState & state,
+                                 bool                  last)
+{
+  PlaneRun h = Map(x, [&](const torch::Tensor & v) { return SiluInPlace(m_Norm1(v)); });
+  h = m_Conv1->ForwardPlanes(h, state.Conv1, last);
+  h = Map(h, [&](const torch::Tensor & v) {
+    torch::Tensor normalised = m_Norm2(v);
+    if (m_Film)
+    {
+      const auto gammaBeta = Modulation(condition, normalised);
+      normalised.mul_(gammaBeta.first).add_(gammaBeta.second);
+    }
+    return torch::silu_(normalised);
+  });
+  h = m_Conv2->ForwardPlanes(h, state.Conv2, last);
+  state.Shortcut.Push(0, h);
+  state.Shortcut.Push(1, Map(x, [&](const torch::Tensor & v) { return m_Skip ? m_Skip(v) : v; }));
+  auto [residual, shortcut, first] = state.Shortcut.Take();
+  return { residual.defined() ? residual.add_(shortcut) : residual, first };
+}
+
+UNetStreamState
+CrossConditionedUNetImpl::NewStreamState() const
+{
+  UNetStreamState state;
+  for (const auto & level : m_Down)
+  {
+    state.Down.emplace_back(level.size());
+  }
+  state.Downsamplers.resize(m_Downsamplers.size());
+  state.UpConvs.resize(m_UpConvs.size());
+  state.Skips.resize(m_Up.size());
+  for (const auto & level : m_Up)
+  {
+    state.Up.emplace_back(level.size());
+  }
+  return state;
+}
+
+PlaneRun
+CrossConditionedUNetImpl::ForwardPlanes(const PlaneRun & x, const torch::Tensor & z, UNetStreamState & state, bool last)
+{
+  // forward()'s layers in its order; a layer that has no complete plane yet passes an empty run on.
+  PlaneRun h = m_Stem->ForwardPlanes(x, state.Stem, last);
+  for (size_t level = 0; level < m_Down.size(); ++level)
+  {
+    for (size_t b = 0; b < m_Down[level].size(); ++b)
+    {
+      h = m_Down[level][b]->ForwardPlanes(h, z, state.Down[level][b], last);
+    }
+    if (level < state.Skips.size())
+    {
+      state.Skips[level].Push(1, h);
+    }
+    if (level < m_Downsamplers.size())
+    {
+      h = m_Downsamplers[level]->ForwardPlanes(h, state.Downsamplers[level], last);
+    }
+  }
+  h = m_Middle->ForwardPlanes(h, z, state.Middle, last);
+  for (int level = static_cast<int>(m_Up.size()) - 1; level >= 0; --level)
+  {
+    const PlaneRun upsampled{ h.Count() > 0 ? Upsample2(h.Values) : torch::Tensor(), 2 * h.First };
+    state.Skips[level].Push(0, m_UpConvs[level]->ForwardPlanes(upsampled, state.UpConvs[level], last));
+    auto [up, skip, first] = state.Skips[level].Take();
+    h = { up.defined() ? torch::cat({ up, skip }, 1) : up, first };
+    for (size_t b = 0; b < m_Up[level].size(); ++b)
+    {
+      h = m_Up[level][b]->ForwardPlanes(h, z, state.Up[level][b], last);
+    }
+  }
+  h = Map(h, [&](const torch::Tensor & v) { return SiluInPlace(m_OutNorm(v)); });
+  return m_Out->ForwardPlanes(h, state.Out, last);
+}
+
+} // namespace nn
+} // namespace cdm
