@@ -69,9 +69,10 @@ struct SynthesisOptions
   double                 Eta{ -1.0 };             ///< DDIM eta; negative = the model's default
   std::array<int64_t, 3> TileSize{ { 0, 0, 0 } }; ///< C-UNet tile edge per axis in voxels; 0 = whole extent
   int                    SlicesPerBatch{ 0 };     ///< 2D model: slices per device call; 0 = by VoxelsPerCall
-  /** What one device call reads: a 2D model's slices per call, and a 3D model's source-encoder slabs (halo
-   *  included), up to this many voxels; 0 = automatic (2^16 for 2D slices, 2^22 for 3D slabs). Memory, not results:
-   *  any value gives the same image to float rounding. */
+  /** What one device call reads: a 2D model's slices per call, a 3D model's source-encoder slabs (halo included)
+   *  and its C-UNet slabs (times the samples), up to this many voxels; 0 = automatic (2^16 for 2D slices, 2^22 for
+   *  3D encoder slabs, 2^20 for 3D C-UNet slabs). Memory, not results: any value gives the same image to float
+   *  rounding. */
   int64_t VoxelsPerCall{ 0 };
   /** The networks' arithmetic: the source encoder and the C-UNet (the MDN's small steps stay float32). */
   Precision NetworkPrecision{ Precision::Float32 };
@@ -104,6 +105,41 @@ struct SourceExtent
 {
   std::array<int64_t, 3> ImageSize{ { 0, 0, 0 } };
   Region                 Buffered;
+};
+
+/** \brief Carries a 3D model's C-UNet from one synthesised region to the next along z, so that regions requested in
+ *  order of z (the pieces of ITK's streaming) compute every plane once, instead of once per piece plus a
+ *  receptive-field halo on both sides. Pass the same object to successive Model::SynthesizeRegion calls. A request
+ *  that does not start where the last one ended, or that has another model, representation, precision or in-plane
+ *  extent, starts afresh by itself; call Reset() when the sources' voxels change (the engine cannot see that).
+ *  2D models and the ddim baseline do not use it. */
+class SynthesisContinuation
+{
+public:
+  SynthesisContinuation();
+  ~SynthesisContinuation();
+  SynthesisContinuation(SynthesisContinuation &&) noexcept;
+  SynthesisContinuation &
+  operator=(SynthesisContinuation &&) noexcept;
+
+  /** Forgets the carried state (its memory is freed); the next request starts afresh. */
+  void
+  Reset();
+
+  /** The z index at which a request continues the carried state; -1 when nothing is carried. */
+  int64_t
+  NextPlane() const;
+
+  /** How many requests continued the carried state instead of starting afresh (for tests and benchmarks). */
+  int64_t
+  Continuations() const;
+
+  struct State;
+
+private:
+  friend class Model;
+  std::unique_ptr<State> m_State;
+  int64_t                m_Continuations{ 0 };
 };
 
 /** \brief A CDM model: its networks, schedule and normalisation rule, on a device.
@@ -167,7 +203,9 @@ public:
    *  part of the whole-image synthesis. The returned volumes span `region` only. With `extent`, the sources hold
    *  only `extent->Buffered` of the image, which must contain RequiredSourceRegion(region). The representation
    *  carries the sources' normalisation scales (computed on the whole images by SampleRepresentation). With
-   *  `destination`, the result is written into its buffers and the returned volumes view them. */
+   *  `destination`, the result is written into its buffers and the returned volumes view them. A 3D model's C-UNet
+   *  runs slab by slab along z (memory of a slab, not of the volume); with `continuation`, a region that starts
+   *  where the previous one ended carries on from it (SynthesisContinuation). */
   SynthesisResult
   SynthesizeRegion(const SourceVolumes &        sources,
                    const Representation &       representation,
@@ -175,7 +213,8 @@ public:
                    const SynthesisOptions &     options = {},
                    const ProgressCallback &     progress = {},
                    const SourceExtent *         extent = nullptr,
-                   const SynthesisDestination & destination = {}) const;
+                   const SynthesisDestination & destination = {},
+                   SynthesisContinuation *      continuation = nullptr) const;
 
   /** The whole chain: normalise, sample z, synthesise, denormalise. */
   SynthesisResult

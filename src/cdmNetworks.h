@@ -40,10 +40,10 @@ struct PlaneRun
 /** \brief What a streamed convolution keeps between slabs: the input planes later outputs still need. */
 struct ConvStreamState
 {
-  torch::Tensor Pending;          ///< input planes [PendingFirst, Received)
+  torch::Tensor Pending; ///< input planes [PendingFirst, Received)
   int64_t       PendingFirst{ 0 };
-  int64_t       Received{ 0 };    ///< input planes seen so far
-  int64_t       Emitted{ 0 };     ///< output planes returned so far
+  int64_t       Received{ 0 }; ///< input planes seen so far
+  int64_t       Emitted{ 0 };  ///< output planes returned so far
 };
 
 /** \brief Pairs two streams of planes that arrive at different paces (a residual sum, a skip concatenation): queues

@@ -133,15 +133,13 @@ ConvImpl::ForwardPlanes(const PlaneRun & input, ConvStreamState & state, bool la
   // Padding on the other axes only: the streamed axis is padded above, where the image really ends.
   const std::vector<int64_t> padding{ 0, half, half };
   const std::vector<int64_t> stride(3, m_Stride);
-  torch::Tensor              output =
-    m_Dimension == 2
-                   ? torch::conv2d(x,
-                      m_Weight,
-                      m_Bias,
-                      std::vector<int64_t>(stride.begin(), stride.begin() + 2),
-                      std::vector<int64_t>(padding.begin(), padding.begin() + 2))
-                   : torch::conv3d(x, m_Weight, m_Bias, stride, padding);
-  const int64_t keepFrom = m_Stride == 1 ? std::max<int64_t>(0, end - half) : end * m_Stride;
+  torch::Tensor              output = m_Dimension == 2 ? torch::conv2d(x,
+                                                          m_Weight,
+                                                          m_Bias,
+                                                          std::vector<int64_t>(stride.begin(), stride.begin() + 2),
+                                                          std::vector<int64_t>(padding.begin(), padding.begin() + 2))
+                                                       : torch::conv3d(x, m_Weight, m_Bias, stride, padding);
+  const int64_t              keepFrom = m_Stride == 1 ? std::max<int64_t>(0, end - half) : end * m_Stride;
   state.Pending = KeepPlanes(state.Pending, state.PendingFirst, keepFrom, state.Received);
   state.PendingFirst = keepFrom;
   state.Emitted = end;

@@ -12,9 +12,55 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <stdexcept>
 
 namespace cdm
 {
+
+/** What a continuation carries between requests: the stream's layers and what identifies the synthesis it belongs to
+ *  (plane indices are the image's z). */
+struct SynthesisContinuation::State
+{
+  const Model::Impl *           Networks{ nullptr }; ///< the model it belongs to
+  std::vector<float>            RepresentationValues;
+  int                           Samples{ 0 };
+  std::map<std::string, double> Scales;
+  Precision                     NetworkPrecision{ Precision::Float32 };
+  std::array<int64_t, 3>        ImageSize{ { 0, 0, 0 } };
+  std::array<int64_t, 4>        InPlaneWindow{ { 0, 0, 0, 0 } }; ///< y begin, y end, x begin, x end (padded)
+  int64_t                       SlabPlanes{ 0 };
+  int64_t                       WindowStart{ 0 }; ///< the plane the stream's first input plane is
+  nn::UNetStreamState           Stream;
+  int64_t                       NextInput{ 0 };
+  at::Tensor                    Pending; ///< output planes computed, not yet delivered: [K, 1, n, Y', X']
+  int64_t                       PendingFirst{ 0 };
+  int64_t                       NextOutput{ 0 };
+};
+
+SynthesisContinuation::SynthesisContinuation() = default;
+SynthesisContinuation::~SynthesisContinuation() = default;
+SynthesisContinuation::SynthesisContinuation(SynthesisContinuation &&) noexcept = default;
+SynthesisContinuation &
+SynthesisContinuation::operator=(SynthesisContinuation &&) noexcept = default;
+
+void
+SynthesisContinuation::Reset()
+{
+  m_State.reset();
+}
+
+int64_t
+SynthesisContinuation::NextPlane() const
+{
+  return m_State ? m_State->NextOutput : -1;
+}
+
+int64_t
+SynthesisContinuation::Continuations() const
+{
+  return m_Continuations;
+}
 
 namespace
 {
@@ -65,7 +111,8 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
                         const SynthesisOptions &     options,
                         const ProgressCallback &     progress,
                         const SourceExtent *         extent,
-                        const SynthesisDestination & destination) const
+                        const SynthesisDestination & destination,
+                        SynthesisContinuation *      continuation) const
 {
   CheckSources(sources);
   c10::InferenceMode           guard;
@@ -253,57 +300,209 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
           outDeviation = outDeviation.narrow(s + 2, local, b - a);
         }
       }
-      const at::Tensor     windowInput = impl.ToNetworkLayout(impl.SourceWindow(sources, scales, window));
-      at::Tensor           input = torch::constant_pad_nd(windowInput, pads, 0.0).to(impl.Device);
-      std::vector<int64_t> repeats(static_cast<size_t>(input.dim()), 1);
-      repeats[0] = samples;
-      const at::Tensor batchInput = samples > 1 ? input.repeat(repeats) : input;
-      at::Tensor       prediction;
-      if (config.ModelKind == "ddim")
+      // Stores output planes [firstPlane, firstPlane + n) of the tile's network window (first spatial axis): their
+      // part inside the tile, averaged over the samples (and their spread).
+      const auto store = [&](at::Tensor prediction, int64_t firstPlane) {
+        const int64_t begin = std::max(firstPlane, cropOffset[0]);
+        const int64_t end = std::min(firstPlane + prediction.size(2), cropOffset[0] + cropSize[0]);
+        if (end <= begin)
+        {
+          return;
+        }
+        prediction = prediction.narrow(2, begin - firstPlane, end - begin);
+        for (int64_t s = 1; s < spatialAxes; ++s)
+        {
+          prediction = prediction.narrow(s + 2, cropOffset[s], cropSize[s]);
+        }
+        std::vector<int64_t> perSample{ samples, count };
+        for (int64_t d = 1; d < prediction.dim(); ++d)
+        {
+          perSample.push_back(prediction.size(d));
+        }
+        prediction = prediction.reshape(perSample).to(torch::kCPU, torch::kFloat32);
+        outMean.narrow(2, begin - cropOffset[0], end - begin).copy_(prediction.mean(0));
+        if (samples > 1)
+        {
+          outDeviation.narrow(2, begin - cropOffset[0], end - begin).copy_(prediction.std(0, false));
+        }
+      };
+      if (config.Dimension == 3 && config.ModelKind != "ddim")
       {
-        // Starting noise per (seed, sample, slice): the same whatever the batching.
-        const uint64_t base = options.Seed * 1000003ull;
-        const auto     rowNoise = [&](uint64_t salt) {
-          std::vector<at::Tensor> rows;
-          std::vector<int64_t>    shape{ 1, 1 };
-          for (int64_t d = 2; d < batchInput.dim(); ++d)
+        // The C-UNet slab by slab along z (overlap-save: every plane computed once, a slab's activations alive), from
+        // the continuation when the previous request ended where this tile starts. Plane indices are the image's z.
+        const int64_t                zBegin = window.Index[2] + shift[0]; // where a fresh stream starts
+        const int64_t                a = zBegin + cropOffset[0];
+        const int64_t                b = a + cropSize[0];
+        const int64_t                inputEnd = (fullExtent[0] + alignment - 1) / alignment * alignment;
+        const int64_t                bufferedEnd = shift[0] + first.Size[2];
+        const std::array<int64_t, 4> inPlane{ window.Index[1] + shift[1],
+                                              window.Index[1] + shift[1] + window.Size[1] + pads[3],
+                                              window.Index[0] + shift[2],
+                                              window.Index[0] + shift[2] + window.Size[0] + pads[1] };
+        const int64_t                planeVoxels = samples * (inPlane[1] - inPlane[0]) * (inPlane[3] - inPlane[2]);
+        const int64_t                budget = options.VoxelsPerCall > 0 ? options.VoxelsPerCall : int64_t{ 1 } << 20;
+        const int64_t                slab = std::max<int64_t>(1, budget / planeVoxels);
+        std::unique_ptr<SynthesisContinuation::State> fresh;
+        SynthesisContinuation::State *                state = continuation ? continuation->m_State.get() : nullptr;
+        if (state && state->Networks == &impl && state->NextOutput == a && state->Samples == samples &&
+            state->RepresentationValues == representation.Values && state->Scales == scales &&
+            state->NetworkPrecision == options.NetworkPrecision && state->ImageSize == imageSize &&
+            state->InPlaneWindow == inPlane && state->SlabPlanes == slab)
+        {
+          ++continuation->m_Continuations;
+        }
+        else
+        {
+          fresh = std::make_unique<SynthesisContinuation::State>();
+          state = fresh.get();
+          state->Networks = &impl;
+          state->RepresentationValues = representation.Values;
+          state->Samples = samples;
+          state->Scales = scales;
+          state->NetworkPrecision = options.NetworkPrecision;
+          state->ImageSize = imageSize;
+          state->InPlaneWindow = inPlane;
+          state->SlabPlanes = slab;
+          state->Stream = impl.UNet->NewStreamState();
+          state->WindowStart = zBegin;
+          state->NextInput = zBegin;
+          state->PendingFirst = zBegin;
+          state->NextOutput = a;
+        }
+        try
+        {
+          while (state->NextOutput < b)
           {
-            shape.push_back(batchInput.size(d));
-          }
-          for (int k = 0; k < samples; ++k)
-          {
-            for (int64_t r = 0; r < count; ++r)
+            if (state->Pending.defined())
             {
-              const auto row = static_cast<uint64_t>(b0 + batchStart + r);
-              rows.push_back(
-                SeededNoise(shape, base + static_cast<uint64_t>(k) * 7919ull + row * 104729ull + salt, impl.Device));
+              const int64_t pendingEnd = state->PendingFirst + state->Pending.size(2);
+              const int64_t to = std::min(pendingEnd, b);
+              if (to > state->NextOutput)
+              {
+                store(state->Pending.narrow(2, state->NextOutput - state->PendingFirst, to - state->NextOutput),
+                      state->NextOutput - zBegin);
+                state->NextOutput = to;
+              }
+              state->Pending =
+                to < pendingEnd ? state->Pending.narrow(2, to - state->PendingFirst, pendingEnd - to) : at::Tensor();
+              state->PendingFirst = to;
+              if (progress)
+              {
+                const double tileDone = static_cast<double>(state->NextOutput - a) / static_cast<double>(b - a);
+                progress((static_cast<double>(done) + tileDone) / static_cast<double>(totalTiles * batches),
+                         "C-UNet synthesis");
+              }
+              continue;
+            }
+            // The next slab of input: never past the sources given (their halo covers this tile), zero beyond the
+            // image up to the aligned end.
+            int64_t slabEnd = std::min(state->NextInput + slab, inputEnd);
+            if (bufferedEnd < fullExtent[0])
+            {
+              slabEnd = std::min(slabEnd, bufferedEnd);
+            }
+            if (slabEnd <= state->NextInput)
+            {
+              throw std::logic_error("the streamed C-UNet ran out of input at plane " +
+                                     std::to_string(state->NextInput) + " before reaching plane " + std::to_string(b));
+            }
+            const int64_t imageEnd = std::min(slabEnd, fullExtent[0]);
+            at::Tensor    input;
+            if (imageEnd > state->NextInput)
+            {
+              Region slabWindow = window;
+              slabWindow.Index[2] = state->NextInput - shift[0];
+              slabWindow.Size[2] = imageEnd - state->NextInput;
+              std::vector<int64_t> slabPads = pads;
+              slabPads[5] = slabEnd - imageEnd;
+              input = torch::constant_pad_nd(
+                impl.ToNetworkLayout(impl.SourceWindow(sources, scales, slabWindow)), slabPads, 0.0);
+            }
+            else
+            {
+              input = torch::zeros({ 1,
+                                     impl.SourceChannels(),
+                                     slabEnd - state->NextInput,
+                                     inPlane[1] - inPlane[0],
+                                     inPlane[3] - inPlane[2] });
+            }
+            input = input.to(impl.Device);
+            if (samples > 1)
+            {
+              input = input.repeat({ samples, 1, 1, 1, 1 });
+            }
+            const nn::PlaneRun run = impl.UNet->ForwardPlanes({ input, state->NextInput - state->WindowStart },
+                                                              config.ModelKind == "cdm" ? z : at::Tensor(),
+                                                              state->Stream,
+                                                              slabEnd == inputEnd);
+            state->NextInput = slabEnd;
+            if (run.Count() > 0)
+            {
+              state->PendingFirst = state->WindowStart + run.First;
+              state->Pending = run.Values;
             }
           }
-          return torch::cat(rows, 0);
-        };
-        uint64_t   step = 0;
-        const auto stepNoise = [&]() { return rowNoise(++step * 15485863ull); };
-        prediction =
-          impl.SampleImage(batchInput, rowNoise(0), options.Eta < 0.0 ? config.Diffusion.Eta : options.Eta, stepNoise);
+        }
+        catch (...)
+        {
+          if (continuation)
+          {
+            continuation->Reset(); // a half-fed stream must not be continued
+          }
+          throw;
+        }
+        if (continuation)
+        {
+          if (b == fullExtent[0])
+          {
+            continuation->Reset(); // the image's end: nothing to carry on, and its memory is freed
+          }
+          else if (fresh)
+          {
+            continuation->m_State = std::move(fresh);
+          }
+        }
       }
       else
       {
-        prediction = impl.SynthesizeBatch(batchInput, config.ModelKind == "cdm" ? z : at::Tensor());
-      }
-      for (int64_t s = 0; s < spatialAxes; ++s)
-      {
-        prediction = prediction.narrow(s + 2, cropOffset[s], cropSize[s]);
-      }
-      std::vector<int64_t> perSample{ samples, count };
-      for (int64_t d = 1; d < prediction.dim(); ++d)
-      {
-        perSample.push_back(prediction.size(d));
-      }
-      prediction = prediction.reshape(perSample).to(torch::kCPU, torch::kFloat32);
-      outMean.copy_(prediction.mean(0));
-      if (samples > 1)
-      {
-        outDeviation.copy_(prediction.std(0, false));
+        const at::Tensor     windowInput = impl.ToNetworkLayout(impl.SourceWindow(sources, scales, window));
+        at::Tensor           input = torch::constant_pad_nd(windowInput, pads, 0.0).to(impl.Device);
+        std::vector<int64_t> repeats(static_cast<size_t>(input.dim()), 1);
+        repeats[0] = samples;
+        const at::Tensor batchInput = samples > 1 ? input.repeat(repeats) : input;
+        at::Tensor       prediction;
+        if (config.ModelKind == "ddim")
+        {
+          // Starting noise per (seed, sample, slice): the same whatever the batching.
+          const uint64_t base = options.Seed * 1000003ull;
+          const auto     rowNoise = [&](uint64_t salt) {
+            std::vector<at::Tensor> rows;
+            std::vector<int64_t>    shape{ 1, 1 };
+            for (int64_t d = 2; d < batchInput.dim(); ++d)
+            {
+              shape.push_back(batchInput.size(d));
+            }
+            for (int k = 0; k < samples; ++k)
+            {
+              for (int64_t r = 0; r < count; ++r)
+              {
+                const auto row = static_cast<uint64_t>(b0 + batchStart + r);
+                rows.push_back(
+                  SeededNoise(shape, base + static_cast<uint64_t>(k) * 7919ull + row * 104729ull + salt, impl.Device));
+              }
+            }
+            return torch::cat(rows, 0);
+          };
+          uint64_t   step = 0;
+          const auto stepNoise = [&]() { return rowNoise(++step * 15485863ull); };
+          prediction = impl.SampleImage(
+            batchInput, rowNoise(0), options.Eta < 0.0 ? config.Diffusion.Eta : options.Eta, stepNoise);
+        }
+        else
+        {
+          prediction = impl.SynthesizeBatch(batchInput, config.ModelKind == "cdm" ? z : at::Tensor());
+        }
+        store(prediction, 0);
       }
       ++done;
       if (progress)

@@ -245,3 +245,63 @@ TEST(SourceEncoderTiling, SlabsEqualTheWholeVolume)
 }
 
 } // namespace
+
+TEST(StreamedSynthesis, PiecesAlongZCarryOnAndEqualTheWholeVolume)
+{
+  // What ITK's streaming does: pieces of the output along z, in order, each given only the sources it needs (the
+  // halo-padded region). A 3D model with a non-zero Condition Embedding and two samples (image and uncertainty).
+  const cdm::Model model = cdm::Model::Create(
+    cdm::ModelConfig::FromPreset("tiny", 3, { "t1n", "t2w", "t2f" }, "t1c"), 4, cdm::testing::TestDevice());
+  cdm::testing::RandomizeFilm(model, 9);
+  const std::array<int64_t, 3> size{ 37, 29, 45 };
+  auto                         sources = cdm::testing::MakeCase(3, size);
+  sources.erase("t1c");
+  cdm::SynthesisOptions twoSamples;
+  twoSamples.Samples = 2;
+  const cdm::Representation  representation = model.SampleRepresentation(sources, twoSamples);
+  const cdm::SynthesisResult whole = model.SynthesizeRegion(sources, representation, cdm::Region{});
+  const double               range = Range(whole.Image);
+  ASSERT_GT(range, 0.0);
+  ASSERT_GT(Range(whole.Uncertainty), 0.0);
+
+  cdm::SynthesisOptions slabs;
+  slabs.VoxelsPerCall = 2 * 40 * 32 * 3; // three planes of the padded 40 x 32 window, two samples
+  cdm::SynthesisContinuation continuation;
+  EXPECT_EQ(continuation.NextPlane(), -1);
+  const auto piece = [&](int64_t z0, int64_t z1) {
+    cdm::Region region;
+    region.Index = { 0, 0, z0 };
+    region.Size = { size[0], size[1], z1 - z0 };
+    const cdm::Region  required = model.RequiredSourceRegion(region, size);
+    cdm::SourceVolumes cropped;
+    for (const auto & [name, volume] : sources)
+    {
+      cropped[name] = cdm::CropVolume(volume, required.Index, required.Size);
+    }
+    const cdm::SourceExtent    extent{ size, required };
+    const cdm::SynthesisResult result =
+      model.SynthesizeRegion(cropped, representation, region, slabs, {}, &extent, {}, &continuation);
+    EXPECT_LE(MaxDifference(result.Image, cdm::CropVolume(whole.Image, region.Index, region.Size)) / range, 1e-5)
+      << "planes " << z0 << ".." << z1;
+    EXPECT_LE(MaxDifference(result.Uncertainty, cdm::CropVolume(whole.Uncertainty, region.Index, region.Size)) / range,
+              1e-5)
+      << "planes " << z0 << ".." << z1;
+  };
+  const std::vector<int64_t> cuts{ 0, 6, 17, 23, 36, 45 };
+  for (size_t i = 0; i + 1 < cuts.size(); ++i)
+  {
+    piece(cuts[i], cuts[i + 1]);
+    // Carried to the next piece; at the image's end nothing is left to carry (and its memory is freed).
+    EXPECT_EQ(continuation.NextPlane(), i + 2 < cuts.size() ? cuts[i + 1] : -1);
+  }
+  EXPECT_EQ(continuation.Continuations(), 4);
+  // Out of order, or after Reset(): a fresh start, still the same planes.
+  piece(17, 23);
+  EXPECT_EQ(continuation.Continuations(), 4);
+  piece(23, 30);
+  EXPECT_EQ(continuation.Continuations(), 5);
+  continuation.Reset();
+  EXPECT_EQ(continuation.NextPlane(), -1);
+  piece(30, 45);
+  EXPECT_EQ(continuation.Continuations(), 5);
+}

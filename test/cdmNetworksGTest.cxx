@@ -212,9 +212,9 @@ TEST(StreamedUNet, SlabBySlabEqualsTheWholePassForAnySlabSize)
   const at::Tensor   whole = impl.UNet->forward(x, z);
   for (const int64_t slab : { int64_t{ 1 }, int64_t{ 3 }, int64_t{ 8 }, planes })
   {
-    cdm::nn::UNetStreamState   state = impl.UNet->NewStreamState();
-    std::vector<at::Tensor>    pieces;
-    int64_t                    next = 0;
+    cdm::nn::UNetStreamState state = impl.UNet->NewStreamState();
+    std::vector<at::Tensor>  pieces;
+    int64_t                  next = 0;
     for (int64_t first = 0; first < planes; first += slab)
     {
       const int64_t           count = std::min(slab, planes - first);
