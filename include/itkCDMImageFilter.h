@@ -74,6 +74,14 @@ public:
     return m_Sampler;
   }
 
+  /** Pieces of the last streamed update that carried the C-UNet on from the piece before (3D models; see
+   *  CDMSynthesisImageFilter::GetContinuedPieces). */
+  SizeValueType
+  GetContinuedPieces() const
+  {
+    return m_Synthesis->GetContinuedPieces();
+  }
+
 protected:
   CDMImageFilter();
   ~CDMImageFilter() override = default;

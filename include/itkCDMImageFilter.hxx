@@ -86,6 +86,7 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
   m_Sampler->SetVoxelsPerCall(this->GetVoxelsPerCall());
   m_Synthesis->SetPrecision(this->GetPrecision());
   m_Synthesis->SetVoxelsPerCall(this->GetVoxelsPerCall());
+  m_Synthesis->SetStreamedUpdateTime(this->GetOutput()->GetPipelineMTime()); // one per streamed update of this filter
 
   m_Synthesis->GraftNthOutput(0, this->GetOutput());
   m_Synthesis->GraftNthOutput(1, this->GetUncertaintyOutput());

@@ -55,6 +55,20 @@ public:
   TOutputImage *
   GetUncertaintyOutput();
 
+  /** The pieces of one streamed update (along z, in order) carry a 3D model's C-UNet from one to the next
+   *  (cdm::SynthesisContinuation), so that streaming recomputes no halo. One update is told from the next by this
+   *  time stamp: zero (default) takes this output's pipeline time; a composite filter that runs this one as its
+   *  mini-pipeline, updated once per piece, passes its own output's. */
+  itkSetMacro(StreamedUpdateTime, ModifiedTimeType);
+  itkGetConstMacro(StreamedUpdateTime, ModifiedTimeType);
+
+  /** Pieces of the last streamed update that carried on from the piece before (for tests and benchmarks). */
+  SizeValueType
+  GetContinuedPieces() const
+  {
+    return static_cast<SizeValueType>(m_Continuation.Continuations() - m_ContinuationsBeforeUpdate);
+  }
+
 protected:
   CDMSynthesisImageFilter();
   ~CDMSynthesisImageFilter() override = default;
@@ -71,7 +85,11 @@ protected:
   PrintSelf(std::ostream & os, Indent indent) const override;
 
 private:
-  SizeType m_TileSize;
+  SizeType                   m_TileSize;
+  ModifiedTimeType           m_StreamedUpdateTime{ 0 };
+  ModifiedTimeType           m_ContinuationTime{ 0 };
+  cdm::SynthesisContinuation m_Continuation;
+  int64_t                    m_ContinuationsBeforeUpdate{ 0 };
 };
 
 } // namespace itk

@@ -154,8 +154,22 @@ CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateData()
     cdm::SynthesisDestination destination;
     destination.Image = CDMConversion::WritableBuffer(output, outputRegion);
     destination.Uncertainty = CDMConversion::WritableBuffer(uncertainty, outputRegion);
-    const cdm::SynthesisResult result = model.SynthesizeRegion(
-      this->SourceVolumes(sourceRegion), representation, region, options, progress, &extent, destination);
+    // Another update (the sources, the model or a parameter changed) must not continue the last one's C-UNet.
+    const ModifiedTimeType updateTime = m_StreamedUpdateTime > 0 ? m_StreamedUpdateTime : output->GetPipelineMTime();
+    if (updateTime != m_ContinuationTime)
+    {
+      m_Continuation.Reset();
+      m_ContinuationTime = updateTime;
+      m_ContinuationsBeforeUpdate = m_Continuation.Continuations();
+    }
+    const cdm::SynthesisResult result = model.SynthesizeRegion(this->SourceVolumes(sourceRegion),
+                                                               representation,
+                                                               region,
+                                                               options,
+                                                               progress,
+                                                               &extent,
+                                                               destination,
+                                                               &m_Continuation);
     CDMConversion::CopyToImage(result.Image, output, outputRegion);
     if (result.Uncertainty.StoredVoxels() == 0)
     {
@@ -175,6 +189,8 @@ CDMSynthesisImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os,
 {
   Superclass::PrintSelf(os, indent);
   os << indent << "TileSize: " << m_TileSize << std::endl;
+  os << indent << "StreamedUpdateTime: " << m_StreamedUpdateTime << std::endl;
+  os << indent << "ContinuedPieces: " << this->GetContinuedPieces() << std::endl;
 }
 
 } // namespace itk

@@ -14,6 +14,7 @@
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
 #include "itkImageRegionConstIterator.h"
+#include "itkImageRegionIterator.h"
 #include "itkPipelineMonitorImageFilter.h"
 #include "itkRescaleIntensityImageFilter.h"
 #include "itkStreamingImageFilter.h"
@@ -146,7 +147,8 @@ TEST_P(CDMStreaming, StreamedSynthesisEqualsWholeImageAndRequestsOnlyPaddedRegio
   }
   sampler->Update();
 
-  const auto synthesize = [&](unsigned int divisions, itk::PipelineMonitorImageFilter<Image3> * monitor) {
+  itk::SizeValueType continued = 0;
+  const auto         synthesize = [&](unsigned int divisions, itk::PipelineMonitorImageFilter<Image3> * monitor) {
     auto synthesis = itk::CDMSynthesisImageFilter<Image3>::New();
     synthesis->SetModel(model);
     synthesis->SetSource("t1n", monitor ? monitor->GetOutput() : images["t1n"].GetPointer());
@@ -157,6 +159,7 @@ TEST_P(CDMStreaming, StreamedSynthesisEqualsWholeImageAndRequestsOnlyPaddedRegio
     streamer->SetInput(synthesis->GetOutput());
     streamer->SetNumberOfStreamDivisions(divisions);
     streamer->Update();
+    continued = synthesis->GetContinuedPieces();
     return Values(streamer->GetOutput());
   };
   const std::vector<float> whole = synthesize(1, nullptr);
@@ -175,9 +178,12 @@ TEST_P(CDMStreaming, StreamedSynthesisEqualsWholeImageAndRequestsOnlyPaddedRegio
     if (param.ModelDimension == 2)
     {
       EXPECT_EQ(monitor->GetNumberOfUpdates(), divisions); // slices need no halo across them
+      EXPECT_EQ(continued, 0u);
     }
     else
     {
+      // Each piece after the first carries the C-UNet on from the one before (no halo recomputed).
+      EXPECT_EQ(continued, divisions - 1);
       // Padded regions overlap: a stream whose region the previous one already holds needs no update.
       EXPECT_LE(monitor->GetNumberOfUpdates(), divisions);
       EXPECT_GT(monitor->GetNumberOfUpdates(), divisions > 1 ? 1u : 0u);
@@ -384,6 +390,46 @@ TEST_F(CDMFilters, CompositeSamplesOncePerChangeNotOncePerStreamedPiece)
   images["t2w"]->Modified();
   streamer->Update();
   EXPECT_EQ(samplings, 3u); // so do changed sources
+}
+
+TEST_F(CDMFilters, CompositeCarriesA3DSynthesisAcrossPiecesAndStartsAfreshWhenTheSourcesChange)
+{
+  auto images = Sources<Image3>(21, { 32, 28, 80 });
+  auto filter = itk::CDMImageFilter<Image3>::New();
+  filter->SetModel(LoadModel(3));
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    filter->SetSource(m, images[m]);
+  }
+  auto streamer = itk::StreamingImageFilter<Image3, Image3>::New();
+  streamer->SetInput(filter->GetOutput());
+  streamer->SetNumberOfStreamDivisions(5);
+  streamer->Update();
+  EXPECT_EQ(filter->GetContinuedPieces(), 4u);
+  const std::vector<float> streamed = Values(streamer->GetOutput());
+
+  auto whole = itk::CDMImageFilter<Image3>::New();
+  whole->SetModel(LoadModel(3));
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    whole->SetSource(m, images[m]);
+  }
+  whole->Update();
+  EXPECT_LE(RelativeDifference(Values(whole->GetOutput()), streamed), 1e-5);
+
+  // New voxels in one source: the next streamed update must not continue the last one's C-UNet state.
+  itk::ImageRegionIterator<Image3> it(images["t2w"], images["t2w"]->GetBufferedRegion());
+  for (; !it.IsAtEnd(); ++it)
+  {
+    it.Set(it.Get() * 0.5f + 3.0f);
+  }
+  images["t2w"]->Modified();
+  streamer->Update();
+  EXPECT_EQ(filter->GetContinuedPieces(), 4u);
+  whole->Update();
+  const std::vector<float> changed = Values(whole->GetOutput());
+  EXPECT_GT(RelativeDifference(changed, streamed), 1e-3); // the change shows
+  EXPECT_LE(RelativeDifference(changed, Values(streamer->GetOutput())), 1e-5);
 }
 
 TEST_F(CDMFilters, LoadingAnotherFileIntoTheModelReexecutesTheFilters)
