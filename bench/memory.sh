@@ -79,8 +79,8 @@ def read_mha(path):
     return voxels
 
 print(f"Streaming through itk::StreamingImageFilter, {size} voxels, CPU ({cores} cores):\n")
-print("| model | divisions | updates | sampler runs | wall s | peak RSS MB | peak vs 1 division | pipeline MB (peak - base) | pipeline vs 1 division | wall vs 1 division | max diff vs 1 division / its range |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print("| model | divisions | updates | sampler runs | continued pieces | wall s | peak RSS MB | peak vs 1 division | pipeline MB (peak - base) | pipeline vs 1 division | wall vs 1 division | max diff vs 1 division / its range |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 summary = []
 for model in dict.fromkeys(r["model"] for r in rows):
     mine = [r["result"] for r in rows if r["model"] == model]
@@ -95,7 +95,8 @@ for model in dict.fromkeys(r["model"] for r in rows):
                  pipeline_mb=pipeline, pipeline_ratio=pipeline / (base["peak_rss_mb"] - base["base_rss_mb"]),
                  max_difference_over_range=diff)
         summary.append(r)
-        print(f"| {model} | {r['divisions']} | {r['updates']} | {r['sampler_runs']} | {r['seconds']:.1f} | "
+        print(f"| {model} | {r['divisions']} | {r['updates']} | {r['sampler_runs']} | {r.get('continued_pieces', 0)} | "
+              f"{r['seconds']:.1f} | "
               f"{r['peak_rss_mb']:.0f} | {r['peak_ratio']:.2f} | {pipeline:.0f} | {r['pipeline_ratio']:.2f} | "
               f"{r['wall_ratio']:.2f} | {diff:.2g} |")
 json.dump(summary, open(os.path.join(work, "results.json"), "w"), indent=1)

@@ -8,9 +8,10 @@
 //
 //   cdmStreamingExample MODEL.cdm T1N T2W T2F OUTPUT.mha [STREAM_DIVISIONS] [DEVICE] [TILE_EDGE]
 //
-// Prints one JSON line: {"divisions": D, "updates": U, "sampler_runs": S, "seconds": T, "peak_rss_mb": M,
-// "base_rss_mb": B}, where B is the resident memory once the libraries and the model are loaded (what any process
-// using the model holds before it reads an image), so M - B is what the pipeline itself costs.
+// Prints one JSON line: {"divisions": D, "updates": U, "sampler_runs": S, "continued_pieces": C, "seconds": T,
+// "peak_rss_mb": M, "base_rss_mb": B}, where C counts the pieces that carried a 3D C-UNet on from the one before, and B
+// is the resident memory once the libraries and the model are loaded (what any process using the model holds before it
+// reads an image), so M - B is what the pipeline itself costs.
 #include "itkCDMImageFilter.h"
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
@@ -94,8 +95,9 @@ main(int argc, char * argv[])
 
     itk::WriteImage(streamer->GetOutput(), argv[5]);
     std::cout << "{\"divisions\": " << divisions << ", \"updates\": " << updates
-              << ", \"sampler_runs\": " << samplerRuns << ", \"seconds\": " << seconds << ", \"peak_rss_mb\": " << peak
-              << ", \"base_rss_mb\": " << base << "}" << std::endl;
+              << ", \"sampler_runs\": " << samplerRuns << ", \"continued_pieces\": " << cdmFilter->GetContinuedPieces()
+              << ", \"seconds\": " << seconds << ", \"peak_rss_mb\": " << peak << ", \"base_rss_mb\": " << base << "}"
+              << std::endl;
   }
   catch (const itk::ExceptionObject & error)
   {

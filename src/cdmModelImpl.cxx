@@ -422,36 +422,44 @@ Model::Impl::EncodeSourceVolume(const SourceVolumes &                 sources,
                                 const std::array<int64_t, 3> &        size,
                                 int64_t                               voxelsPerCall) const
 {
-  // The whole-volume encoder pads z, y and x to the alignment and averages every feature cell of the padded volume;
-  // each slab covers [core0, core1) of the padded z extent, reads a halo on both sides (zero beyond the volume, as
-  // the padding) and contributes the sum of its core cells.
-  const int64_t alignment = int64_t{ 1 } << Config.Network.EncoderLevels;
-  const auto    alignUp = [&](int64_t v) { return (v + alignment - 1) / alignment * alignment; };
-  const int64_t halo = alignUp(SourceEncoder->ReceptiveRadius());
-  const int64_t paddedDepth = alignUp(size[2]);
-  const int64_t sliceVoxels = alignUp(size[0]) * alignUp(size[1]);
-  // Up to voxelsPerCall a call (default 2^22: 64 slices of 256x256), halo included; at least one aligned cell of core.
-  const int64_t budget = voxelsPerCall > 0 ? voxelsPerCall : int64_t{ 1 } << 22;
-  const int64_t core = std::max(alignment, (budget / sliceVoxels - 2 * halo) / alignment * alignment);
-  at::Tensor    featureSum;
-  int64_t       cells = 0;
-  for (int64_t core0 = 0; core0 < paddedDepth; core0 += core)
+  // The whole-volume encoder pads z, y and x to the alignment and averages every feature cell of the padded volume.
+  // Streamed along z slab by slab (each plane once; the encoder's layers keep the planes they still need), the
+  // feature planes are summed as they come.
+  const int64_t          alignment = int64_t{ 1 } << Config.Network.EncoderLevels;
+  const auto             alignUp = [&](int64_t v) { return (v + alignment - 1) / alignment * alignment; };
+  const int64_t          paddedDepth = alignUp(size[2]);
+  const int64_t          sliceVoxels = alignUp(size[0]) * alignUp(size[1]);
+  const int64_t          budget = voxelsPerCall > 0 ? voxelsPerCall : DefaultVoxelsPerSlab;
+  const int64_t          slab = std::max<int64_t>(1, budget / sliceVoxels);
+  nn::EncoderStreamState state = SourceEncoder->NewStreamState();
+  at::Tensor             featureSum;
+  int64_t                cells = 0;
+  for (int64_t z0 = 0; z0 < paddedDepth; z0 += slab)
   {
-    const int64_t core1 = std::min(paddedDepth, core0 + core);
-    const int64_t w0 = std::max<int64_t>(0, core0 - halo);
-    const int64_t w1 = std::min(paddedDepth, core1 + halo);
-    Region        window;
-    window.Size = size;
-    window.Index[2] = w0;
-    window.Size[2] = std::min(w1, size[2]) - w0;
-    at::Tensor input = ToNetworkLayout(SourceWindow(sources, scales, window)); // [1, C, z, Y, X]
-    input = torch::constant_pad_nd(
-      input, { 0, alignUp(size[0]) - size[0], 0, alignUp(size[1]) - size[1], 0, w1 - std::min(w1, size[2]) });
-    const at::Tensor features = SourceEncoder->Features(input.to(Device));
-    const at::Tensor inside = features.narrow(2, (core0 - w0) / alignment, (core1 - core0) / alignment);
-    const at::Tensor sum = inside.sum({ 2, 3, 4 }, false, torch::kFloat32);
-    featureSum = featureSum.defined() ? featureSum + sum : sum;
-    cells += inside.size(2) * inside.size(3) * inside.size(4);
+    const int64_t z1 = std::min(paddedDepth, z0 + slab);
+    const int64_t imageEnd = std::min(z1, size[2]);
+    at::Tensor    input;
+    if (imageEnd > z0)
+    {
+      Region window;
+      window.Size = size;
+      window.Index[2] = z0;
+      window.Size[2] = imageEnd - z0;
+      input =
+        torch::constant_pad_nd(ToNetworkLayout(SourceWindow(sources, scales, window)), // [1, C, z, Y, X]
+                               { 0, alignUp(size[0]) - size[0], 0, alignUp(size[1]) - size[1], 0, z1 - imageEnd });
+    }
+    else
+    {
+      input = torch::zeros({ 1, SourceChannels(), z1 - z0, alignUp(size[1]), alignUp(size[0]) });
+    }
+    const nn::PlaneRun features = SourceEncoder->FeaturesPlanes({ input.to(Device), z0 }, state, z1 == paddedDepth);
+    if (features.Count() > 0)
+    {
+      const at::Tensor sum = features.Values.sum({ 2, 3, 4 }, false, torch::kFloat32);
+      featureSum = featureSum.defined() ? featureSum + sum : sum;
+      cells += features.Values.size(2) * features.Values.size(3) * features.Values.size(4);
+    }
   }
   return SourceEncoder->Represent(featureSum / static_cast<double>(cells));
 }

@@ -73,6 +73,10 @@ struct Model::Impl
                const std::map<std::string, double> & scales,
                const Region &                        window) const;
 
+  /** A 3D model's slab (source encoder and C-UNet streamed along z) when SynthesisOptions::VoxelsPerCall is 0: 2^20
+   *  input voxels, 18 planes of 240x240 (bench/EXPERIMENTS.md, 2026-11-30). */
+  static constexpr int64_t DefaultVoxelsPerSlab = int64_t{ 1 } << 20;
+
   /** Slices of a 2D model per device call: SlicesPerBatch, or as many as VoxelsPerCall allows (default 2^16: one
    * 240x240 slice; measured as fast as 4 and smaller). */
   int64_t
@@ -95,8 +99,9 @@ struct Model::Impl
   /** c = E_src(sources) for a [B, 2S, ...] batch. */
   at::Tensor
   EncodeSources(const at::Tensor & sources) const;
-  /** c = E_src(sources) of a 3D model over a whole volume, computed in slabs along z with a halo (exact: the
-   *  encoder's features are local and their average is summed slab by slab), so that no call holds the volume. */
+  /** c = E_src(sources) of a 3D model over a whole volume, streamed slab by slab along z (exact: the encoder's
+   *  layers keep the planes they still need, and its feature planes are summed as they come), so that no call holds
+   *  the volume. */
   at::Tensor
   EncodeSourceVolume(const SourceVolumes &                 sources,
                      const std::map<std::string, double> & scales,

@@ -72,6 +72,14 @@ struct ResidualStreamState
   PlaneAligner    Shortcut;
 };
 
+/** \brief The image encoder's streaming state (its feature map: stem, blocks, downsamplings). */
+struct EncoderStreamState
+{
+  ConvStreamState                  Stem;
+  std::vector<ResidualStreamState> Blocks;
+  std::vector<ConvStreamState>     Downsamplers;
+};
+
 /** \brief The C-UNet's streaming state: one entry per layer that reaches across planes, and the skips in wait. */
 struct UNetStreamState
 {
@@ -158,6 +166,13 @@ public:
   /** The feature map alone: convolutions only, so a tile with a halo of ReceptiveRadius() gives the same cells. */
   torch::Tensor
   Features(const torch::Tensor & x);
+  /** Features() streamed along the first spatial axis (CrossConditionedUNetImpl::ForwardPlanes): each slab of the
+   *  input returns the feature planes it completes. */
+  PlaneRun
+  FeaturesPlanes(const PlaneRun & x, EncoderStreamState & state, bool last);
+  /** A fresh state for FeaturesPlanes. */
+  EncoderStreamState
+  NewStreamState() const;
   /** z [B, D] from the feature map averaged over its cells ([B, FeatureChannels()]). */
   torch::Tensor
   Represent(const torch::Tensor & pooled);

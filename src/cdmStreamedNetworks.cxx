@@ -170,6 +170,33 @@ ResidualBlockImpl::ForwardPlanes(const PlaneRun &      x,
   return { residual.defined() ? residual.add_(shortcut) : residual, first };
 }
 
+EncoderStreamState
+ImageEncoderImpl::NewStreamState() const
+{
+  EncoderStreamState state;
+  state.Blocks.resize(m_Blocks.size());
+  state.Downsamplers.resize(m_Downsamplers.size());
+  return state;
+}
+
+PlaneRun
+ImageEncoderImpl::FeaturesPlanes(const PlaneRun & x, EncoderStreamState & state, bool last)
+{
+  // Features()' layers in its order.
+  PlaneRun h =
+    Map(m_Stem->ForwardPlanes(x, state.Stem, last), [](const torch::Tensor & v) { return torch::leaky_relu(v, 0.1); });
+  size_t block = 0;
+  for (size_t level = 0; level < m_Downsamplers.size(); ++level)
+  {
+    for (int b = 0; b < m_BlocksPerLevel[level]; ++b, ++block)
+    {
+      h = m_Blocks[block]->ForwardPlanes(h, torch::Tensor(), state.Blocks[block], last);
+    }
+    h = m_Downsamplers[level]->ForwardPlanes(h, state.Downsamplers[level], last);
+  }
+  return h;
+}
+
 UNetStreamState
 CrossConditionedUNetImpl::NewStreamState() const
 {

@@ -340,8 +340,8 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
                                               window.Index[0] + shift[2],
                                               window.Index[0] + shift[2] + window.Size[0] + pads[1] };
         const int64_t                planeVoxels = samples * (inPlane[1] - inPlane[0]) * (inPlane[3] - inPlane[2]);
-        const int64_t                budget = options.VoxelsPerCall > 0 ? options.VoxelsPerCall : int64_t{ 1 } << 20;
-        const int64_t                slab = std::max<int64_t>(1, budget / planeVoxels);
+        const int64_t budget = options.VoxelsPerCall > 0 ? options.VoxelsPerCall : Impl::DefaultVoxelsPerSlab;
+        const int64_t slab = std::max<int64_t>(1, budget / planeVoxels);
         std::unique_ptr<SynthesisContinuation::State> fresh;
         SynthesisContinuation::State *                state = continuation ? continuation->m_State.get() : nullptr;
         if (state && state->Networks == &impl && state->NextOutput == a && state->Samples == samples &&

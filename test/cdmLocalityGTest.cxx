@@ -212,8 +212,8 @@ INSTANTIATE_TEST_SUITE_P(Sizes,
                          });
 TEST(SourceEncoderTiling, SlabsEqualTheWholeVolume)
 {
-  // A 3D model encodes a volume's sources in z slabs with a halo; the slabs' feature sums make the same z as one
-  // call over the whole volume (different budgets, float rounding apart), and the synthesis with it is the same.
+  // A 3D model encodes a volume's sources streamed in z slabs; the feature sums make the same z as one call over the
+  // whole volume (different budgets, float rounding apart).
   torch::manual_seed(5);
   cdm::ModelConfig config = cdm::ModelConfig::FromPreset("tiny", 3, { "t1n", "t2w", "t2f" }, "t1c");
   const cdm::Model model = cdm::Model::Create(config, 4, cdm::testing::TestDevice());
@@ -222,7 +222,7 @@ TEST(SourceEncoderTiling, SlabsEqualTheWholeVolume)
   cdm::SynthesisOptions oneCall;
   oneCall.VoxelsPerCall = int64_t{ 1 } << 30;
   cdm::SynthesisOptions slabs;
-  slabs.VoxelsPerCall = 24 * 20 * 8; // the smallest budget: one aligned cell of core per slab
+  slabs.VoxelsPerCall = 24 * 24 * 3; // three planes of the padded 24 x 24 a slab
   cdm::SynthesisOptions someSlabs;
   someSlabs.VoxelsPerCall = 24 * 24 * 40;
   const cdm::Representation whole = model.SampleRepresentation(sources, oneCall);
@@ -241,6 +241,21 @@ TEST(SourceEncoderTiling, SlabsEqualTheWholeVolume)
     {
       EXPECT_NEAR(tiled.Values[i], whole.Values[i], 1e-5 * scale) << "element " << i;
     }
+  }
+
+  // Streamed, the encoder's condition c equals its plain (unstreamed) pass over the whole volume.
+  const cdm::Model::Impl & impl = model.GetImpl();
+  c10::InferenceMode       guard;
+  cdm::Region              all;
+  all.Size = { 24, 20, 61 };
+  const at::Tensor reference =
+    impl.EncodeSources(impl.ToNetworkLayout(impl.SourceWindow(sources, whole.SourceScales, all)).to(impl.Device));
+  const double referenceScale = reference.abs().max().item<double>();
+  ASSERT_GT(referenceScale, 0.0);
+  for (const int64_t budget : { int64_t{ 24 * 20 }, int64_t{ 24 * 24 * 7 }, int64_t{ 1 } << 30 })
+  {
+    const at::Tensor streamed = impl.EncodeSourceVolume(sources, whole.SourceScales, all.Size, budget);
+    EXPECT_LE((streamed - reference).abs().max().item<double>(), 1e-5 * referenceScale) << "budget " << budget;
   }
 }
 
