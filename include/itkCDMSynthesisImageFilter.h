@@ -18,7 +18,9 @@ namespace itk
  * to the network's downsampling factor and cropped to the image (as itk::BoxImageFilter pads by its radius), and it
  * computes only the requested output region, in tiles of TileSize voxels (zero: the whole region), one device call
  * per tile batch, in GenerateData. Because the C-UNet is local and its tiles are aligned, a streamed output equals
- * the unstreamed one up to float rounding. The representation (from CDMDiffusionSamplerImageFilter) is read whole;
+ * the unstreamed one up to float rounding. A 3D model's C-UNet runs slab by slab along z, and the pieces of one
+ * streamed update carry it from one piece to the next, so that streaming along z recomputes no halo
+ * (GetContinuedPieces()). The representation (from CDMDiffusionSamplerImageFilter) is read whole;
  * when it holds several samples, the output is their mean and the second output their voxel-wise standard
  * deviation (zero for one sample).
  *

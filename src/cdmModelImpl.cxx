@@ -453,7 +453,7 @@ Model::Impl::EncodeSourceVolume(const SourceVolumes &                 sources,
     {
       input = torch::zeros({ 1, SourceChannels(), z1 - z0, alignUp(size[1]), alignUp(size[0]) });
     }
-    const nn::PlaneRun features = SourceEncoder->FeaturesPlanes({ input.to(Device), z0 }, state, z1 == paddedDepth);
+    const nn::PlaneRun features = SourceEncoder->FeaturesPlanes({ input.to(Device), z0, z1 == paddedDepth }, state);
     if (features.Count() > 0)
     {
       const at::Tensor sum = features.Values.sum({ 2, 3, 4 }, false, torch::kFloat32);

@@ -29,6 +29,7 @@ struct PlaneRun
 {
   torch::Tensor Values; ///< [B, C, count, ...], or undefined for no planes
   int64_t       First{ 0 };
+  bool          Last{ false }; ///< no planes follow these from their producer
 
   int64_t
   Count() const
@@ -44,6 +45,9 @@ struct ConvStreamState
   int64_t       PendingFirst{ 0 };
   int64_t       Received{ 0 }; ///< input planes seen so far
   int64_t       Emitted{ 0 };  ///< output planes returned so far
+  /** At most this many output planes a call (0: all it can). Bounds the end of a stream, where every layer would
+   *  otherwise release the planes its lag held back at once (a C-UNet's whole receptive radius). */
+  int64_t MaxPlanes{ 0 };
 };
 
 /** \brief Pairs two streams of planes that arrive at different paces (a residual sum, a skip concatenation): queues
@@ -53,14 +57,21 @@ class PlaneAligner
 public:
   void
   Push(int side, const PlaneRun & run);
-  /** The planes both sides have reached and not yet handed out: {side 0, side 1, first plane}; undefined tensors
-   *  when there are none. */
-  std::tuple<torch::Tensor, torch::Tensor, int64_t>
+  /** The planes both sides have reached and not yet handed out (undefined tensors when there are none). */
+  struct Taken
+  {
+    torch::Tensor Side0;
+    torch::Tensor Side1;
+    int64_t       First{ 0 };
+    bool          Last{ false }; ///< both sides have ended, and these are their final planes
+  };
+  Taken
   Take();
 
 private:
   std::array<torch::Tensor, 2> m_Queued;
   std::array<int64_t, 2>       m_Received{ { 0, 0 } };
+  std::array<bool, 2>          m_Ended{ { false, false } };
   int64_t                      m_Taken{ 0 };
 };
 
@@ -101,9 +112,10 @@ public:
   torch::Tensor
   forward(const torch::Tensor & x);
   /** forward() streamed along the first spatial axis: takes the input's next planes (in order) and returns the
-   *  output planes they complete; `last` adds the end's zero padding and returns the rest. */
+   *  output planes they complete; once the input has ended (PlaneRun::Last), the end's zero padding is added and
+   *  the rest returned (MaxPlanes at a time). */
   PlaneRun
-  ForwardPlanes(const PlaneRun & input, ConvStreamState & state, bool last);
+  ForwardPlanes(const PlaneRun & input, ConvStreamState & state);
 
 private:
   int           m_Dimension;
@@ -138,7 +150,7 @@ public:
   forward(const torch::Tensor & x, const torch::Tensor & condition = {});
   /** forward() streamed along the first spatial axis (ConvImpl::ForwardPlanes). */
   PlaneRun
-  ForwardPlanes(const PlaneRun & x, const torch::Tensor & condition, ResidualStreamState & state, bool last);
+  ForwardPlanes(const PlaneRun & x, const torch::Tensor & condition, ResidualStreamState & state);
 
 private:
   /** The condition's per-channel scale and shift of the second half: {gamma, beta}, or undefined without FiLM. */
@@ -169,7 +181,7 @@ public:
   /** Features() streamed along the first spatial axis (CrossConditionedUNetImpl::ForwardPlanes): each slab of the
    *  input returns the feature planes it completes. */
   PlaneRun
-  FeaturesPlanes(const PlaneRun & x, EncoderStreamState & state, bool last);
+  FeaturesPlanes(const PlaneRun & x, EncoderStreamState & state);
   /** A fresh state for FeaturesPlanes. */
   EncoderStreamState
   NewStreamState() const;
@@ -260,14 +272,16 @@ public:
   torch::Tensor
   forward(const torch::Tensor & x, const torch::Tensor & z = {});
   /** forward() streamed along the first spatial axis: feed the input's planes in order, a slab per call, and each
-   *  call returns the output planes that slab completes (`last` on the final slab returns the rest). Equal to
-   *  forward() on the whole input to float rounding, while holding a slab's activations and the planes the skip
-   *  connections wait for instead of the whole volume's. */
+   *  call returns the output planes that slab completes; the final slab is marked PlaneRun::Last, and the call
+   *  whose result is Last has returned the final plane (with MaxPlanes, calls with no planes and Last set follow
+   *  until then). Equal to forward() on the whole input to float rounding, while holding a slab's activations and
+   *  the planes the skip connections wait for instead of the whole volume's. */
   PlaneRun
-  ForwardPlanes(const PlaneRun & x, const torch::Tensor & z, UNetStreamState & state, bool last);
-  /** A fresh state for ForwardPlanes (one per pass over an input). */
+  ForwardPlanes(const PlaneRun & x, const torch::Tensor & z, UNetStreamState & state);
+  /** A fresh state for ForwardPlanes (one per pass over an input) whose layers return at most `maxPlanes` planes a
+   *  call (0: all they can). */
   UNetStreamState
-  NewStreamState() const;
+  NewStreamState(int64_t maxPlanes = 0) const;
 
 private:
   Conv                                    m_Stem{ nullptr };

@@ -55,13 +55,14 @@ template <typename Operation>
 PlaneRun
 Map(const PlaneRun & run, Operation && operation)
 {
-  return run.Count() > 0 ? PlaneRun{ operation(run.Values), run.First } : PlaneRun{ torch::Tensor(), run.First };
+  return { run.Count() > 0 ? operation(run.Values) : torch::Tensor(), run.First, run.Last };
 }
 } // namespace
 
 void
 PlaneAligner::Push(int side, const PlaneRun & run)
 {
+  m_Ended[side] = m_Ended[side] || run.Last;
   if (run.Count() == 0)
   {
     return;
@@ -75,27 +76,29 @@ PlaneAligner::Push(int side, const PlaneRun & run)
   m_Received[side] += run.Count();
 }
 
-std::tuple<torch::Tensor, torch::Tensor, int64_t>
+PlaneAligner::Taken
 PlaneAligner::Take()
 {
-  const int64_t first = m_Taken;
+  Taken         taken;
   const int64_t end = std::min(m_Received[0], m_Received[1]);
-  if (end <= first)
+  taken.First = m_Taken;
+  taken.Last = m_Ended[0] && m_Ended[1] && m_Received[0] == m_Received[1];
+  if (end <= m_Taken)
   {
-    return { torch::Tensor(), torch::Tensor(), first };
+    return taken;
   }
-  std::array<torch::Tensor, 2> taken;
+  taken.Side0 = m_Queued[0].narrow(2, 0, end - m_Taken);
+  taken.Side1 = m_Queued[1].narrow(2, 0, end - m_Taken);
   for (int side = 0; side < 2; ++side)
   {
-    taken[side] = m_Queued[side].narrow(2, 0, end - first);
-    m_Queued[side] = KeepPlanes(m_Queued[side], first, end, m_Received[side]);
+    m_Queued[side] = KeepPlanes(m_Queued[side], m_Taken, end, m_Received[side]);
   }
   m_Taken = end;
-  return { taken[0], taken[1], first };
+  return taken;
 }
 
 PlaneRun
-ConvImpl::ForwardPlanes(const PlaneRun & input, ConvStreamState & state, bool last)
+ConvImpl::ForwardPlanes(const PlaneRun & input, ConvStreamState & state)
 {
   if (m_Kernel == 1)
   {
@@ -111,12 +114,16 @@ ConvImpl::ForwardPlanes(const PlaneRun & input, ConvStreamState & state, bool la
     state.Received += input.Count();
   }
   // A 3x3 output plane needs its neighbours on both sides (zero beyond the ends); a 2x2 stride-2 one its own cell.
+  // The end's padding only once the input has ended: before that, the planes beyond are merely not here yet.
   const int64_t half = m_Stride == 1 ? m_Kernel / 2 : 0;
-  const int64_t end = m_Stride == 1 ? (last ? state.Received : state.Received - half) : state.Received / m_Stride;
   const int64_t begin = state.Emitted;
+  const int64_t available =
+    m_Stride == 1 ? (input.Last ? state.Received : state.Received - half) : state.Received / m_Stride;
+  const int64_t end = state.MaxPlanes > 0 ? std::min(available, begin + state.MaxPlanes) : available;
+  const bool    ended = input.Last && end == available;
   if (end <= begin)
   {
-    return { torch::Tensor(), begin };
+    return { torch::Tensor(), begin, ended };
   }
   const int64_t inBegin = m_Stride == 1 ? std::max<int64_t>(0, begin - half) : begin * m_Stride;
   const int64_t inEnd = m_Stride == 1 ? std::min(state.Received, end + half) : end * m_Stride;
@@ -143,17 +150,14 @@ ConvImpl::ForwardPlanes(const PlaneRun & input, ConvStreamState & state, bool la
   state.Pending = KeepPlanes(state.Pending, state.PendingFirst, keepFrom, state.Received);
   state.PendingFirst = keepFrom;
   state.Emitted = end;
-  return { output, begin };
+  return { output, begin, ended };
 }
 
 PlaneRun
-ResidualBlockImpl::ForwardPlanes(const PlaneRun &      x,
-                                 const torch::Tensor & condition,
-                                 ResidualStreamState & state,
-                                 bool                  last)
+ResidualBlockImpl::ForwardPlanes(const PlaneRun & x, const torch::Tensor & condition, ResidualStreamState & state)
 {
   PlaneRun h = Map(x, [&](const torch::Tensor & v) { return SiluInPlace(m_Norm1(v)); });
-  h = m_Conv1->ForwardPlanes(h, state.Conv1, last);
+  h = m_Conv1->ForwardPlanes(h, state.Conv1);
   h = Map(h, [&](const torch::Tensor & v) {
     torch::Tensor normalised = m_Norm2(v);
     if (m_Film)
@@ -163,11 +167,11 @@ ResidualBlockImpl::ForwardPlanes(const PlaneRun &      x,
     }
     return torch::silu_(normalised);
   });
-  h = m_Conv2->ForwardPlanes(h, state.Conv2, last);
-  state.Shortcut.Push(0, h);
+  state.Shortcut.Push(0, m_Conv2->ForwardPlanes(h, state.Conv2));
   state.Shortcut.Push(1, Map(x, [&](const torch::Tensor & v) { return m_Skip ? m_Skip(v) : v; }));
-  auto [residual, shortcut, first] = state.Shortcut.Take();
-  return { residual.defined() ? residual.add_(shortcut) : residual, first };
+  const PlaneAligner::Taken taken = state.Shortcut.Take();
+  torch::Tensor             residual = taken.Side0;
+  return { residual.defined() ? residual.add_(taken.Side1) : residual, taken.First, taken.Last };
 }
 
 EncoderStreamState
@@ -180,25 +184,25 @@ ImageEncoderImpl::NewStreamState() const
 }
 
 PlaneRun
-ImageEncoderImpl::FeaturesPlanes(const PlaneRun & x, EncoderStreamState & state, bool last)
+ImageEncoderImpl::FeaturesPlanes(const PlaneRun & x, EncoderStreamState & state)
 {
   // Features()' layers in its order.
   PlaneRun h =
-    Map(m_Stem->ForwardPlanes(x, state.Stem, last), [](const torch::Tensor & v) { return torch::leaky_relu(v, 0.1); });
+    Map(m_Stem->ForwardPlanes(x, state.Stem), [](const torch::Tensor & v) { return torch::leaky_relu(v, 0.1); });
   size_t block = 0;
   for (size_t level = 0; level < m_Downsamplers.size(); ++level)
   {
     for (int b = 0; b < m_BlocksPerLevel[level]; ++b, ++block)
     {
-      h = m_Blocks[block]->ForwardPlanes(h, torch::Tensor(), state.Blocks[block], last);
+      h = m_Blocks[block]->ForwardPlanes(h, torch::Tensor(), state.Blocks[block]);
     }
-    h = m_Downsamplers[level]->ForwardPlanes(h, state.Downsamplers[level], last);
+    h = m_Downsamplers[level]->ForwardPlanes(h, state.Downsamplers[level]);
   }
   return h;
 }
 
 UNetStreamState
-CrossConditionedUNetImpl::NewStreamState() const
+CrossConditionedUNetImpl::NewStreamState(int64_t maxPlanes) const
 {
   UNetStreamState state;
   for (const auto & level : m_Down)
@@ -212,19 +216,43 @@ CrossConditionedUNetImpl::NewStreamState() const
   {
     state.Up.emplace_back(level.size());
   }
+  std::vector<ConvStreamState *> convs{ &state.Stem, &state.Middle.Conv1, &state.Middle.Conv2, &state.Out };
+  for (auto * blocks : { &state.Down, &state.Up })
+  {
+    for (auto & level : *blocks)
+    {
+      for (auto & block : level)
+      {
+        convs.push_back(&block.Conv1);
+        convs.push_back(&block.Conv2);
+      }
+    }
+  }
+  for (auto * layers : { &state.Downsamplers, &state.UpConvs })
+  {
+    for (auto & conv : *layers)
+    {
+      convs.push_back(&conv);
+    }
+  }
+  for (ConvStreamState * conv : convs)
+  {
+    conv->MaxPlanes = maxPlanes;
+  }
   return state;
 }
 
 PlaneRun
-CrossConditionedUNetImpl::ForwardPlanes(const PlaneRun & x, const torch::Tensor & z, UNetStreamState & state, bool last)
+CrossConditionedUNetImpl::ForwardPlanes(const PlaneRun & x, const torch::Tensor & z, UNetStreamState & state)
 {
-  // forward()'s layers in its order; a layer that has no complete plane yet passes an empty run on.
-  PlaneRun h = m_Stem->ForwardPlanes(x, state.Stem, last);
+  // forward()'s layers in its order; a layer that has no complete plane yet passes an empty run on, and each run
+  // says whether its producer has ended.
+  PlaneRun h = m_Stem->ForwardPlanes(x, state.Stem);
   for (size_t level = 0; level < m_Down.size(); ++level)
   {
     for (size_t b = 0; b < m_Down[level].size(); ++b)
     {
-      h = m_Down[level][b]->ForwardPlanes(h, z, state.Down[level][b], last);
+      h = m_Down[level][b]->ForwardPlanes(h, z, state.Down[level][b]);
     }
     if (level < state.Skips.size())
     {
@@ -232,23 +260,25 @@ CrossConditionedUNetImpl::ForwardPlanes(const PlaneRun & x, const torch::Tensor 
     }
     if (level < m_Downsamplers.size())
     {
-      h = m_Downsamplers[level]->ForwardPlanes(h, state.Downsamplers[level], last);
+      h = m_Downsamplers[level]->ForwardPlanes(h, state.Downsamplers[level]);
     }
   }
-  h = m_Middle->ForwardPlanes(h, z, state.Middle, last);
+  h = m_Middle->ForwardPlanes(h, z, state.Middle);
   for (int level = static_cast<int>(m_Up.size()) - 1; level >= 0; --level)
   {
-    const PlaneRun upsampled{ h.Count() > 0 ? Upsample2(h.Values) : torch::Tensor(), 2 * h.First };
-    state.Skips[level].Push(0, m_UpConvs[level]->ForwardPlanes(upsampled, state.UpConvs[level], last));
-    auto [up, skip, first] = state.Skips[level].Take();
-    h = { up.defined() ? torch::cat({ up, skip }, 1) : up, first };
+    const PlaneRun upsampled{ h.Count() > 0 ? Upsample2(h.Values) : torch::Tensor(), 2 * h.First, h.Last };
+    state.Skips[level].Push(0, m_UpConvs[level]->ForwardPlanes(upsampled, state.UpConvs[level]));
+    const PlaneAligner::Taken taken = state.Skips[level].Take();
+    h = { taken.Side0.defined() ? torch::cat({ taken.Side0, taken.Side1 }, 1) : torch::Tensor(),
+          taken.First,
+          taken.Last };
     for (size_t b = 0; b < m_Up[level].size(); ++b)
     {
-      h = m_Up[level][b]->ForwardPlanes(h, z, state.Up[level][b], last);
+      h = m_Up[level][b]->ForwardPlanes(h, z, state.Up[level][b]);
     }
   }
   h = Map(h, [&](const torch::Tensor & v) { return SiluInPlace(m_OutNorm(v)); });
-  return m_Out->ForwardPlanes(h, state.Out, last);
+  return m_Out->ForwardPlanes(h, state.Out);
 }
 
 } // namespace nn

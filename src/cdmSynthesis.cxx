@@ -363,12 +363,13 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
           state->ImageSize = imageSize;
           state->InPlaneWindow = inPlane;
           state->SlabPlanes = slab;
-          state->Stream = impl.UNet->NewStreamState();
+          state->Stream = impl.UNet->NewStreamState(slab);
           state->WindowStart = zBegin;
           state->NextInput = zBegin;
           state->PendingFirst = zBegin;
           state->NextOutput = a;
         }
+        int64_t flushes = 0;
         try
         {
           while (state->NextOutput < b)
@@ -395,16 +396,21 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
               continue;
             }
             // The next slab of input: never past the sources given (their halo covers this tile), zero beyond the
-            // image up to the aligned end.
+            // image up to the aligned end; once all is given, calls with none, while the layers release what their
+            // lag still holds (a slab's worth a call).
             int64_t slabEnd = std::min(state->NextInput + slab, inputEnd);
             if (bufferedEnd < fullExtent[0])
             {
               slabEnd = std::min(slabEnd, bufferedEnd);
             }
-            if (slabEnd <= state->NextInput)
+            if (state->NextInput < inputEnd && slabEnd <= state->NextInput)
             {
               throw std::logic_error("the streamed C-UNet ran out of input at plane " +
                                      std::to_string(state->NextInput) + " before reaching plane " + std::to_string(b));
+            }
+            if (state->NextInput == inputEnd && ++flushes > inputEnd)
+            {
+              throw std::logic_error("the streamed C-UNet stopped before plane " + std::to_string(b));
             }
             const int64_t imageEnd = std::min(slabEnd, fullExtent[0]);
             at::Tensor    input;
@@ -418,7 +424,7 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
               input = torch::constant_pad_nd(
                 impl.ToNetworkLayout(impl.SourceWindow(sources, scales, slabWindow)), slabPads, 0.0);
             }
-            else
+            else if (slabEnd > state->NextInput)
             {
               input = torch::zeros({ 1,
                                      impl.SourceChannels(),
@@ -426,15 +432,18 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
                                      inPlane[1] - inPlane[0],
                                      inPlane[3] - inPlane[2] });
             }
-            input = input.to(impl.Device);
-            if (samples > 1)
+            if (input.defined())
             {
-              input = input.repeat({ samples, 1, 1, 1, 1 });
+              input = input.to(impl.Device);
+              if (samples > 1)
+              {
+                input = input.repeat({ samples, 1, 1, 1, 1 });
+              }
             }
-            const nn::PlaneRun run = impl.UNet->ForwardPlanes({ input, state->NextInput - state->WindowStart },
-                                                              config.ModelKind == "cdm" ? z : at::Tensor(),
-                                                              state->Stream,
-                                                              slabEnd == inputEnd);
+            const nn::PlaneRun run =
+              impl.UNet->ForwardPlanes({ input, state->NextInput - state->WindowStart, slabEnd == inputEnd },
+                                       config.ModelKind == "cdm" ? z : at::Tensor(),
+                                       state->Stream);
             state->NextInput = slabEnd;
             if (run.Count() > 0)
             {

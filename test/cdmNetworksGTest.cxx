@@ -210,29 +210,53 @@ TEST(StreamedUNet, SlabBySlabEqualsTheWholePassForAnySlabSize)
   const at::Tensor   x = at::rand({ 2, impl.SourceChannels(), planes, 12, 20 }, generator).to(impl.Device);
   const at::Tensor   z = at::randn({ 2, impl.Config.Network.RepresentationDim }, generator).to(impl.Device);
   const at::Tensor   whole = impl.UNet->forward(x, z);
+  // Each slab size, with the layers free to release all they can, or held to a slab's worth a call (then the end
+  // takes calls with no planes until the last output plane has come, and no call returns more than a slab).
   for (const int64_t slab : { int64_t{ 1 }, int64_t{ 3 }, int64_t{ 8 }, planes })
   {
-    cdm::nn::UNetStreamState state = impl.UNet->NewStreamState();
-    std::vector<at::Tensor>  pieces;
-    int64_t                  next = 0;
-    for (int64_t first = 0; first < planes; first += slab)
+    for (const bool capped : { false, true })
     {
-      const int64_t           count = std::min(slab, planes - first);
-      const cdm::nn::PlaneRun run =
-        impl.UNet->ForwardPlanes({ x.narrow(2, first, count), first }, z, state, first + count == planes);
-      if (run.Count() > 0)
+      cdm::nn::UNetStreamState state = impl.UNet->NewStreamState(capped ? slab : 0);
+      std::vector<at::Tensor>  pieces;
+      int64_t                  next = 0;
+      int64_t                  calls = 0;
+      bool                     ended = false;
+      const auto               take = [&](const cdm::nn::PlaneRun & run) {
+        ++calls;
+        EXPECT_FALSE(ended) << "planes after the end";
+        ended = run.Last;
+        if (run.Count() > 0)
+        {
+          EXPECT_EQ(run.First, next) << "slab " << slab;
+          if (capped)
+          {
+            EXPECT_LE(run.Count(), slab);
+          }
+          next += run.Count();
+          pieces.push_back(run.Values);
+        }
+      };
+      for (int64_t first = 0; first < planes; first += slab)
       {
-        EXPECT_EQ(run.First, next) << "slab " << slab;
-        next += run.Count();
-        pieces.push_back(run.Values);
+        const int64_t count = std::min(slab, planes - first);
+        take(impl.UNet->ForwardPlanes({ x.narrow(2, first, count), first, first + count == planes }, z, state));
       }
+      while (!ended && calls < 10 * planes)
+      {
+        take(impl.UNet->ForwardPlanes({ at::Tensor(), planes, true }, z, state));
+      }
+      ASSERT_TRUE(ended) << "slab " << slab;
+      ASSERT_EQ(next, planes) << "slab " << slab;
+      if (!capped)
+      {
+        EXPECT_EQ(calls, (planes + slab - 1) / slab); // uncapped, the last slab's call returns the rest
+      }
+      const at::Tensor streamed = torch::cat(pieces, 2);
+      const double     range = (whole.max() - whole.min()).item<double>();
+      EXPECT_LE((streamed - whole).abs().max().item<double>(), 1e-5 * range) << "slab " << slab << " " << capped;
     }
-    ASSERT_EQ(next, planes) << "slab " << slab;
-    const at::Tensor streamed = torch::cat(pieces, 2);
-    const double     range = (whole.max() - whole.min()).item<double>();
-    EXPECT_LE((streamed - whole).abs().max().item<double>(), 1e-5 * range) << "slab " << slab;
   }
   // A plane out of order is a programming error, not a silent wrong image.
   cdm::nn::UNetStreamState state = impl.UNet->NewStreamState();
-  EXPECT_THROW(impl.UNet->ForwardPlanes({ x.narrow(2, 4, 4), 4 }, z, state, false), std::logic_error);
+  EXPECT_THROW(impl.UNet->ForwardPlanes({ x.narrow(2, 4, 4), 4 }, z, state), std::logic_error);
 }
