@@ -713,7 +713,7 @@ main(int argc, char ** argv)
     ->add_option("--voxels-per-call",
                  synthesize.Options.VoxelsPerCall,
                  "Memory bound: voxels one network call reads (2D: slices per call; 3D: the source encoder's and "
-                 "the C-UNet's slabs along z); 0: automatic (2^16 in 2D, 2^20 in 3D)")
+                 "the C-UNet's slabs along z); 0: automatic (2^16 in 2D, 2^18 in 3D)")
     ->check(CLI::NonNegativeNumber)
     ->capture_default_str();
   synthesizeCommand

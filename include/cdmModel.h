@@ -69,10 +69,9 @@ struct SynthesisOptions
   double                 Eta{ -1.0 };             ///< DDIM eta; negative = the model's default
   std::array<int64_t, 3> TileSize{ { 0, 0, 0 } }; ///< C-UNet tile edge per axis in voxels; 0 = whole extent
   int                    SlicesPerBatch{ 0 };     ///< 2D model: slices per device call; 0 = by VoxelsPerCall
-  /** What one device call reads: a 2D model's slices per call, a 3D model's source-encoder slabs (halo included)
-   *  and its C-UNet slabs (times the samples), up to this many voxels; 0 = automatic (2^16 for 2D slices, 2^22 for
-   *  3D encoder slabs, 2^20 for 3D C-UNet slabs). Memory, not results: any value gives the same image to float
-   *  rounding. */
+  /** What one device call reads: a 2D model's slices per call, or a 3D model's slabs along z (source encoder and
+   *  C-UNet; times the samples for the C-UNet), up to this many voxels; 0 = automatic (2^16 for 2D slices, 2^18 for
+   *  3D slabs). Memory, not results: any value gives the same image to float rounding. */
   int64_t VoxelsPerCall{ 0 };
   /** The networks' arithmetic: the source encoder and the C-UNet (the MDN's small steps stay float32). */
   Precision NetworkPrecision{ Precision::Float32 };

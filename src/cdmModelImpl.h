@@ -73,9 +73,10 @@ struct Model::Impl
                const std::map<std::string, double> & scales,
                const Region &                        window) const;
 
-  /** A 3D model's slab (source encoder and C-UNet streamed along z) when SynthesisOptions::VoxelsPerCall is 0: 2^20
-   *  input voxels, 18 planes of 240x240 (bench/EXPERIMENTS.md, 2026-11-30). */
-  static constexpr int64_t DefaultVoxelsPerSlab = int64_t{ 1 } << 20;
+  /** A 3D model's slab (source encoder and C-UNet streamed along z) when SynthesisOptions::VoxelsPerCall is 0: 2^18
+   *  input voxels, 4 planes of 240x240: a third of the peak memory of 18 planes at the same speed; fewer planes
+   *  slow the encoder down (bench/EXPERIMENTS.md, 2026-11-30). */
+  static constexpr int64_t DefaultVoxelsPerSlab = int64_t{ 1 } << 18;
 
   /** Slices of a 2D model per device call: SlicesPerBatch, or as many as VoxelsPerCall allows (default 2^16: one
    * 240x240 slice; measured as fast as 4 and smaller). */
