@@ -1,4 +1,5 @@
-# The description of the CDM module, read by ITK's module system. (A short text: ITK parses it as CMake code, and
+# The description of the CDM module, read by ITK's module system. PRIVATE_DEPENDS: the IO and filter modules of the
+# `cdm` command line and the examples, which build with the module. (A short text: ITK parses it as CMake code, and
 # the README's code blocks would break that parse.)
 set(DOCUMENTATION "Synthesizes a missing MRI contrast (e.g. T1 post-contrast) from the acquired ones with the
 Cross-conditioned Diffusion Model (Xing et al., MICCAI 2024) on LibTorch: a core engine, ITK filters
@@ -9,10 +10,19 @@ itk_module(CDM
   DEPENDS
     ITKCommon
     ITKIOImageBase
-  TEST_DEPENDS
-    ITKTestKernel
-    ITKGoogleTest
+  PRIVATE_DEPENDS
     ITKIONIFTI
+    ITKIONRRD
+    ITKIOMeta
+    ITKIOPNG
+    ITKImageIntensity
+    ITKImageGrid
+    ITKSmoothing
+    ITKThresholding
+    ITKImageStatistics
+    ITKTransform
+  TEST_DEPENDS
+    ITKGoogleTest
   DESCRIPTION
     "${DOCUMENTATION}"
   EXCLUDE_FROM_DEFAULT

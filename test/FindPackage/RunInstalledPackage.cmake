@@ -1,0 +1,32 @@
+# ctest InstalledPackageBuildsAThirdPartyProject (cmake -P): installs the build at BUILD_DIR into WORK_DIR/prefix,
+# configures and builds the project at PROJECT_DIR against it (CMAKE_PREFIX_PATH only), and runs its programs.
+foreach(variable BUILD_DIR PROJECT_DIR WORK_DIR GENERATOR)
+  if(NOT DEFINED ${variable})
+    message(FATAL_ERROR "RunInstalledPackage.cmake: -D${variable}=... is required")
+  endif()
+endforeach()
+
+function(run_step what)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE result OUTPUT_VARIABLE output ERROR_VARIABLE output)
+  if(NOT result EQUAL 0)
+    message(FATAL_ERROR "${what} failed (${result}):\n${output}")
+  endif()
+  message(STATUS "${what}: ok")
+  set(STEP_OUTPUT "${output}" PARENT_SCOPE)
+endfunction()
+
+file(REMOVE_RECURSE "${WORK_DIR}")
+run_step("install into ${WORK_DIR}/prefix" ${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${WORK_DIR}/prefix")
+set(launcher "")
+if(COMPILER_LAUNCHER)
+  set(launcher "-DCMAKE_CXX_COMPILER_LAUNCHER=${COMPILER_LAUNCHER}")
+endif()
+run_step("configure the third-party project" ${CMAKE_COMMAND} -S "${PROJECT_DIR}" -B "${WORK_DIR}/build"
+         -G "${GENERATOR}" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix" ${launcher})
+run_step("build it" ${CMAKE_COMMAND} --build "${WORK_DIR}/build")
+run_step("run cdmConsumer" "${WORK_DIR}/build/cdmConsumer" "${WORK_DIR}/consumer.cdm")
+message(STATUS "${STEP_OUTPUT}")
+if(EXISTS "${WORK_DIR}/build/cdmConsumerFilter")
+  run_step("run cdmConsumerFilter" "${WORK_DIR}/build/cdmConsumerFilter" "${WORK_DIR}/consumer.cdm")
+  message(STATUS "${STEP_OUTPUT}")
+endif()
