@@ -12,9 +12,11 @@
 #include "itkImageFileWriter.h"
 #include "itkImageIOFactory.h"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <vector>
@@ -153,6 +155,26 @@ ReadVolume(const std::string & path)
       throw InputError("image '" + path + "' holds " + itk::ImageIOBase::GetPixelTypeAsString(io->GetPixelType()) +
                        " pixels of " + std::to_string(io->GetNumberOfComponents()) +
                        " component(s); expected one real scalar value per voxel");
+    }
+    // A header can claim anything: a grid no memory holds, or a spacing no grid has. Refused before ITK allocates.
+    double voxels = 1.0;
+    for (unsigned int d = 0; d < std::min(3u, io->GetNumberOfDimensions()); ++d)
+    {
+      voxels *= static_cast<double>(io->GetDimensions(d));
+      const double spacing = io->GetSpacing(d);
+      if (!std::isfinite(spacing) || spacing <= 0.0)
+      {
+        throw InputError("image '" + path + "' has spacing " + std::to_string(spacing) + " along axis " +
+                         std::to_string(d) + "; expected a positive voxel size");
+      }
+    }
+    const double memoryBytes =
+      static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+    if (voxels * sizeof(float) > memoryBytes)
+    {
+      throw InputError("image '" + path + "' declares " + std::to_string(static_cast<uint64_t>(voxels)) +
+                       " voxels, more than this machine's memory holds as float (" +
+                       std::to_string(static_cast<uint64_t>(memoryBytes / 1e9)) + " GB); a damaged or crafted header?");
     }
   }
   using ImageType = itk::Image<float, 3>;

@@ -54,7 +54,7 @@ echo "repaired: $(basename "$repaired") ($(du -k "$repaired" | cut -f1) KB; graf
 
 # 4. The repaired wheel in a second fresh venv, run from outside the checkout.
 python3 -m venv --system-site-packages "$WORK/run-venv"
-"$WORK/run-venv/bin/python" -m pip install -q --no-deps "$repaired"
+"$WORK/run-venv/bin/python" -m pip install -q --no-deps --ignore-installed "$repaired" # not the machine's copy
 cp "$ROOT/examples/models/t1c-small.cdm" "$WORK/model.cdm"
 (cd "$WORK" && "$WORK/run-venv/bin/python" - <<'PY'
 import json, os, subprocess, sys
@@ -64,15 +64,21 @@ location = os.path.dirname(itk_cdm.__file__)
 assert "run-venv" in location, location  # the installed wheel, not the checkout or the machine's copy
 rng = np.random.default_rng(0)
 sources = {name: rng.random((6, 40, 48), dtype=np.float32) * 100 for name in ("t1n", "t2w", "t2f")}
-image = itk_cdm.synthesize("model.cdm", sources)
+image = itk_cdm.synthesize(itk_cdm.load_model("model.cdm", device="cpu"), sources)
 image = np.asarray(image)
 assert image.shape == (6, 40, 48) and np.isfinite(image).all(), image.shape
-cdm = os.path.join(location, "bin", "cdm")
+# The `cdm` console script (it runs the bundled executable with torch's libraries on the loader's path), writing
+# NIfTI files through the ITK libraries auditwheel grafted into the wheel.
+cdm = os.path.join(sys.prefix, "bin", "cdm")
 help_text = subprocess.run([cdm, "--help"], check=True, capture_output=True, text=True).stdout
 assert "synthesize" in help_text
+subprocess.run([cdm, "phantom", "--out", "phantom", "--cases", "1", "--size", "32,32,8", "--spacing", "4"],
+               check=True, capture_output=True)
+assert any(name.endswith("-t1c.nii.gz") for _, _, files in os.walk("phantom") for name in files)
 json.dump({"installed_at": location, "synthesis_shape": list(image.shape), "cdm_runs": True},
           open("python-package-run.json", "w"))
-print("installed wheel runs: itk_cdm.synthesize on NumPy arrays ->", image.shape, "; bundled cdm --help ok")
+print("installed wheel runs: itk_cdm.synthesize on NumPy arrays ->", image.shape,
+      "; the bundled cdm writes a phantom case")
 PY
 )
 python3 - "$WORK" "$sdist" "$wheel" "$repaired" "$build_seconds" <<'PY'

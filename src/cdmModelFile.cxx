@@ -9,6 +9,9 @@
 
 #include <torch/torch.h>
 
+#include <iomanip>
+#include <sstream>
+
 namespace cdm
 {
 
@@ -42,6 +45,31 @@ Model::Load(const std::string & path, const std::string & device)
   catch (const ModelFileError & e)
   {
     throw ModelFileError("model file '" + path + "': " + e.what());
+  }
+  // Before any network is built: a header that claims networks far larger than the tensors the file holds would
+  // allocate them before the tensors' shapes are compared. Within a few times the file's own data (already in
+  // memory), building them is harmless, and AssignParameters then names the first tensor that differs.
+  double held = 0.0;
+  for (const auto & [name, tensor] : tensors)
+  {
+    held += static_cast<double>(tensor.numel());
+  }
+  try
+  {
+    config.Validate();
+  }
+  catch (const InputError & e)
+  {
+    throw ModelFileError("model file '" + path + "': " + e.what());
+  }
+  const double expected = Impl::ParameterCount(config);
+  if (expected > 4.0 * held + double{ 1 << 20 })
+  {
+    std::ostringstream message;
+    message << "model file '" << path << "': its configuration describes networks of " << std::fixed
+            << std::setprecision(0) << expected << " parameters, far more than the " << held
+            << " the file holds (a damaged or crafted header)";
+    throw ModelFileError(message.str());
   }
   const CallerRandomStateScope callerState; // the networks' initial weights are drawn, then replaced by the file's
   auto                         impl = std::make_shared<Impl>(config, ToTorchDevice(ResolveDevice(device)));

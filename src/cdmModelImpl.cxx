@@ -204,6 +204,28 @@ Model::Impl::Impl(const ModelConfig & config, const c10::Device & device)
   SetTraining(false);
 }
 
+double
+Model::Impl::ParameterCount(const ModelConfig & config)
+{
+  // The networks the constructor above builds, kind by kind.
+  const int             dimension = static_cast<int>(config.Dimension);
+  const NetworkConfig & n = config.Network;
+  const double          sources = 2.0 * static_cast<double>(config.Sources.size());
+  if (config.ModelKind == "cdm")
+  {
+    return nn::ImageEncoderParameters(dimension, 1, n) +
+           nn::FeatureDecoderParameters(dimension, static_cast<double>(nn::ImageEncoderFeatureChannels(n)), n) +
+           nn::ImageEncoderParameters(dimension, sources, n) + nn::DenoiserParameters(n) +
+           nn::CrossConditionedUNetParameters(dimension, sources, n.RepresentationDim, n);
+  }
+  if (config.ModelKind == "unet")
+  {
+    return nn::CrossConditionedUNetParameters(dimension, sources, 0, n);
+  }
+  return nn::CrossConditionedUNetParameters(dimension, 1 + sources, n.RepresentationDim, n) +
+         nn::TimeEmbeddingParameters(n.RepresentationDim);
+}
+
 std::vector<std::pair<std::string, torch::nn::Module *>>
 Model::Impl::Networks() const
 {

@@ -27,6 +27,11 @@ struct Model::Impl
 {
   Impl(const ModelConfig & config, const c10::Device & device);
 
+  /** The number of parameters the constructor builds for `config`, computed without building anything (see
+   *  nn::ConvParameters). */
+  static double
+  ParameterCount(const ModelConfig & config);
+
   ModelConfig Config;
   c10::Device Device;
   // Mutable: LibTorch's forward() is non-const, but running a network does not change the model.

@@ -380,5 +380,115 @@ CrossConditionedUNetImpl::forward(const torch::Tensor & x, const torch::Tensor &
   return m_Out(torch::silu(m_OutNorm(h)));
 }
 
+namespace
+{
+double
+LinearParameters(double in, double out)
+{
+  return in * out + out;
+}
+} // namespace
+
+double
+ConvParameters(int dimension, double inChannels, double outChannels, int64_t kernel)
+{
+  return inChannels * outChannels * std::pow(static_cast<double>(kernel), dimension) + outChannels;
+}
+
+double
+ResidualBlockParameters(int dimension, double inChannels, double outChannels, double conditionDim)
+{
+  double count = 2 * inChannels + ConvParameters(dimension, inChannels, outChannels, 3) + 2 * outChannels +
+                 ConvParameters(dimension, outChannels, outChannels, 3);
+  if (inChannels != outChannels)
+  {
+    count += ConvParameters(dimension, inChannels, outChannels, 1);
+  }
+  if (conditionDim > 0)
+  {
+    count += LinearParameters(conditionDim, 2 * outChannels);
+  }
+  return count;
+}
+
+int64_t
+ImageEncoderFeatureChannels(const NetworkConfig & config)
+{
+  return EncoderChannelList(config).back();
+}
+
+double
+ImageEncoderParameters(int dimension, double inChannels, const NetworkConfig & config)
+{
+  const std::vector<int64_t> c = EncoderChannelList(config);
+  double                     count = ConvParameters(dimension, inChannels, c[0], 3);
+  for (int level = 0; level < config.EncoderLevels; ++level)
+  {
+    count += config.EncoderBlocks * ResidualBlockParameters(dimension, c[level], c[level], 0);
+    count += ConvParameters(dimension, c[level], c[level + 1], 2);
+  }
+  return count + LinearParameters(c.back(), config.RepresentationDim) +
+         LinearParameters(config.RepresentationDim, config.RepresentationDim);
+}
+
+double
+FeatureDecoderParameters(int dimension, double featureChannels, const NetworkConfig & config)
+{
+  const std::vector<int64_t> c = EncoderChannelList(config);
+  const double               d = config.RepresentationDim;
+  double                     count = ResidualBlockParameters(dimension, featureChannels, c.back(), d);
+  for (int level = config.EncoderLevels - 1; level >= 0; --level)
+  {
+    count +=
+      ConvParameters(dimension, c[level + 1], c[level], 3) + ResidualBlockParameters(dimension, c[level], c[level], d);
+  }
+  return count + ConvParameters(dimension, c[0], 1, 3);
+}
+
+double
+DenoiserParameters(const NetworkConfig & config)
+{
+  const double d = config.RepresentationDim;
+  const double width = config.DenoiserWidth;
+  return LinearParameters(2 * d + DenoiserImpl::EmbeddingDim, width) +
+         config.DenoiserBlocks * 2 * LinearParameters(width, width) + LinearParameters(width, d);
+}
+
+double
+TimeEmbeddingParameters(double dim)
+{
+  return LinearParameters(TimeEmbeddingImpl::SinusoidDim, dim) + LinearParameters(dim, dim);
+}
+
+double
+CrossConditionedUNetParameters(int dimension, double inChannels, double conditionDim, const NetworkConfig & config)
+{
+  std::vector<double> c;
+  for (const int multiplier : config.UNetMultipliers)
+  {
+    c.push_back(static_cast<double>(config.UNetChannels) * multiplier);
+  }
+  const size_t levels = c.size();
+  double       count = ConvParameters(dimension, inChannels, c[0], 3);
+  for (size_t level = 0; level < levels; ++level)
+  {
+    count += config.UNetBlocks * ResidualBlockParameters(dimension, c[level], c[level], conditionDim);
+    if (level + 1 < levels)
+    {
+      count += ConvParameters(dimension, c[level], c[level + 1], 2);
+    }
+  }
+  count += ResidualBlockParameters(dimension, c.back(), c.back(), conditionDim);
+  for (size_t level = 0; level + 1 < levels; ++level)
+  {
+    count += ConvParameters(dimension, c[level + 1], c[level], 3);
+    for (int b = 0; b < config.UNetBlocks; ++b)
+    {
+      count += ResidualBlockParameters(dimension, b == 0 ? 2 * c[level] : c[level], c[level], conditionDim);
+    }
+  }
+  return count + 2 * c[0] + ConvParameters(dimension, c[0], 1, 3);
+}
+
 } // namespace nn
 } // namespace cdm

@@ -295,6 +295,28 @@ private:
 };
 TORCH_MODULE(CrossConditionedUNet);
 
+/** The networks' parameter counts as their constructors above build them, computed without building them, so that
+ *  a model file's configuration is checked against the tensors it holds before anything is allocated (a header
+ *  crafted to claim huge networks must not allocate them). In doubles: an absurd configuration overflows nothing.
+ *  Each mirrors its constructor; the test NetworkConfig.ParameterCountsEqualTheBuiltNetworks keeps them equal. */
+double
+ConvParameters(int dimension, double inChannels, double outChannels, int64_t kernel);
+double
+ResidualBlockParameters(int dimension, double inChannels, double outChannels, double conditionDim);
+double
+ImageEncoderParameters(int dimension, double inChannels, const NetworkConfig & config);
+/** Channels of an ImageEncoder's feature map (its FeatureChannels()). */
+int64_t
+ImageEncoderFeatureChannels(const NetworkConfig & config);
+double
+FeatureDecoderParameters(int dimension, double featureChannels, const NetworkConfig & config);
+double
+DenoiserParameters(const NetworkConfig & config);
+double
+TimeEmbeddingParameters(double dim);
+double
+CrossConditionedUNetParameters(int dimension, double inChannels, double conditionDim, const NetworkConfig & config);
+
 /** Nearest-neighbour upsampling by 2 along every spatial axis. */
 torch::Tensor
 Upsample2(const torch::Tensor & x);

@@ -391,6 +391,24 @@ TEST_F(CommandLine, CutShortFourDimensionalAndComplexImagesAreRefusedNamingTheFi
   r = synthesizeFrom(complexPath);
   EXPECT_EQ(r.ExitCode, 1) << r.Output;
   EXPECT_TRUE(Contains(r.Output, "complex-t2f.nii.gz") && Contains(r.Output, "scalar")) << r.Output;
+
+  // Headers that claim what no image has: a grid of 10^15 voxels (refused before anything is allocated), a zero
+  // voxel size.
+  const std::string huge = s_Root + "/huge-t2f.mha";
+  writeBytes(huge,
+             "ObjectType = Image\nNDims = 3\nDimSize = 100000 100000 100000\nElementType = MET_FLOAT\n"
+             "ElementDataFile = LOCAL\n");
+  r = synthesizeFrom(huge);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "huge-t2f.mha") && Contains(r.Output, "more than this machine's memory")) << r.Output;
+  const std::string flat = s_Root + "/flat-t2f.mha";
+  writeBytes(flat,
+             "ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementSpacing = 1 0 1\nElementType = MET_FLOAT\n"
+             "ElementDataFile = LOCAL\n" +
+               std::string(32, '\0'));
+  r = synthesizeFrom(flat);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "flat-t2f.mha") && Contains(r.Output, "spacing")) << r.Output;
   EXPECT_FALSE(fs::exists(output)) << "a refused run left an output file";
 }
 

@@ -150,6 +150,20 @@ TEST_F(ModelFile, ShapeMismatchIsRefusedNamingTheTensor)
   ExpectRefused(m_Path, { m_Path, "tensor 'unet.", "has shape", "expects" });
 }
 
+TEST_F(ModelFile, HeaderClaimingHugeNetworksIsRefusedBeforeBuildingThem)
+{
+  // A valid file (checksum and all) whose configuration claims 10^5-channel networks: building them would need
+  // terabytes; the load must refuse from the header, naming the file, without trying.
+  cdm::safetensors::Header header;
+  const auto               tensors = cdm::safetensors::Read(m_Path, &header);
+  std::string              config = header.Metadata.at("cdm");
+  const std::string        field = "\"unet_channels\":8";
+  ASSERT_NE(config.find(field), std::string::npos);
+  config.replace(config.find(field), field.size(), "\"unet_channels\":100000");
+  cdm::safetensors::Write(m_Path, { { "cdm", config } }, tensors);
+  ExpectRefused(m_Path, { m_Path, "far more than", "crafted header" });
+}
+
 TEST_F(ModelFile, MissingFileIsRefused)
 {
   ExpectRefused(m_Directory + "/absent.cdm", { "absent.cdm", "cannot be opened" });
