@@ -22,6 +22,7 @@ itk_module(CDM
     ITKImageStatistics
     ITKTransform
   TEST_DEPENDS
+    ITKTestKernel
     ITKGoogleTest
   DESCRIPTION
     "${DOCUMENTATION}"

@@ -15,6 +15,15 @@ if(NOT TARGET torch)
     list(APPEND CMAKE_PREFIX_PATH "${CDM_TORCH_PREFIX}")
   endif()
   find_package(Torch REQUIRED)
+  # Visible in every folder: inside ITK's source tree, ITK adds this module's test/ from its own scope, where a
+  # second find_package(Torch) would fail (Caffe2's CUDA probing under ITK's CMake policies).
+  get_property(cdm_torch_targets DIRECTORY PROPERTY IMPORTED_TARGETS)
+  foreach(cdm_target IN LISTS cdm_torch_targets)
+    get_target_property(cdm_is_global ${cdm_target} IMPORTED_GLOBAL)
+    if(NOT cdm_is_global)
+      set_target_properties(${cdm_target} PROPERTIES IMPORTED_GLOBAL TRUE)
+    endif()
+  endforeach()
 endif()
 get_filename_component(CDM_TORCH_LIBRARY_DIR "${TORCH_INSTALL_PREFIX}/lib" ABSOLUTE)
 
