@@ -89,8 +89,13 @@ for version in "${version_list[@]}"; do
       rm -rf "$src/Modules/Remote/CDM" && mkdir -p "$src/Modules/Remote/CDM"
       git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 cp --parents -t "$src/Modules/Remote/CDM")
       itk_build="$WORK/$version/itk-with-cdm-build"
+      # Only this module's targets (and the ITK libraries they need): with BUILD_TESTING on, ITK's own modules'
+      # tests would fetch their test data, and nothing may be downloaded.
       { cmake -S "$src" -B "$itk_build" "${itk_options[@]}" -DBUILD_TESTING=ON -DModule_CDM=ON \
-          -DTorch_DIR="$TORCH_DIR" && cmake --build "$itk_build"; } >>"$log" 2>&1 || status="build failed"
+          -DTorch_DIR="$TORCH_DIR" &&
+        cmake --build "$itk_build" --target CDM cdm cdmSynthesizeExample cdmFiltersByHandExample \
+          cdmStreamingExample CDMCoreGTests CDMCommandLineGTests cdmDeviceCheck; } >>"$log" 2>&1 ||
+        status="build failed"
       itk_seconds=0
       test_dir="$itk_build/Modules/Remote/CDM"
     fi
