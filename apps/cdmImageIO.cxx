@@ -19,6 +19,8 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <iomanip>
+#include <sstream>
 #include <vector>
 
 namespace cdm
@@ -96,24 +98,31 @@ CheckNiftiFileIsComplete(const std::string & path)
   {
     return; // not a NIfTI header: left to ITK's reader to refuse
   }
+  // In doubles: a damaged or crafted header may claim extents and offsets no integer holds (found by fuzzing).
   const bool    two = size == 540;
-  uint64_t      voxels = 1;
+  double        voxels = 1.0;
   const int64_t dimensions =
     two ? FromBytes<int64_t>(header.data() + 16, swap) : FromBytes<int16_t>(header.data() + 40, swap);
   for (int64_t d = 1; d <= std::min<int64_t>(dimensions, 7); ++d)
   {
     const int64_t extent =
       two ? FromBytes<int64_t>(header.data() + 16 + 8 * d, swap) : FromBytes<int16_t>(header.data() + 40 + 2 * d, swap);
-    voxels *= static_cast<uint64_t>(std::max<int64_t>(extent, 1));
+    voxels *= static_cast<double>(std::max<int64_t>(extent, 1));
   }
-  const int16_t  bitsPerVoxel = FromBytes<int16_t>(header.data() + (two ? 14 : 72), swap);
-  const double   offset = two ? static_cast<double>(FromBytes<int64_t>(header.data() + 168, swap))
-                              : static_cast<double>(FromBytes<float>(header.data() + 108, swap));
-  const uint64_t expected = static_cast<uint64_t>(std::max(offset, static_cast<double>(size))) +
-                            voxels * static_cast<uint64_t>(std::max<int16_t>(bitsPerVoxel, 0)) / 8;
-  if (length < expected)
+  const int16_t bitsPerVoxel = FromBytes<int16_t>(header.data() + (two ? 14 : 72), swap);
+  const double  offset = two ? static_cast<double>(FromBytes<int64_t>(header.data() + 168, swap))
+                             : static_cast<double>(FromBytes<float>(header.data() + 108, swap));
+  if (!std::isfinite(offset))
   {
-    throw InputError("image '" + path + "' is cut short: its header declares " + std::to_string(expected) +
+    throw InputError("image '" + path + "' has a damaged NIfTI header: its voxel offset is not a number");
+  }
+  const double expected =
+    std::max(offset, static_cast<double>(size)) + voxels * static_cast<double>(std::max<int16_t>(bitsPerVoxel, 0)) / 8;
+  if (static_cast<double>(length) < expected)
+  {
+    std::ostringstream declared;
+    declared << std::fixed << std::setprecision(0) << expected;
+    throw InputError("image '" + path + "' is cut short: its header declares " + declared.str() +
                      " bytes of header and voxels, the file holds " + std::to_string(length) +
                      (compressed ? " (decompressed)" : "") + "; expected a complete copy");
   }
@@ -140,6 +149,13 @@ ReadVolume(const std::string & path)
     catch (const itk::ExceptionObject & e)
     {
       throw InputError("cannot read image '" + path + "': " + std::string(e.GetDescription()));
+    }
+    // Fewer than two dimensions is no image here, and ITK's MetaImage reader overflows its buffer on `NDims = 0`
+    // (ITK 5.4.7, found by fuzzing): refused before any reader reads voxels.
+    if (io->GetNumberOfDimensions() < 2)
+    {
+      throw InputError("image '" + path + "' has " + std::to_string(io->GetNumberOfDimensions()) +
+                       " dimension(s); expected a 2D or 3D scalar image");
     }
     for (unsigned int d = 3; d < io->GetNumberOfDimensions(); ++d)
     {

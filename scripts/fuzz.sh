@@ -6,7 +6,7 @@
 # --runs inputs (default 10^6) and prints a table of runs, seconds, new corpus entries and crashes; a crash leaves
 # its input in build-fuzz/<target>-crash-* and makes the exit code 1. Not part of the README's test command.
 #
-#   scripts/fuzz.sh [--runs N] [--targets model-file,image-input] [--itk-dir ITK_BUILD_TREE]
+#   scripts/fuzz.sh [--runs N] [--max-seconds S] [--targets model-file,image-input] [--itk-dir ITK_BUILD_TREE]
 #
 # The image target needs ITK headers that clang can compile: Debian's ITK 5.2 refuses any compiler but GCC (its
 # itk_compiler_detection.h), so it is built only with --itk-dir naming an ITK >= 5.4 build tree (for example the one
@@ -14,11 +14,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=1000000
+MAX_SECONDS=0 # libFuzzer's -max_total_time: stop a target after S seconds even before --runs (0: no limit)
 TARGETS=model-file,image-input
 ITK_DIR_OPTION=()
 while (($#)); do
   case "$1" in
     --runs) RUNS="$2"; shift ;;
+    --max-seconds) MAX_SECONDS="$2"; shift ;;
     --targets) TARGETS="$2"; shift ;;
     --itk-dir) ITK_DIR_OPTION=(-DCDM_USE_ITK=ON "-DITK_DIR=$2" -DCDM_STANDALONE=ON); shift ;;
     -h|--help) sed -n 2,13p "$0"; exit 0 ;;
@@ -67,7 +69,7 @@ for target in "${target_list[@]}"; do
   start=$(date +%s)
   log="build-fuzz/$target.log"
   # -rss_limit_mb: a header that made the reader allocate what the file only claims would show as a crash.
-  if (cd build-fuzz && "./test/fuzz/$binary" -runs="$RUNS" -max_len=4096 -rss_limit_mb=2048 -timeout=20 \
+  if (cd build-fuzz && "./test/fuzz/$binary" -runs="$RUNS" -max_total_time="$MAX_SECONDS" -max_len=4096 -rss_limit_mb=2048 -timeout=20 \
         -artifact_prefix="$target-crash-" "corpus-$target" "../test/fuzz/corpus/$target") >"$log" 2>&1; then
     crashes=0
   else
