@@ -32,6 +32,18 @@ WriteBytes(const std::string & path, const std::string & bytes)
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+/** Rewrites one field of a model file's configuration (a valid file again: tensors and checksum kept). */
+void
+RewriteConfigurationField(const std::string & path, const std::string & field, const std::string & replacement)
+{
+  cdm::safetensors::Header header;
+  const auto               tensors = cdm::safetensors::Read(path, &header);
+  std::string              config = header.Metadata.at("cdm");
+  ASSERT_NE(config.find(field), std::string::npos) << field;
+  config.replace(config.find(field), field.size(), replacement);
+  cdm::safetensors::Write(path, { { "cdm", config } }, tensors);
+}
+
 /** Expects Model::Load to throw ModelFileError whose message holds every given fragment. */
 void
 ExpectRefused(const std::string & path, const std::vector<std::string> & fragments)
@@ -128,25 +140,13 @@ TEST_F(ModelFile, CorruptedHeaderIsRefused)
 
 TEST_F(ModelFile, WrongFormatVersionIsRefused)
 {
-  cdm::safetensors::Header header;
-  const auto               tensors = cdm::safetensors::Read(m_Path, &header);
-  std::string              config = header.Metadata.at("cdm");
-  const std::string        field = "\"format_version\":1";
-  ASSERT_NE(config.find(field), std::string::npos);
-  config.replace(config.find(field), field.size(), "\"format_version\":99");
-  cdm::safetensors::Write(m_Path, { { "cdm", config } }, tensors);
+  RewriteConfigurationField(m_Path, "\"format_version\":1", "\"format_version\":99");
   ExpectRefused(m_Path, { m_Path, "format version 99", "expected 1" });
 }
 
 TEST_F(ModelFile, ShapeMismatchIsRefusedNamingTheTensor)
 {
-  cdm::safetensors::Header header;
-  const auto               tensors = cdm::safetensors::Read(m_Path, &header);
-  std::string              config = header.Metadata.at("cdm");
-  const std::string        field = "\"unet_channels\":8";
-  ASSERT_NE(config.find(field), std::string::npos);
-  config.replace(config.find(field), field.size(), "\"unet_channels\":12");
-  cdm::safetensors::Write(m_Path, { { "cdm", config } }, tensors);
+  RewriteConfigurationField(m_Path, "\"unet_channels\":8", "\"unet_channels\":12");
   ExpectRefused(m_Path, { m_Path, "tensor 'unet.", "has shape", "expects" });
 }
 
@@ -154,13 +154,7 @@ TEST_F(ModelFile, HeaderClaimingHugeNetworksIsRefusedBeforeBuildingThem)
 {
   // A valid file (checksum and all) whose configuration claims 10^5-channel networks: building them would need
   // terabytes; the load must refuse from the header, naming the file, without trying.
-  cdm::safetensors::Header header;
-  const auto               tensors = cdm::safetensors::Read(m_Path, &header);
-  std::string              config = header.Metadata.at("cdm");
-  const std::string        field = "\"unet_channels\":8";
-  ASSERT_NE(config.find(field), std::string::npos);
-  config.replace(config.find(field), field.size(), "\"unet_channels\":100000");
-  cdm::safetensors::Write(m_Path, { { "cdm", config } }, tensors);
+  RewriteConfigurationField(m_Path, "\"unet_channels\":8", "\"unet_channels\":100000");
   ExpectRefused(m_Path, { m_Path, "far more than", "crafted header" });
 }
 
