@@ -24,6 +24,9 @@ itk_module(CDM
   TEST_DEPENDS
     ITKTestKernel
     ITKGoogleTest
+    ITKImageFilterBase
+    ITKImageIntensity
+    ITKIONIFTI
   DESCRIPTION
     "${DOCUMENTATION}"
   EXCLUDE_FROM_DEFAULT

@@ -401,6 +401,13 @@ TEST_F(CommandLine, CutShortFourDimensionalAndComplexImagesAreRefusedNamingTheFi
   r = synthesizeFrom(huge);
   EXPECT_EQ(r.ExitCode, 1) << r.Output;
   EXPECT_TRUE(Contains(r.Output, "huge-t2f.mha") && Contains(r.Output, "more than this machine's memory")) << r.Output;
+  const std::string hollow = s_Root + "/hollow-t2f.mha"; // 4 GB declared, well within memory, by a 100-byte file
+  writeBytes(hollow,
+             "ObjectType = Image\nNDims = 3\nDimSize = 1000 1000 1000\nElementType = MET_FLOAT\n"
+             "ElementDataFile = LOCAL\n");
+  r = synthesizeFrom(hollow);
+  EXPECT_EQ(r.ExitCode, 1) << r.Output;
+  EXPECT_TRUE(Contains(r.Output, "hollow-t2f.mha") && Contains(r.Output, "too few for them")) << r.Output;
   const std::string flat = s_Root + "/flat-t2f.mha";
   writeBytes(flat,
              "ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementSpacing = 1 0 1\nElementType = MET_FLOAT\n"
