@@ -11,6 +11,10 @@
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
 #include "itkImageIOFactory.h"
+#include "itkMetaImageIOFactory.h"
+#include "itkNiftiImageIOFactory.h"
+#include "itkNrrdImageIOFactory.h"
+#include "itkPNGImageIOFactory.h"
 
 #include <unistd.h>
 #include <zlib.h>
@@ -19,7 +23,9 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
+#include <mutex>
 #include <sstream>
 #include <vector>
 
@@ -128,14 +134,77 @@ CheckNiftiFileIsComplete(const std::string & path)
   }
 }
 
+namespace
+{
+/** MetaImage headers are text; ITK's MetaIO reads `NDims` values for each array field, so a negative or huge NDims
+ *  has it loop through billions of reads (found by fuzzing: a 120-byte .mha hung the reader). Refused before ITK
+ *  parses the header. */
+void
+CheckMetaImageDimensions(const std::string & path)
+{
+  const auto endsWith = [&path](const std::string & suffix) {
+    return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (!endsWith(".mha") && !endsWith(".mhd"))
+  {
+    return;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string   line;
+  for (int lines = 0; lines < 256 && std::getline(in, line); ++lines)
+  {
+    const size_t start = line.find_first_not_of(" \t");
+    if (start == std::string::npos || line.compare(start, 5, "NDims") != 0)
+    {
+      continue;
+    }
+    const size_t equals = line.find('=', start);
+    long long    dimensions = -1;
+    try
+    {
+      dimensions = equals == std::string::npos ? -1 : std::stoll(line.substr(equals + 1));
+    }
+    catch (const std::exception &)
+    {
+      dimensions = -1;
+    }
+    if (dimensions < 1 || dimensions > 16)
+    {
+      throw InputError("image '" + path + "' has a damaged MetaImage header: NDims is '" +
+                       (equals == std::string::npos ? std::string() : line.substr(equals + 1)) +
+                       "'; expected a number of dimensions from 1 to 16");
+    }
+    return;
+  }
+}
+} // namespace
+
+void
+RegisterImageIOFactories()
+{
+  static std::once_flag once;
+  std::call_once(once, []() {
+    if (!itk::ObjectFactoryBase::CreateAllInstance("itkImageIOBase").empty())
+    {
+      return;
+    }
+    itk::NiftiImageIOFactory::RegisterOneFactory();
+    itk::NrrdImageIOFactory::RegisterOneFactory();
+    itk::MetaImageIOFactory::RegisterOneFactory();
+    itk::PNGImageIOFactory::RegisterOneFactory();
+  });
+}
+
 Volume
 ReadVolume(const std::string & path)
 {
+  RegisterImageIOFactories();
   if (!std::filesystem::is_regular_file(path))
   {
     throw InputError("image file '" + path + "' does not exist");
   }
   CheckNiftiFileIsComplete(path);
+  CheckMetaImageDimensions(path);
   // What the file holds, before reading it: one scalar value per voxel, at most three dimensions.
   itk::ImageIOBase::Pointer io =
     itk::ImageIOFactory::CreateImageIO(path.c_str(), itk::CommonEnums::IOFileMode::ReadMode);
@@ -269,6 +338,7 @@ WriteImage(const Volume & volume, const std::string & path)
 void
 WriteVolume(const Volume & volume, const std::string & path)
 {
+  RegisterImageIOFactories();
   if (static_cast<int64_t>(volume.Voxels.size()) != volume.NumberOfVoxels())
   {
     throw InputError("cannot write '" + path + "': the volume holds no voxel data");

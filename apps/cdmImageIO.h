@@ -14,6 +14,12 @@
 namespace cdm
 {
 
+/** Registers ITK's NIfTI, NRRD, MetaImage and PNG readers and writers unless some image IO is registered already
+ *  (what ITK's CMake use-file arranges in a standalone build; inside ITK's source tree nothing does). Called by
+ *  ReadVolume and WriteVolume; once per process. */
+void
+RegisterImageIOFactories();
+
 /** Reads any scalar image ITK can read (NIfTI, NRRD, MetaImage...) as float. Throws InputError naming the file, also
  *  for a NIfTI file shorter than its header declares or a damaged .gz stream (CheckNiftiFileIsComplete), for more
  *  than three dimensions (a 4D series), and for non-scalar pixels (complex, RGB, vectors). */

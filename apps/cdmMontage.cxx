@@ -3,6 +3,7 @@
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
 #include "cdmMontage.h"
+#include "cdmImageIO.h"
 #include "cdmAtomicFile.h"
 #include "cdmError.h"
 #include "cdmMetrics.h"
@@ -109,6 +110,7 @@ WriteMontage(const std::vector<MontagePanel> & panels, int axis, int64_t slice, 
       }
     }
   }
+  RegisterImageIOFactories();
   WriteAtomically(path, [&](const std::string & temporary) {
     auto writer = itk::ImageFileWriter<PngImage>::New();
     writer->SetInput(png);

@@ -218,6 +218,7 @@ PrepareColin27(const PhantomOptions & options, ImageType::Pointer fractions[3])
     }
   }
   const auto read = [](const std::string & path) {
+    RegisterImageIOFactories();
     auto reader = itk::ImageFileReader<ImageType>::New();
     reader->SetFileName(path);
     reader->Update();
