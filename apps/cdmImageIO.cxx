@@ -219,6 +219,10 @@ ReadVolume(const std::string & path)
     {
       throw InputError("cannot read image '" + path + "': " + std::string(e.GetDescription()));
     }
+    catch (const std::exception & e) // ITK's readers also let standard exceptions through (fuzzing found one)
+    {
+      throw InputError("cannot read image '" + path + "': " + std::string(e.what()));
+    }
     // Fewer than two dimensions is no image here, and ITK's MetaImage reader overflows its buffer on `NDims = 0`
     // (ITK 5.4.7, found by fuzzing): refused before any reader reads voxels.
     if (io->GetNumberOfDimensions() < 2)
@@ -291,6 +295,10 @@ ReadVolume(const std::string & path)
   catch (const itk::ExceptionObject & e)
   {
     throw InputError("cannot read image '" + path + "': " + std::string(e.GetDescription()));
+  }
+  catch (const std::exception & e)
+  {
+    throw InputError("cannot read image '" + path + "': " + std::string(e.what()));
   }
   const unsigned int dimension = std::min(3u, std::max(2u, reader->GetImageIO()->GetNumberOfDimensions()));
   return ToVolume(reader->GetOutput(), path, dimension);
