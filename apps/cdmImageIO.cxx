@@ -249,6 +249,11 @@ ReadVolume(const std::string & path)
     double voxels = 1.0;
     for (unsigned int d = 0; d < std::min(3u, io->GetNumberOfDimensions()); ++d)
     {
+      if (io->GetDimensions(d) < 1) // ITK's MetaImage reader overflows its buffer on a zero extent (fuzzing)
+      {
+        throw InputError("image '" + path + "' has no voxels along axis " + std::to_string(d) +
+                         "; expected an extent of at least 1");
+      }
       voxels *= static_cast<double>(io->GetDimensions(d));
       const double spacing = io->GetSpacing(d);
       if (!std::isfinite(spacing) || spacing <= 0.0)
