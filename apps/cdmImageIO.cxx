@@ -136,11 +136,11 @@ CheckNiftiFileIsComplete(const std::string & path)
 
 namespace
 {
-/** MetaImage headers are text; ITK's MetaIO reads `NDims` values for each array field, so a negative or huge NDims
- *  has it loop through billions of reads (found by fuzzing: a 120-byte .mha hung the reader). Refused before ITK
- *  parses the header. */
+/** MetaImage headers are text lines `Key = Value` up to ElementDataFile. ITK 5.4.7's MetaIO overflows buffers or
+ *  loops through billions of reads on malformed ones (found by fuzzing: a negative or huge NDims, control bytes in a
+ *  field), so the header is checked first: printable text, every line a `Key = Value`, NDims from 1 to 16. */
 void
-CheckMetaImageDimensions(const std::string & path)
+CheckMetaImageHeader(const std::string & path)
 {
   const auto endsWith = [&path](const std::string & suffix) {
     return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -149,32 +149,58 @@ CheckMetaImageDimensions(const std::string & path)
   {
     return;
   }
+  const auto damaged = [&path](const std::string & problem) {
+    return InputError("image '" + path + "' has a damaged MetaImage header: " + problem);
+  };
   std::ifstream in(path, std::ios::binary);
   std::string   line;
-  for (int lines = 0; lines < 256 && std::getline(in, line); ++lines)
+  for (int lines = 0; std::getline(in, line); ++lines)
   {
-    const size_t start = line.find_first_not_of(" \t");
-    if (start == std::string::npos || line.compare(start, 5, "NDims") != 0)
+    if (lines >= 256)
+    {
+      throw damaged("no ElementDataFile line among its first 256 lines");
+    }
+    if (!line.empty() && line.back() == '\r')
+    {
+      line.pop_back();
+    }
+    for (const char c : line)
+    {
+      if ((c < 0x20 || c > 0x7e) && c != '\t')
+      {
+        throw damaged("line " + std::to_string(lines + 1) + " holds a byte that is not text");
+      }
+    }
+    const size_t equals = line.find('=');
+    if (line.find_first_not_of(" \t") == std::string::npos)
     {
       continue;
     }
-    const size_t equals = line.find('=', start);
-    long long    dimensions = -1;
-    try
+    if (equals == std::string::npos)
     {
-      dimensions = equals == std::string::npos ? -1 : std::stoll(line.substr(equals + 1));
+      throw damaged("line " + std::to_string(lines + 1) + " is not 'Key = Value'");
     }
-    catch (const std::exception &)
+    const size_t start = line.find_first_not_of(" \t");
+    if (line.compare(start, 5, "NDims") == 0)
     {
-      dimensions = -1;
+      long long dimensions = -1;
+      try
+      {
+        dimensions = std::stoll(line.substr(equals + 1));
+      }
+      catch (const std::exception &)
+      {
+        dimensions = -1;
+      }
+      if (dimensions < 1 || dimensions > 16)
+      {
+        throw damaged("NDims is '" + line.substr(equals + 1) + "'; expected a number of dimensions from 1 to 16");
+      }
     }
-    if (dimensions < 1 || dimensions > 16)
+    if (line.compare(start, 15, "ElementDataFile") == 0)
     {
-      throw InputError("image '" + path + "' has a damaged MetaImage header: NDims is '" +
-                       (equals == std::string::npos ? std::string() : line.substr(equals + 1)) +
-                       "'; expected a number of dimensions from 1 to 16");
+      return; // the voxels follow
     }
-    return;
   }
 }
 } // namespace
@@ -204,7 +230,7 @@ ReadVolume(const std::string & path)
     throw InputError("image file '" + path + "' does not exist");
   }
   CheckNiftiFileIsComplete(path);
-  CheckMetaImageDimensions(path);
+  CheckMetaImageHeader(path);
   // What the file holds, before reading it: one scalar value per voxel, at most three dimensions.
   itk::ImageIOBase::Pointer io =
     itk::ImageIOFactory::CreateImageIO(path.c_str(), itk::CommonEnums::IOFileMode::ReadMode);
