@@ -199,6 +199,19 @@ CheckMetaImageHeader(const std::string & path)
     }
     if (line.compare(start, 15, "ElementDataFile") == 0)
     {
+      // A name with '%' is a pattern of slice files followed by first, last and step; MetaIO divides by the step
+      // (a missing or zero one crashed it: fuzzing).
+      const std::string text = line.substr(equals + 1);
+      if (text.find('%') != std::string::npos)
+      {
+        std::istringstream value(text);
+        std::string        name, extra;
+        long long          first = 0, last = -1, step = 0;
+        if (!(value >> name >> first >> last >> step) || (value >> extra) || step <= 0 || last < first)
+        {
+          throw damaged("ElementDataFile '" + text + "' is a file pattern; expected 'pattern first last step'");
+        }
+      }
       return; // the voxels follow
     }
   }
