@@ -20,6 +20,7 @@ itk_module(CDM
     ITKSmoothing
     ITKThresholding
     ITKImageStatistics
+    ITKStatistics
     ITKTransform
   TEST_DEPENDS
     ITKTestKernel
