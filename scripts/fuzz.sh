@@ -78,7 +78,7 @@ for target in "${target_list[@]}"; do
     status=1
   fi
   seconds=$(( $(date +%s) - start ))
-  done_runs=$(grep -oE "Done [0-9]+ runs" "$log" | grep -oE "[0-9]+" | tail -n 1 || true)
+  done_runs=$(grep -a -oE "Done [0-9]+ runs" "$log" | grep -oE "[0-9]+" | tail -n 1 || true)
   rows+=("| $target | ${done_runs:-?} | $seconds | $(( $(ls "$corpus" | wc -l) - before )) | $crashes |")
 done
 echo "| target | runs | seconds | new corpus entries | crashes |"
