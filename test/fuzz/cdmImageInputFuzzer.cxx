@@ -24,8 +24,7 @@ LLVMFuzzerTestOneInput(const uint8_t * data, size_t size)
     return 0;
   }
   static const char * const extensions[] = { ".nii", ".nii.gz", ".mha", ".nrrd" };
-  const std::string         path =
-    "/tmp/cdm-fuzz-image-" + std::to_string(::getpid()) + extensions[data[0] % 4];
+  const std::string         path = "/tmp/cdm-fuzz-image-" + std::to_string(::getpid()) + extensions[data[0] % 4];
   if (FILE * file = std::fopen(path.c_str(), "wb"))
   {
     std::fwrite(data + 1, 1, size - 1, file);
