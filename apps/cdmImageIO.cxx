@@ -142,10 +142,7 @@ namespace
 void
 CheckMetaImageHeader(const std::string & path)
 {
-  const auto endsWith = [&path](const std::string & suffix) {
-    return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  if (!endsWith(".mha") && !endsWith(".mhd"))
+  if (!EndsWith(path, ".mha") && !EndsWith(path, ".mhd"))
   {
     return;
   }
@@ -314,14 +311,11 @@ ReadVolume(const std::string & path)
     // about 1/1032) is damaged or crafted, and is refused before ITK allocates what it declares. Found by fuzzing:
     // 300-byte files had ITK allocate gigabytes (for NIfTI, where the NIfTI library read the header in the other byte
     // order than CheckNiftiFileIsComplete).
-    const auto endsWith = [&path](const std::string & suffix) {
-      return path.size() >= suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
-    };
     const double fileBytes = static_cast<double>(std::filesystem::file_size(path));
     const double declaredBytes = voxels * static_cast<double>(io->GetComponentSize());
-    const double densest = endsWith(".nii")                                                 ? 1.0
-                           : (endsWith(".nii.gz") || endsWith(".mha") || endsWith(".nrrd")) ? 1100.0
-                                                                                            : 0.0;
+    const double densest = EndsWith(path, ".nii")                                                             ? 1.0
+                           : (EndsWith(path, ".nii.gz") || EndsWith(path, ".mha") || EndsWith(path, ".nrrd")) ? 1100.0
+                                                                                                              : 0.0;
     if (densest > 0.0 && declaredBytes > densest * fileBytes)
     {
       throw InputError("image '" + path + "' declares " + std::to_string(static_cast<uint64_t>(voxels)) +

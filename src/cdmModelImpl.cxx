@@ -349,6 +349,27 @@ Model::Impl::SourceWindow(const SourceVolumes &                 sources,
   return input;
 }
 
+at::Tensor
+Model::Impl::SourceSlab(const SourceVolumes &                 sources,
+                        const std::map<std::string, double> & scales,
+                        Region                                window,
+                        int64_t                               first,
+                        int64_t                               end,
+                        int64_t                               depth,
+                        int64_t                               padY,
+                        int64_t                               padX) const
+{
+  const int64_t imageEnd = std::min(end, depth);
+  if (imageEnd <= first)
+  {
+    return torch::zeros({ 1, SourceChannels(), end - first, window.Size[1] + padY, window.Size[0] + padX });
+  }
+  window.Index[2] = first;
+  window.Size[2] = imageEnd - first;
+  return torch::constant_pad_nd(
+    ToNetworkLayout(SourceWindow(sources, scales, window)), { 0, padX, 0, padY, 0, end - imageEnd }, 0.0);
+}
+
 int64_t
 Model::Impl::SlicesPerCall(const SynthesisOptions & options, const std::array<int64_t, 3> & imageSize) const
 {
@@ -454,27 +475,15 @@ Model::Impl::EncodeSourceVolume(const SourceVolumes &                 sources,
   const int64_t          budget = voxelsPerCall > 0 ? voxelsPerCall : DefaultVoxelsPerSlab;
   const int64_t          slab = std::max<int64_t>(1, budget / sliceVoxels);
   nn::EncoderStreamState state = SourceEncoder->NewStreamState();
-  at::Tensor             featureSum;
-  int64_t                cells = 0;
+  Region                 whole;
+  whole.Size = size;
+  at::Tensor featureSum;
+  int64_t    cells = 0;
   for (int64_t z0 = 0; z0 < paddedDepth; z0 += slab)
   {
-    const int64_t z1 = std::min(paddedDepth, z0 + slab);
-    const int64_t imageEnd = std::min(z1, size[2]);
-    at::Tensor    input;
-    if (imageEnd > z0)
-    {
-      Region window;
-      window.Size = size;
-      window.Index[2] = z0;
-      window.Size[2] = imageEnd - z0;
-      input =
-        torch::constant_pad_nd(ToNetworkLayout(SourceWindow(sources, scales, window)), // [1, C, z, Y, X]
-                               { 0, alignUp(size[0]) - size[0], 0, alignUp(size[1]) - size[1], 0, z1 - imageEnd });
-    }
-    else
-    {
-      input = torch::zeros({ 1, SourceChannels(), z1 - z0, alignUp(size[1]), alignUp(size[0]) });
-    }
+    const int64_t    z1 = std::min(paddedDepth, z0 + slab);
+    const at::Tensor input =
+      SourceSlab(sources, scales, whole, z0, z1, size[2], alignUp(size[1]) - size[1], alignUp(size[0]) - size[0]);
     const nn::PlaneRun features = SourceEncoder->FeaturesPlanes({ input.to(Device), z0, z1 == paddedDepth }, state);
     if (features.Count() > 0)
     {

@@ -78,6 +78,19 @@ struct Model::Impl
                const std::map<std::string, double> & scales,
                const Region &                        window) const;
 
+  /** A 3D model's network input for planes [first, end) along z of `window` (indices inside the given volumes; its
+   *  z range is ignored): [1, 2S, end - first, Y + padY, X + padX], zero in the planes from `depth` (where the
+   *  image ends) and in the high-end in-plane padding. One slab of the streamed source encoder or C-UNet. */
+  at::Tensor
+  SourceSlab(const SourceVolumes &                 sources,
+             const std::map<std::string, double> & scales,
+             Region                                window,
+             int64_t                               first,
+             int64_t                               end,
+             int64_t                               depth,
+             int64_t                               padY,
+             int64_t                               padX) const;
+
   /** A 3D model's slab (source encoder and C-UNet streamed along z) when SynthesisOptions::VoxelsPerCall is 0: 2^18
    *  input voxels, 4 planes of 240x240: a third of the peak memory of 18 planes at the same speed; fewer planes
    *  slow the encoder down (bench/EXPERIMENTS.md, 2026-11-30). */

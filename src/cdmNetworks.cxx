@@ -218,19 +218,6 @@ ImageEncoderImpl::Represent(const torch::Tensor & pooled)
   return m_Mix(torch::leaky_relu(m_Project(pooled), 0.1));
 }
 
-int64_t
-ImageEncoderImpl::ReceptiveRadius() const
-{
-  // The 3x3 stem, then two 3x3 convolutions per residual block at each level's scale; the 2x2 stride-2
-  // downsamplings reach no further than their own cell.
-  int64_t radius = 1;
-  for (size_t level = 0; level < m_BlocksPerLevel.size(); ++level)
-  {
-    radius += 2 * m_BlocksPerLevel[level] * (int64_t{ 1 } << level);
-  }
-  return radius;
-}
-
 FeatureDecoderImpl::FeatureDecoderImpl(int dimension, int64_t featureChannels, const NetworkConfig & config)
 {
   const std::vector<int64_t> channels = EncoderChannelList(config);

@@ -175,7 +175,7 @@ public:
   /** Returns {feature map, z [B, D]}. */
   std::pair<torch::Tensor, torch::Tensor>
   forward(const torch::Tensor & x);
-  /** The feature map alone: convolutions only, so a tile with a halo of ReceptiveRadius() gives the same cells. */
+  /** The feature map alone: convolutions only (so it can stream: FeaturesPlanes). */
   torch::Tensor
   Features(const torch::Tensor & x);
   /** Features() streamed along the first spatial axis (CrossConditionedUNetImpl::ForwardPlanes): each slab of the
@@ -188,9 +188,6 @@ public:
   /** z [B, D] from the feature map averaged over its cells ([B, FeatureChannels()]). */
   torch::Tensor
   Represent(const torch::Tensor & pooled);
-  /** Reach of a feature cell beyond its own input voxels, in input voxels. */
-  int64_t
-  ReceptiveRadius() const;
   int64_t
   FeatureChannels() const
   {

@@ -412,25 +412,17 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
             {
               throw std::logic_error("the streamed C-UNet stopped before plane " + std::to_string(b));
             }
-            const int64_t imageEnd = std::min(slabEnd, fullExtent[0]);
-            at::Tensor    input;
-            if (imageEnd > state->NextInput)
+            at::Tensor input;
+            if (slabEnd > state->NextInput)
             {
-              Region slabWindow = window;
-              slabWindow.Index[2] = state->NextInput - shift[0];
-              slabWindow.Size[2] = imageEnd - state->NextInput;
-              std::vector<int64_t> slabPads = pads;
-              slabPads[5] = slabEnd - imageEnd;
-              input = torch::constant_pad_nd(
-                impl.ToNetworkLayout(impl.SourceWindow(sources, scales, slabWindow)), slabPads, 0.0);
-            }
-            else if (slabEnd > state->NextInput)
-            {
-              input = torch::zeros({ 1,
-                                     impl.SourceChannels(),
-                                     slabEnd - state->NextInput,
-                                     inPlane[1] - inPlane[0],
-                                     inPlane[3] - inPlane[2] });
+              input = impl.SourceSlab(sources,
+                                      scales,
+                                      window,
+                                      state->NextInput - shift[0],
+                                      slabEnd - shift[0],
+                                      fullExtent[0] - shift[0],
+                                      pads[3],
+                                      pads[1]);
             }
             if (input.defined())
             {

@@ -352,6 +352,12 @@ TEST_F(CommandLine, CutShortFourDimensionalAndComplexImagesAreRefusedNamingTheFi
     return RunCdm("synthesize --quiet --model " + s_Model + " --source t1n=" + Held("t1n") +
                   " --source t2w=" + Held("t2w") + " --source t2f=" + t2f + " --output " + output);
   };
+  // Each damaged t2f fails the run with exit code 1 and a message naming the file and the problem.
+  const auto expectRefused = [&](const std::string & t2f, const std::string & name, const std::string & problem) {
+    const Result r = synthesizeFrom(t2f);
+    EXPECT_EQ(r.ExitCode, 1) << r.Output;
+    EXPECT_TRUE(Contains(r.Output, name) && Contains(r.Output, problem)) << r.Output;
+  };
   const std::string whole = s_Root + "/whole-t2f.nii";
   cdm::WriteVolume(cdm::ReadVolume(Held("t2f")), whole);
   const Result complete = synthesizeFrom(whole); // the complete copy is read
@@ -361,36 +367,26 @@ TEST_F(CommandLine, CutShortFourDimensionalAndComplexImagesAreRefusedNamingTheFi
   const std::string half = s_Root + "/half-t2f.nii";
   const std::string plain = bytesOf(whole);
   writeBytes(half, plain.substr(0, plain.size() / 2));
-  Result r = synthesizeFrom(half);
-  EXPECT_EQ(r.ExitCode, 1) << r.Output;
-  EXPECT_TRUE(Contains(r.Output, "half-t2f.nii") && Contains(r.Output, "cut short")) << r.Output;
+  expectRefused(half, "half-t2f.nii", "cut short");
 
   const std::string compressed = bytesOf(Held("t2f"));
   const std::string cut = s_Root + "/cut-t2f.nii.gz";
   writeBytes(cut, compressed.substr(0, compressed.size() * 2 / 3));
-  r = synthesizeFrom(cut);
-  EXPECT_EQ(r.ExitCode, 1) << r.Output;
-  EXPECT_TRUE(Contains(r.Output, "cut-t2f.nii.gz")) << r.Output;
+  expectRefused(cut, "cut-t2f.nii.gz", "");
 
   std::string flipped = compressed; // the gzip trailer's CRC-32 no longer matches the data
   flipped[flipped.size() - 6] = static_cast<char>(flipped[flipped.size() - 6] ^ 0x5a);
   const std::string corrupt = s_Root + "/crc-t2f.nii.gz";
   writeBytes(corrupt, flipped);
-  r = synthesizeFrom(corrupt);
-  EXPECT_EQ(r.ExitCode, 1) << r.Output;
-  EXPECT_TRUE(Contains(r.Output, "crc-t2f.nii.gz") && Contains(r.Output, "damaged")) << r.Output;
+  expectRefused(corrupt, "crc-t2f.nii.gz", "damaged");
 
   const std::string fourD = s_Root + "/series-t2f.nii.gz";
   WriteZeroImage<itk::Image<float, 4>>({ { 8, 8, 4, 2 } }, fourD);
-  r = synthesizeFrom(fourD);
-  EXPECT_EQ(r.ExitCode, 1) << r.Output;
-  EXPECT_TRUE(Contains(r.Output, "series-t2f.nii.gz") && Contains(r.Output, "dimensions")) << r.Output;
+  expectRefused(fourD, "series-t2f.nii.gz", "dimensions");
 
   const std::string complexPath = s_Root + "/complex-t2f.nii.gz";
   WriteZeroImage<itk::Image<std::complex<float>, 3>>({ { 8, 8, 4 } }, complexPath);
-  r = synthesizeFrom(complexPath);
-  EXPECT_EQ(r.ExitCode, 1) << r.Output;
-  EXPECT_TRUE(Contains(r.Output, "complex-t2f.nii.gz") && Contains(r.Output, "scalar")) << r.Output;
+  expectRefused(complexPath, "complex-t2f.nii.gz", "scalar");
 
   // Headers that claim what no image has: a grid of 10^15 voxels (refused before anything is allocated), a zero
   // voxel size.
@@ -398,24 +394,18 @@ TEST_F(CommandLine, CutShortFourDimensionalAndComplexImagesAreRefusedNamingTheFi
   writeBytes(huge,
              "ObjectType = Image\nNDims = 3\nDimSize = 100000 100000 100000\nElementType = MET_FLOAT\n"
              "ElementDataFile = LOCAL\n");
-  r = synthesizeFrom(huge);
-  EXPECT_EQ(r.ExitCode, 1) << r.Output;
-  EXPECT_TRUE(Contains(r.Output, "huge-t2f.mha") && Contains(r.Output, "more than this machine's memory")) << r.Output;
+  expectRefused(huge, "huge-t2f.mha", "more than this machine's memory");
   const std::string hollow = s_Root + "/hollow-t2f.mha"; // 4 GB declared, well within memory, by a 100-byte file
   writeBytes(hollow,
              "ObjectType = Image\nNDims = 3\nDimSize = 1000 1000 1000\nElementType = MET_FLOAT\n"
              "ElementDataFile = LOCAL\n");
-  r = synthesizeFrom(hollow);
-  EXPECT_EQ(r.ExitCode, 1) << r.Output;
-  EXPECT_TRUE(Contains(r.Output, "hollow-t2f.mha") && Contains(r.Output, "too few for them")) << r.Output;
+  expectRefused(hollow, "hollow-t2f.mha", "too few for them");
   const std::string flat = s_Root + "/flat-t2f.mha";
   writeBytes(flat,
              "ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementSpacing = 1 0 1\nElementType = MET_FLOAT\n"
              "ElementDataFile = LOCAL\n" +
                std::string(32, '\0'));
-  r = synthesizeFrom(flat);
-  EXPECT_EQ(r.ExitCode, 1) << r.Output;
-  EXPECT_TRUE(Contains(r.Output, "flat-t2f.mha") && Contains(r.Output, "spacing")) << r.Output;
+  expectRefused(flat, "flat-t2f.mha", "spacing");
   EXPECT_FALSE(fs::exists(output)) << "a refused run left an output file";
 }
 
