@@ -22,9 +22,7 @@ Model::Model(std::shared_ptr<Impl> impl)
 Model
 Model::Create(const ModelConfig & config, uint64_t seed, const std::string & device)
 {
-  const CallerRandomStateScope callerState; // seeded initialisation without touching the caller's random stream
-  torch::manual_seed(seed);
-  return Model(std::make_shared<Impl>(config, ToTorchDevice(ResolveDevice(device))));
+  return Model(std::make_shared<Impl>(config, ToTorchDevice(ResolveDevice(device)), seed));
 }
 
 Model
@@ -71,8 +69,7 @@ Model::Load(const std::string & path, const std::string & device)
             << " the file holds (a damaged or crafted header)";
     throw ModelFileError(message.str());
   }
-  const CallerRandomStateScope callerState; // the networks' initial weights are drawn, then replaced by the file's
-  auto                         impl = std::make_shared<Impl>(config, ToTorchDevice(ResolveDevice(device)));
+  auto impl = std::make_shared<Impl>(config, ToTorchDevice(ResolveDevice(device))); // no draws: the file's weights
   impl->AssignParameters(tensors, path);
   return Model(impl);
 }

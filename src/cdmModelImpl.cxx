@@ -49,41 +49,6 @@ PrecisionName(Precision precision)
   }
 }
 
-namespace
-{
-std::vector<c10::Device>
-GeneratorDevices()
-{
-  std::vector<c10::Device> devices{ c10::Device(c10::kCPU) };
-  const int64_t            cudaDevices = CudaAvailable() ? static_cast<int64_t>(torch::cuda::device_count()) : 0;
-  for (int64_t i = 0; i < cudaDevices; ++i)
-  {
-    devices.emplace_back(c10::kCUDA, static_cast<c10::DeviceIndex>(i));
-  }
-  return devices;
-}
-} // namespace
-
-CallerRandomStateScope::CallerRandomStateScope()
-{
-  for (const c10::Device & device : GeneratorDevices())
-  {
-    at::Generator               generator = at::globalContext().defaultGenerator(device);
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    m_States.emplace_back(device, generator.get_state());
-  }
-}
-
-CallerRandomStateScope::~CallerRandomStateScope()
-{
-  for (const auto & [device, state] : m_States)
-  {
-    at::Generator               generator = at::globalContext().defaultGenerator(device);
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(state);
-  }
-}
-
 ReducedPrecisionScope::ReducedPrecisionScope(const c10::Device & device, Precision precision)
     : m_DeviceType(device.type())
     , m_Active(precision != Precision::Float32)
@@ -138,11 +103,23 @@ CropTo(const at::Tensor & x, const std::vector<int64_t> & spatialSizes)
   return y;
 }
 
+at::Generator
+NewGenerator(uint64_t seed)
+{
+  return at::detail::createCPUGenerator(seed);
+}
+
+at::Tensor
+Noise(at::IntArrayRef shape, at::Generator & generator, const c10::Device & device)
+{
+  return torch::randn(shape, generator, torch::kFloat32).to(device);
+}
+
 at::Tensor
 SeededNoise(const std::vector<int64_t> & shape, uint64_t seed, const c10::Device & device)
 {
-  at::Generator generator = at::detail::createCPUGenerator(seed);
-  return torch::randn(shape, generator, torch::kFloat32).to(device);
+  at::Generator generator = NewGenerator(seed);
+  return Noise(shape, generator, device);
 }
 
 std::vector<float>
@@ -171,7 +148,7 @@ CompleteSourceScales(const ModelConfig & config, const SourceVolumes & sources, 
   }
 }
 
-Model::Impl::Impl(const ModelConfig & config, const c10::Device & device)
+Model::Impl::Impl(const ModelConfig & config, const c10::Device & device, std::optional<uint64_t> initialSeed)
     : Config(config)
     , Device(device)
 {
@@ -197,8 +174,17 @@ Model::Impl::Impl(const ModelConfig & config, const c10::Device & device)
     TimeEmbedding = nn::TimeEmbedding(n.RepresentationDim);
   }
   Schedule = std::make_unique<DiffusionSchedule>(Config.Diffusion);
+  std::optional<at::Generator> generator;
+  if (initialSeed)
+  {
+    generator = NewGenerator(*initialSeed);
+  }
   for (auto & [name, network] : Networks())
   {
+    if (generator)
+    {
+      nn::InitializeParameters(*network, *generator); // on the CPU, before the move: the same weights on any device
+    }
     network->to(Device);
   }
   SetTraining(false);
@@ -535,7 +521,7 @@ Model::Impl::SampleImage(const at::Tensor &                     sources,
 }
 
 std::pair<at::Tensor, at::Tensor>
-Model::Impl::ReconstructMasked(const at::Tensor & target) const
+Model::Impl::ReconstructMasked(const at::Tensor & target, at::Generator & generator) const
 {
   const int64_t        alignment = int64_t{ 1 } << Config.Network.EncoderLevels;
   const at::Tensor     padded = PadToMultiple(target, alignment);
@@ -545,7 +531,8 @@ Model::Impl::ReconstructMasked(const at::Tensor & target) const
   {
     cells.push_back((padded.size(d) + patch - 1) / patch);
   }
-  at::Tensor mask = (torch::rand(cells, padded.options()) < Config.Network.MaskRatio).to(torch::kFloat32);
+  at::Tensor mask = (torch::rand(cells, generator, torch::kFloat32) < Config.Network.MaskRatio)
+                      .to(padded.device(), torch::kFloat32);
   for (int64_t d = 2; d < padded.dim(); ++d)
   {
     mask = mask.repeat_interleave(patch, d).narrow(d, 0, padded.size(d));

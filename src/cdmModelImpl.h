@@ -16,6 +16,7 @@
 #include <c10/core/ScalarType.h>
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,7 +26,9 @@ namespace cdm
 
 struct Model::Impl
 {
-  Impl(const ModelConfig & config, const c10::Device & device);
+  /** Builds the networks of `config` on `device`. With `initialSeed`, their initial weights are drawn from a generator
+   *  of the engine's own seeded with it (a new model); without, they stay zero until a model file's are assigned. */
+  Impl(const ModelConfig & config, const c10::Device & device, std::optional<uint64_t> initialSeed = std::nullopt);
 
   /** The number of parameters the constructor builds for `config`, computed without building anything (see
    *  nn::ConvParameters). */
@@ -146,9 +149,9 @@ struct Model::Impl
   at::Tensor
   PredictNoise(const at::Tensor & sources, const at::Tensor & xt, const at::Tensor & t) const;
 
-  /** MRM reconstruction of a masked target: {prediction, mask}; the mask uses torch's current random state. */
+  /** MRM reconstruction of a masked target: {prediction, mask}; the mask is drawn from `generator`. */
   std::pair<at::Tensor, at::Tensor>
-  ReconstructMasked(const at::Tensor & target) const;
+  ReconstructMasked(const at::Tensor & target, at::Generator & generator) const;
 };
 
 /** Zero-pads the high end of every spatial axis of a [B, C, ...] tensor to a multiple of `multiple`. */
@@ -159,7 +162,17 @@ PadToMultiple(const at::Tensor & x, int64_t multiple);
 at::Tensor
 CropTo(const at::Tensor & x, const std::vector<int64_t> & spatialSizes);
 
-/** Standard-normal noise of the given shape drawn on the CPU from a seeded generator (device independent). */
+/** A random generator of the engine's own (CPU, Philox-free mt19937 as torch's default), seeded: every random draw
+ *  of the engine comes from one of these, never from torch's default generators, which belong to the caller. */
+at::Generator
+NewGenerator(uint64_t seed);
+
+/** Standard-normal noise of the given shape drawn on the CPU from `generator` and moved to `device` (so that a seed
+ *  gives the same noise on every device). */
+at::Tensor
+Noise(at::IntArrayRef shape, at::Generator & generator, const c10::Device & device);
+
+/** Noise() from a generator seeded with `seed`. */
 at::Tensor
 SeededNoise(const std::vector<int64_t> & shape, uint64_t seed, const c10::Device & device);
 
@@ -184,25 +197,6 @@ private:
   bool            m_Active{ false };
   bool            m_WasEnabled{ false };
   c10::ScalarType m_PreviousType{ c10::ScalarType::Float };
-};
-
-/** \brief Keeps the caller's random state: saves LibTorch's default generators (the CPU's, and each CUDA device's when
- *  CUDA is present) and restores them when it goes out of scope. The engine's seeded work (weight initialisation,
- *  training iterations, which seed the default generators so that a run is repeatable) runs inside one, so that a
- *  program around the engine (a Python session with its own torch.manual_seed) draws afterwards exactly what it
- *  would have drawn without the engine. Other threads drawing from torch's default generators meanwhile are not
- *  isolated. */
-class CallerRandomStateScope
-{
-public:
-  CallerRandomStateScope();
-  ~CallerRandomStateScope();
-  CallerRandomStateScope(const CallerRandomStateScope &) = delete;
-  CallerRandomStateScope &
-  operator=(const CallerRandomStateScope &) = delete;
-
-private:
-  std::vector<std::pair<c10::Device, at::Tensor>> m_States;
 };
 
 /** The torch device for "cpu" / "cuda" / "cuda:N" (after ResolveDevice). */

@@ -74,12 +74,70 @@ ConvImpl::ConvImpl(int dimension, int64_t inChannels, int64_t outChannels, int64
   {
     shape.push_back(kernel);
   }
-  m_Weight = register_parameter("weight", torch::empty(shape));
-  m_Bias = register_parameter("bias", torch::empty({ outChannels }));
+  m_Weight = register_parameter("weight", torch::zeros(shape));
+  m_Bias = register_parameter("bias", torch::zeros({ outChannels }));
+}
+
+namespace
+{
+/** PyTorch's default start for convolutions and linear layers: kaiming_uniform_(a = sqrt(5)) on the weight, which is
+ *  uniform in +-1/sqrt(fan-in), and the same bound on the bias. */
+void
+DrawDefaultInitialValues(torch::Tensor & weight, torch::Tensor & bias, at::Generator & generator)
+{
   torch::NoGradGuard noGrad;
-  torch::nn::init::kaiming_uniform_(m_Weight, std::sqrt(5.0)); // PyTorch's default for convolutions
-  const double fanIn = static_cast<double>(m_Weight.numel() / outChannels);
-  m_Bias.uniform_(-1.0 / std::sqrt(fanIn), 1.0 / std::sqrt(fanIn));
+  const double       bound = 1.0 / std::sqrt(static_cast<double>(weight.numel() / weight.size(0)));
+  weight.uniform_(-bound, bound, generator);
+  bias.uniform_(-bound, bound, generator);
+}
+} // namespace
+
+void
+ConvImpl::Initialize(at::Generator & generator)
+{
+  DrawDefaultInitialValues(m_Weight, m_Bias, generator);
+}
+
+DenseImpl::DenseImpl(int64_t inFeatures, int64_t outFeatures, bool zeroInitialized)
+    : m_ZeroInitialized(zeroInitialized)
+{
+  m_Weight = register_parameter("weight", torch::zeros({ outFeatures, inFeatures }));
+  m_Bias = register_parameter("bias", torch::zeros({ outFeatures }));
+}
+
+torch::Tensor
+DenseImpl::forward(const torch::Tensor & x)
+{
+  return torch::linear(x, m_Weight, m_Bias);
+}
+
+void
+DenseImpl::Initialize(at::Generator & generator)
+{
+  if (m_ZeroInitialized)
+  {
+    torch::NoGradGuard noGrad;
+    m_Weight.zero_();
+    m_Bias.zero_();
+    return;
+  }
+  DrawDefaultInitialValues(m_Weight, m_Bias, generator);
+}
+
+void
+InitializeParameters(torch::nn::Module & network, at::Generator & generator)
+{
+  for (const std::shared_ptr<torch::nn::Module> & module : network.modules())
+  {
+    if (auto * conv = dynamic_cast<ConvImpl *>(module.get()))
+    {
+      conv->Initialize(generator);
+    }
+    else if (auto * dense = dynamic_cast<DenseImpl *>(module.get()))
+    {
+      dense->Initialize(generator);
+    }
+  }
 }
 
 torch::Tensor
@@ -135,12 +193,9 @@ ResidualBlockImpl::ResidualBlockImpl(int dimension, int64_t inChannels, int64_t 
   }
   if (conditionDim > 0)
   {
-    m_Film = register_module("film", torch::nn::Linear(conditionDim, 2 * outChannels));
     // Zero-initialised so that an untrained Condition Embedding is the identity. (A small random start, which would
     // pass z a gradient from the first step, failed the tiny preset's training test: bench/EXPERIMENTS.md.)
-    torch::NoGradGuard noGrad;
-    m_Film->weight.zero_();
-    m_Film->bias.zero_();
+    m_Film = register_module("film", Dense(conditionDim, 2 * outChannels, /*zeroInitialized=*/true));
   }
 }
 
@@ -185,8 +240,8 @@ ImageEncoderImpl::ImageEncoderImpl(int dimension, int64_t inChannels, const Netw
       register_module("down_" + std::to_string(level), Conv(dimension, channels[level], channels[level + 1], 2, 2)));
   }
   m_FeatureChannels = channels.back();
-  m_Project = register_module("project", torch::nn::Linear(m_FeatureChannels, config.RepresentationDim));
-  m_Mix = register_module("mix", torch::nn::Linear(config.RepresentationDim, config.RepresentationDim));
+  m_Project = register_module("project", Dense(m_FeatureChannels, config.RepresentationDim));
+  m_Mix = register_module("mix", Dense(config.RepresentationDim, config.RepresentationDim));
 }
 
 std::pair<torch::Tensor, torch::Tensor>
@@ -257,8 +312,8 @@ SinusoidalEmbedding(const torch::Tensor & t, int64_t dim)
 
 TimeEmbeddingImpl::TimeEmbeddingImpl(int64_t dim)
 {
-  m_First = register_module("first", torch::nn::Linear(SinusoidDim, dim));
-  m_Second = register_module("second", torch::nn::Linear(dim, dim));
+  m_First = register_module("first", Dense(SinusoidDim, dim));
+  m_Second = register_module("second", Dense(dim, dim));
 }
 
 torch::Tensor
@@ -271,13 +326,13 @@ DenoiserImpl::DenoiserImpl(const NetworkConfig & config)
 {
   const int64_t d = config.RepresentationDim;
   const int64_t width = config.DenoiserWidth;
-  m_In = register_module("in", torch::nn::Linear(2 * d + EmbeddingDim, width));
+  m_In = register_module("in", Dense(2 * d + EmbeddingDim, width));
   for (int b = 0; b < config.DenoiserBlocks; ++b)
   {
-    m_First.push_back(register_module("block_" + std::to_string(b) + "_a", torch::nn::Linear(width, width)));
-    m_Second.push_back(register_module("block_" + std::to_string(b) + "_b", torch::nn::Linear(width, width)));
+    m_First.push_back(register_module("block_" + std::to_string(b) + "_a", Dense(width, width)));
+    m_Second.push_back(register_module("block_" + std::to_string(b) + "_b", Dense(width, width)));
   }
-  m_Out = register_module("out", torch::nn::Linear(width, d));
+  m_Out = register_module("out", Dense(width, d));
 }
 
 torch::Tensor

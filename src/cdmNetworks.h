@@ -9,7 +9,6 @@
 #include "cdmModelConfig.h"
 
 #include <torch/nn/module.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
 #include <array>
@@ -116,6 +115,9 @@ public:
    *  the rest returned (MaxPlanes at a time). */
   PlaneRun
   ForwardPlanes(const PlaneRun & input, ConvStreamState & state);
+  /** Draws PyTorch's default initial values for a convolution (uniform in +-1/sqrt(fan-in)) from `generator`. */
+  void
+  Initialize(at::Generator & generator);
 
 private:
   int           m_Dimension;
@@ -125,6 +127,36 @@ private:
   torch::Tensor m_Bias;
 };
 TORCH_MODULE(Conv);
+
+/** \brief A fully connected layer (y = x W^T + b) as Dense, whose constructor draws from torch's default
+ *  generator: this one draws nothing until Initialize() is given the engine's own generator. */
+class DenseImpl : public torch::nn::Module
+{
+public:
+  /** `zeroInitialized`: Initialize() sets it to zero (an untrained FiLM is then the identity). */
+  DenseImpl(int64_t inFeatures, int64_t outFeatures, bool zeroInitialized = false);
+  torch::Tensor
+  forward(const torch::Tensor & x);
+  /** PyTorch's default for a linear layer (uniform in +-1/sqrt(fan-in)), or zeros. */
+  void
+  Initialize(at::Generator & generator);
+  torch::Tensor &
+  Weight()
+  {
+    return m_Weight;
+  }
+
+private:
+  torch::Tensor m_Weight;
+  torch::Tensor m_Bias;
+  bool          m_ZeroInitialized;
+};
+TORCH_MODULE(Dense);
+
+/** Gives every layer of `network` its initial values, drawn in a fixed order from `generator` alone (the engine never
+ *  draws from, nor seeds, torch's default generators: a caller's random stream is its own). */
+void
+InitializeParameters(torch::nn::Module & network, at::Generator & generator);
 
 /** \brief Per-voxel LayerNorm over channels (as in ConvNeXt): no spatial statistics, so tiles stay exact. */
 class ChannelNormImpl : public torch::nn::Module
@@ -162,7 +194,7 @@ private:
   ChannelNorm       m_Norm2{ nullptr };
   Conv              m_Conv2{ nullptr };
   Conv              m_Skip{ nullptr };
-  torch::nn::Linear m_Film{ nullptr };
+  Dense m_Film{ nullptr };
 };
 TORCH_MODULE(ResidualBlock);
 
@@ -199,8 +231,8 @@ private:
   std::vector<ResidualBlock> m_Blocks;
   std::vector<Conv>          m_Downsamplers;
   std::vector<int>           m_BlocksPerLevel;
-  torch::nn::Linear          m_Project{ nullptr };
-  torch::nn::Linear          m_Mix{ nullptr };
+  Dense          m_Project{ nullptr };
+  Dense          m_Mix{ nullptr };
   int64_t                    m_FeatureChannels{ 0 };
 };
 TORCH_MODULE(ImageEncoder);
@@ -236,8 +268,8 @@ public:
   static constexpr int64_t SinusoidDim = 32;
 
 private:
-  torch::nn::Linear m_First{ nullptr };
-  torch::nn::Linear m_Second{ nullptr };
+  Dense m_First{ nullptr };
+  Dense m_Second{ nullptr };
 };
 TORCH_MODULE(TimeEmbedding);
 
@@ -253,10 +285,10 @@ public:
   static constexpr int64_t EmbeddingDim = 32;
 
 private:
-  torch::nn::Linear              m_In{ nullptr };
-  std::vector<torch::nn::Linear> m_First;
-  std::vector<torch::nn::Linear> m_Second;
-  torch::nn::Linear              m_Out{ nullptr };
+  Dense              m_In{ nullptr };
+  std::vector<Dense> m_First;
+  std::vector<Dense> m_Second;
+  Dense              m_Out{ nullptr };
 };
 TORCH_MODULE(Denoiser);
 

@@ -300,17 +300,17 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
       scales.push_back(c.Scales.at(options.Target));
     }
     config.TargetScale = Median(scales);
-    torch::manual_seed(options.Seed);
-    implPointer = std::make_shared<Model::Impl>(config, ToTorchDevice(ResolveDevice(options.Device)));
+    implPointer = std::make_shared<Model::Impl>(config, ToTorchDevice(ResolveDevice(options.Device)), options.Seed);
     if (options.FilmInit == "small")
     {
       torch::NoGradGuard noGrad;
+      at::Generator      generator = NewGenerator(options.Seed + 31);
       const double       bound = 0.1 / std::sqrt(static_cast<double>(config.Network.RepresentationDim));
       for (auto & [name, parameter] : implPointer->NamedParameters())
       {
         if (name.size() >= 11 && name.compare(name.size() - 11, 11, "film.weight") == 0)
         {
-          parameter.uniform_(-bound, bound);
+          parameter.copy_(torch::empty(parameter.sizes()).uniform_(-bound, bound, generator));
         }
       }
     }
@@ -326,7 +326,6 @@ Train(const Dataset &                                       data,
       const std::function<void(const TrainingProgress &)> & progress,
       const std::atomic<bool> *                             stopRequested)
 {
-  const CallerRandomStateScope       callerState; // every iteration seeds torch's generators; the caller's are kept
   const auto                         runStart = Clock::now();
   std::vector<std::string>           stageOrder;
   const std::vector<std::string>     stages = StagesToRun(data, options, &stageOrder);
@@ -457,12 +456,12 @@ Train(const Dataset &                                       data,
     {
       const uint64_t  seed = MixSeed(options.Seed, stageIndex, static_cast<uint64_t>(iteration));
       std::mt19937_64 random(seed);
-      torch::manual_seed(seed);
+      at::Generator   generator = NewGenerator(seed); // the iteration's draws in the losses (noise, steps, masks)
       Batch batch = trainSampler.Sample(random, batchSize);
       DropSources(batch, options.SourceDropout, random);
       batch = batch.To(impl.Device);
       optimizer.zero_grad();
-      const at::Tensor loss = stage.Loss(batch);
+      const at::Tensor loss = stage.Loss(batch, generator);
       loss.backward();
       optimizer.step();
       losses.push_back(loss.item<double>());

@@ -42,15 +42,15 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   const std::string lossKind = options.SynthesisLoss;
   // z_hat during training. DiffIR: unroll every reverse step from q(z_{T-1} | z) with gradients; long schedules:
   // one random step.
-  const auto trainingRepresentation = [&impl, trainSteps, unrolled](const at::Tensor & condition,
-                                                                    const at::Tensor & z) {
+  const auto trainingRepresentation = [&impl, trainSteps, unrolled](
+                                        const at::Tensor & condition, const at::Tensor & z, at::Generator & generator) {
     if (unrolled)
     {
-      const at::Tensor start = impl.Schedule->QSample(z, trainSteps - 1, torch::randn_like(z));
+      const at::Tensor start = impl.Schedule->QSample(z, trainSteps - 1, Noise(z.sizes(), generator, z.device()));
       return impl.SampleRepresentation(condition, start, 0.0, {});
     }
-    const int        t = static_cast<int>(torch::randint(trainSteps, { 1 }).item<int64_t>());
-    const at::Tensor zt = impl.Schedule->QSample(z, t, torch::randn_like(z));
+    const int        t = static_cast<int>(torch::randint(trainSteps, { 1 }, generator).item<int64_t>());
+    const at::Tensor zt = impl.Schedule->QSample(z, t, Noise(z.sizes(), generator, z.device()));
     return impl.Denoiser->forward(
       zt, condition, torch::full({ z.size(0) }, static_cast<double>(t) / trainSteps, z.options()));
   };
@@ -62,7 +62,7 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   // The C-UNet stage's z: the target's encoding, trained with the C-UNet when the encoder is a teacher (DiffIR's
   // stage 1: z learns what the synthesis needs and the sources do not show), with optional noise so that the
   // C-UNet tolerates the MDN's estimate.
-  const auto teacherRepresentation = [&impl, &options](const Batch & b) {
+  const auto teacherRepresentation = [&impl, &options](const Batch & b, at::Generator & generator) {
     at::Tensor z = impl.EncodeTarget(b.Target);
     if (!options.TeacherEncoder)
     {
@@ -70,7 +70,7 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
     }
     if (options.RepresentationNoise > 0.0)
     {
-      z = z + options.RepresentationNoise * z.detach().std() * torch::randn_like(z);
+      z = z + options.RepresentationNoise * z.detach().std() * Noise(z.sizes(), generator, z.device());
     }
     return z;
   };
@@ -79,29 +79,30 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   stages["mrm"] = { "mrm",
                     { "mrm_encoder", "mrm_decoder" },
                     1.0,
-                    [&impl](const Batch & b) {
-                      const auto [prediction, mask] = impl.ReconstructMasked(b.Target);
+                    [&impl](const Batch & b, at::Generator & generator) {
+                      const auto [prediction, mask] = impl.ReconstructMasked(b.Target, generator);
                       return MaskedMean((prediction - b.Target).pow(2), mask);
                     },
                     [&impl, &options](const Batch & b) {
-                      torch::manual_seed(options.Seed + 29);
-                      return impl.ReconstructMasked(b.Target).first;
+                      at::Generator generator = NewGenerator(options.Seed + 29);
+                      return impl.ReconstructMasked(b.Target, generator).first;
                     } };
   stages["cunet"] = {
     "cunet",
     options.TeacherEncoder ? std::vector<std::string>{ "unet", "mrm_encoder" } : std::vector<std::string>{ "unet" },
     1.0,
-    [&impl, teacherRepresentation, tumourWeight, lossKind](const Batch & b) {
-      return SynthesisLoss(impl.SynthesizeBatch(b.Sources, teacherRepresentation(b)), b, tumourWeight, lossKind);
+    [&impl, teacherRepresentation, tumourWeight, lossKind](const Batch & b, at::Generator & generator) {
+      return SynthesisLoss(
+        impl.SynthesizeBatch(b.Sources, teacherRepresentation(b, generator)), b, tumourWeight, lossKind);
     },
     [&impl](const Batch & b) { return impl.SynthesizeBatch(b.Sources, impl.EncodeTarget(b.Target)); }
   };
   stages["mdn"] = { "mdn",
                     { "source_encoder", "denoiser" },
                     1.0,
-                    [&impl, trainingRepresentation](const Batch & b) {
+                    [&impl, trainingRepresentation](const Batch & b, at::Generator & generator) {
                       const at::Tensor z = impl.EncodeTarget(b.Target).detach();
-                      return (trainingRepresentation(impl.EncodeSources(b.Sources), z) - z).abs().mean();
+                      return (trainingRepresentation(impl.EncodeSources(b.Sources), z, generator) - z).abs().mean();
                     },
                     [&impl, sampledRepresentation](const Batch & b) {
                       return impl.SynthesizeBatch(b.Sources, sampledRepresentation(b));
@@ -109,9 +110,11 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   stages["finetune"] = { "finetune",
                          { "source_encoder", "denoiser", "unet" },
                          0.2,
-                         [&impl, trainingRepresentation, tumourWeight, lossKind](const Batch & b) {
+                         [&impl, trainingRepresentation, tumourWeight, lossKind](const Batch & b,
+                                                                                 at::Generator & generator) {
                            const at::Tensor z = impl.EncodeTarget(b.Target).detach();
-                           const at::Tensor zHat = trainingRepresentation(impl.EncodeSources(b.Sources), z);
+                           const at::Tensor zHat =
+                             trainingRepresentation(impl.EncodeSources(b.Sources), z, generator);
                            return SynthesisLoss(impl.SynthesizeBatch(b.Sources, zHat), b, tumourWeight, lossKind) +
                                   (zHat - z).abs().mean();
                          },
@@ -120,22 +123,22 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   stages["unet"] = { "unet",
                      { "unet" },
                      1.0,
-                     [&impl, tumourWeight, lossKind](const Batch & b) {
+                     [&impl, tumourWeight, lossKind](const Batch & b, at::Generator &) {
                        return SynthesisLoss(impl.SynthesizeBatch(b.Sources, {}), b, tumourWeight, lossKind);
                      },
                      [&impl](const Batch & b) { return impl.SynthesizeBatch(b.Sources, {}); } };
   stages["ddim"] = { "ddim",
                      { "unet", "time_embedding" },
                      1.0,
-                     [&impl, trainSteps](const Batch & b) {
+                     [&impl, trainSteps](const Batch & b, at::Generator & generator) {
                        const int64_t    batch = b.Target.size(0);
-                       const at::Tensor t = torch::randint(trainSteps, { batch }, torch::kLong);
+                       const at::Tensor t = torch::randint(trainSteps, { batch }, generator, torch::kLong);
                        const at::Tensor alphaBars =
                          torch::tensor(impl.Schedule->AlphaBars(), torch::kFloat64).index_select(0, t);
                        std::vector<int64_t> shape(static_cast<size_t>(b.Target.dim()), 1);
                        shape[0] = batch;
                        const at::Tensor abar = alphaBars.to(torch::kFloat32).view(shape).to(impl.Device);
-                       const at::Tensor noise = torch::randn_like(b.Target);
+                       const at::Tensor noise = Noise(b.Target.sizes(), generator, b.Target.device());
                        const at::Tensor xt = abar.sqrt() * b.Target + (1.0 - abar).sqrt() * noise;
                        const at::Tensor fraction = (t.to(torch::kFloat32) / trainSteps).to(impl.Device);
                        return (impl.PredictNoise(b.Sources, xt, fraction) - noise).pow(2).mean();

@@ -23,8 +23,9 @@ struct StageDefinition
   std::string                              Name;
   std::vector<std::string>                 Networks; ///< parameter prefixes in the model file
   double                                   LearningRateFactor{ 1.0 };
-  std::function<at::Tensor(const Batch &)> Loss;
-  std::function<at::Tensor(const Batch &)> Predict; ///< run under NoGradGuard
+  /** The training loss of a batch; its random draws come from the iteration's generator. */
+  std::function<at::Tensor(const Batch &, at::Generator &)> Loss;
+  std::function<at::Tensor(const Batch &)>                  Predict; ///< run under NoGradGuard, repeatable
 };
 
 /** The stages of every model kind by name (README.md, "The model"): mrm, cunet, mdn, finetune (cdm), unet, ddim. The

@@ -19,8 +19,8 @@ class Locality : public ::testing::TestWithParam<std::string>
 TEST_P(Locality, OutputIgnoresInputOutsideTheReceptiveField)
 {
   const cdm::ModelConfig config = cdm::ModelConfig::FromPreset(GetParam(), 2, { "t1n", "t2w", "t2f" }, "t1c");
-  torch::manual_seed(0);
-  cdm::Model::Impl   impl(config, torch::kCPU);
+  torch::manual_seed(0); // the test's inputs below
+  cdm::Model::Impl   impl(config, torch::kCPU, 0);
   c10::InferenceMode guard;
   const int64_t      radius = config.UNetReceptiveRadius();
   const int64_t      edge = 2 * radius + 3 * config.UNetAlignment() * 4;

@@ -21,8 +21,17 @@ set(launcher "")
 if(COMPILER_LAUNCHER)
   set(launcher "-DCMAKE_CXX_COMPILER_LAUNCHER=${COMPILER_LAUNCHER}")
 endif()
+# The consumer is compiled and linked as the build it consumes (scripts/sanitize.sh's instrumented build needs the
+# sanitizers' runtime in the program too).
+set(flags "")
+if(CXX_FLAGS)
+  list(APPEND flags "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}")
+endif()
+if(LINKER_FLAGS)
+  list(APPEND flags "-DCMAKE_EXE_LINKER_FLAGS=${LINKER_FLAGS}")
+endif()
 run_step("configure the third-party project" ${CMAKE_COMMAND} -S "${PROJECT_DIR}" -B "${WORK_DIR}/build"
-         -G "${GENERATOR}" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix" ${launcher})
+         -G "${GENERATOR}" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix" ${launcher} ${flags})
 run_step("build it" ${CMAKE_COMMAND} --build "${WORK_DIR}/build")
 run_step("run cdmConsumer" "${WORK_DIR}/build/cdmConsumer" "${WORK_DIR}/consumer.cdm")
 message(STATUS "${STEP_OUTPUT}")
