@@ -2,11 +2,12 @@
  *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
-// The `cdm` command line: train, synthesize, evaluate, phantom, montage, info.
+// The `cdm` command line: train, synthesize, impute, evaluate, phantom, montage, info.
 // Exit codes: 0 success, 1 bad input or failure, 2 usage error, 130 training interrupted (checkpoint saved).
 #include "cdmDataset.h"
 #include "cdmError.h"
 #include "cdmImageIO.h"
+#include "cdmImpute.h"
 #include "cdmMetrics.h"
 #include "cdmModel.h"
 #include "cdmMontage.h"
@@ -22,9 +23,11 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <random>
 #include <sstream>
 
 namespace
@@ -309,6 +312,66 @@ RunSynthesize(const SynthesizeArguments & arguments)
   return 0;
 }
 
+struct ImputeArguments
+{
+  cdm::ImputeOptions Options;
+  std::string        Shard;
+  std::string        Precision{ "fp32" };
+  int                Threads{ 0 };
+  bool               Json{ false };
+};
+
+int
+RunImpute(ImputeArguments arguments)
+{
+  ConfigureThreads(arguments.Threads);
+  cdm::ImputeOptions & options = arguments.Options;
+  options.Synthesis.NetworkPrecision = cdm::ParsePrecision(arguments.Precision, "--precision");
+  if (!arguments.Shard.empty())
+  {
+    const size_t slash = arguments.Shard.find('/');
+    try
+    {
+      size_t used = 0;
+      options.ShardIndex = std::stoi(arguments.Shard.substr(0, slash), &used);
+      options.ShardCount = slash == std::string::npos ? 0 : std::stoi(arguments.Shard.substr(slash + 1));
+      if (used != slash)
+      {
+        options.ShardCount = 0;
+      }
+    }
+    catch (const std::exception &)
+    {
+      options.ShardCount = 0;
+    }
+    if (options.ShardCount < 1 || options.ShardIndex < 0 || options.ShardIndex >= options.ShardCount)
+    {
+      throw cdm::InputError("--shard '" + arguments.Shard + "': expected i/N with 0 <= i < N, e.g. 0/4");
+    }
+  }
+  // With --json the report is the only thing on stdout (for programs: itk_cdm.impute); progress goes to stderr.
+  std::ostream & out = arguments.Json ? std::cerr : std::cout;
+  const cdm::ImputeReport report =
+    cdm::Impute(options, [&out](const std::string & line) { out << "[cdm impute] " << line << std::endl; });
+  if (arguments.Json)
+  {
+    std::cout << cdm::ImputeReportJson(report) << std::endl;
+  }
+  out << "[cdm impute] " << report.Cases << " case(s): " << (options.DryRun ? report.Planned.size() : report.Written.size())
+      << (options.DryRun ? " file(s) to write" : " file(s) written") << ", " << report.Existing.size()
+      << " already there, " << report.CompleteCases << " complete, " << report.Failed.size() << " failed";
+  if (!options.DryRun && !report.Written.empty())
+  {
+    out << "; manifest " << report.Manifest;
+  }
+  out << std::endl;
+  for (const auto & [caseName, reason] : report.Failed)
+  {
+    std::cerr << "[cdm impute] failed: " << caseName << ": " << reason << std::endl;
+  }
+  return report.Failed.empty() ? 0 : 1;
+}
+
 struct EvaluateArguments
 {
   std::string Reference;
@@ -457,7 +520,23 @@ struct PhantomArguments
   int                 Cases{ 1 };
   uint64_t            Seed{ 0 };
   std::string         Prefix{ "PHANTOM" };
+  std::string         Drop{ "none" };
+  std::string         HeldOut;
 };
+
+/** The modality `--drop` removes from case `index`: a fixed one, or (random) one drawn from the seed and the index,
+ *  as BraSyn's validation set lacks one modality at random per case. */
+std::string
+DroppedModality(const PhantomArguments & arguments, int index)
+{
+  if (arguments.Drop != "random")
+  {
+    return arguments.Drop;
+  }
+  std::mt19937_64 random(arguments.Seed * 1000003ull + static_cast<uint64_t>(index) + 17);
+  const auto &    modalities = cdm::KnownModalities();
+  return modalities[std::uniform_int_distribution<size_t>(0, modalities.size() - 1)(random)];
+}
 
 int
 RunPhantom(const PhantomArguments & arguments)
@@ -483,6 +562,7 @@ RunPhantom(const PhantomArguments & arguments)
       }
     }
   }
+  const std::string heldOut = arguments.HeldOut.empty() ? arguments.Output + "-held-out" : arguments.HeldOut;
   const auto                  start = std::chrono::steady_clock::now();
   const cdm::PhantomGenerator generator(options);
   for (int i = 0; i < arguments.Cases; ++i)
@@ -491,8 +571,16 @@ RunPhantom(const PhantomArguments & arguments)
     name << arguments.Prefix << "-" << std::setw(5) << std::setfill('0') << i;
     const cdm::PhantomCase phantom = generator.Generate(arguments.Seed * 100003ull + static_cast<uint64_t>(i));
     cdm::PhantomGenerator::Write(phantom, arguments.Output, name.str());
-    std::cout << "[cdm phantom] " << (i + 1) << "/" << arguments.Cases << " " << arguments.Output << "/" << name.str()
-              << std::endl;
+    std::cout << "[cdm phantom] " << (i + 1) << "/" << arguments.Cases << " " << arguments.Output << "/" << name.str();
+    if (arguments.Drop != "none")
+    {
+      // Kept aside, not deleted: the reference for scoring an imputation of it.
+      const std::string file = name.str() + "-" + DroppedModality(arguments, i) + ".nii.gz";
+      std::filesystem::create_directories(heldOut + "/" + name.str());
+      std::filesystem::rename(arguments.Output + "/" + name.str() + "/" + file, heldOut + "/" + name.str() + "/" + file);
+      std::cout << " (" << file << " moved to " << heldOut << "/" << name.str() << ")";
+    }
+    std::cout << std::endl;
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << "[cdm phantom] wrote " << arguments.Cases << " case(s) (" << options.Anatomy << ", " << options.Size[0]
@@ -729,6 +817,33 @@ main(int argc, char ** argv)
   synthesizeCommand->add_option(
     "--timing", synthesize.TimingJson, "Write the time of each half (sampling, C-UNet) as JSON");
 
+  ImputeArguments impute;
+  auto *          imputeCommand = app.add_subcommand(
+    "impute", "Fill every missing modality of a folder of BraTS-layout cases (never overwrites; resumable)");
+  imputeCommand->add_option("--data", impute.Options.Data, "Folder of <case>/<case>-<modality>.nii.gz")->required();
+  imputeCommand
+    ->add_option("--model",
+                 impute.Options.Models,
+                 "Model file (.cdm); repeat for several targets. Each gap is filled by the model that can use the "
+                 "most of the case's real scans")
+    ->required();
+  imputeCommand->add_option(
+    "--out", impute.Options.Output, "Folder for <case>/<case>-<modality>.nii.gz and the manifest (default: --data)");
+  imputeCommand->add_flag("--dry-run", impute.Options.DryRun, "Print what would be written, write nothing");
+  imputeCommand->add_option(
+    "--shard", impute.Shard, "i/N: only every N-th case from the i-th (0-based; for array jobs), its own manifest");
+  imputeCommand->add_option("--seed", impute.Options.Synthesis.Seed, "Seed of the starting noise (every file)")
+    ->capture_default_str();
+  imputeCommand->add_option("--samples", impute.Options.Synthesis.Samples, "Representation samples K (mean output)")
+    ->check(CLI::PositiveNumber)
+    ->capture_default_str();
+  imputeCommand->add_option("--precision", impute.Precision, "fp32, bf16 or fp16 (as synthesize)")
+    ->check(CLI::IsMember({ "fp32", "bf16", "fp16" }))
+    ->capture_default_str();
+  imputeCommand->add_option("--device", impute.Options.Device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  imputeCommand->add_option("--threads", impute.Threads, "CPU threads (default: ITK's global default)");
+  imputeCommand->add_flag("--json", impute.Json, "Print the report as JSON on stdout (progress on stderr)");
+
   EvaluateArguments evaluate;
   auto * evaluateCommand = app.add_subcommand("evaluate", "PSNR, SSIM and MAE of a prediction against a reference");
   evaluateCommand->add_option("--reference", evaluate.Reference, "Reference image")->required();
@@ -806,6 +921,16 @@ main(int argc, char ** argv)
     "with the same seed, a case's counterfactual dose)");
   phantomCommand->add_option("--templates", phantom.Options.TemplateDirectory, "Folder of the Colin27 templates")
     ->capture_default_str();
+  std::vector<std::string> dropChoices{ "none", "random" };
+  dropChoices.insert(dropChoices.end(), cdm::KnownModalities().begin(), cdm::KnownModalities().end());
+  phantomCommand
+    ->add_option("--drop",
+                 phantom.Drop,
+                 "Remove one modality per case, as in BraSyn: random (drawn per case from the seed) or a named one; "
+                 "the removed files are moved to --held-out for scoring")
+    ->check(CLI::IsMember(dropChoices))
+    ->capture_default_str();
+  phantomCommand->add_option("--held-out", phantom.HeldOut, "Where --drop moves the removed files (default: OUT-held-out)");
 
   std::string infoPath;
   auto *      infoCommand = app.add_subcommand("info", "Print a model file's header");
@@ -842,6 +967,10 @@ main(int argc, char ** argv)
     if (*synthesizeCommand)
     {
       return RunSynthesize(synthesize);
+    }
+    if (*imputeCommand)
+    {
+      return RunImpute(impute);
     }
     if (*evaluateCommand)
     {

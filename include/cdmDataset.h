@@ -31,6 +31,10 @@ struct DatasetScan
   std::vector<std::string> Skipped; ///< "<case>: <reason>"
 };
 
+/** A case's file in the BraTS layout: `<folder>/<name>-<suffix>.nii.gz`, or `.nii`; empty when neither exists. */
+std::string
+FindCaseFile(const std::string & folder, const std::string & name, const std::string & suffix);
+
 /** Lists the case folders of `directory` (sorted by name) that hold every modality asked for (`.nii.gz` or
  *  `.nii`). Throws InputError when the folder does not exist. */
 DatasetScan

@@ -13,15 +13,12 @@ namespace cdm
 
 namespace fs = std::filesystem;
 
-namespace
-{
-/** `<folder>/<case>-<suffix>.nii.gz`, or `.nii`; empty when neither exists. */
 std::string
-FindCaseFile(const fs::path & folder, const std::string & name, const std::string & suffix)
+FindCaseFile(const std::string & folder, const std::string & name, const std::string & suffix)
 {
   for (const char * extension : { ".nii.gz", ".nii" })
   {
-    const fs::path candidate = folder / (name + "-" + suffix + extension);
+    const fs::path candidate = fs::path(folder) / (name + "-" + suffix + extension);
     if (fs::is_regular_file(candidate))
     {
       return candidate.string();
@@ -29,7 +26,6 @@ FindCaseFile(const fs::path & folder, const std::string & name, const std::strin
   }
   return {};
 }
-} // namespace
 
 DatasetScan
 ScanBraTSFolder(const std::string & directory, const std::vector<std::string> & modalities)
@@ -55,14 +51,14 @@ ScanBraTSFolder(const std::string & directory, const std::vector<std::string> & 
     files.Name = folder.filename().string();
     for (const auto & modality : modalities)
     {
-      const std::string path = FindCaseFile(folder, files.Name, modality);
+      const std::string path = FindCaseFile(folder.string(), files.Name, modality);
       if (path.empty())
       {
         missing += (missing.empty() ? "" : ", ") + files.Name + "-" + modality + ".nii.gz";
       }
       files.Files[modality] = path;
     }
-    files.Segmentation = FindCaseFile(folder, files.Name, "seg");
+    files.Segmentation = FindCaseFile(folder.string(), files.Name, "seg");
     if (missing.empty())
     {
       scan.Cases.push_back(std::move(files));

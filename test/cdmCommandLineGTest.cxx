@@ -29,30 +29,12 @@ namespace
 {
 namespace fs = std::filesystem;
 
-struct Result
-{
-  int         ExitCode{ -1 };
-  std::string Output; // stdout and stderr
-};
+using Result = cdm::testing::CommandResult;
 
 Result
 RunCdm(const std::string & arguments)
 {
-  Result            result;
-  const std::string command = std::string(CDM_EXECUTABLE) + " " + arguments + " 2>&1";
-  FILE *            pipe = ::popen(command.c_str(), "r");
-  if (!pipe)
-  {
-    return result;
-  }
-  std::array<char, 4096> buffer{};
-  while (std::fgets(buffer.data(), static_cast<int>(buffer.size()), pipe))
-  {
-    result.Output += buffer.data();
-  }
-  const int status = ::pclose(pipe);
-  result.ExitCode = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  return cdm::testing::RunCommand(std::string(CDM_EXECUTABLE) + " " + arguments);
 }
 
 /** Writes a zero-filled image of type TImage and the given size to `path`. */

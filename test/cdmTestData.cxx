@@ -6,6 +6,10 @@
 #include "cdmModelImpl.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+
+#include <array>
+#include <cstdio>
+#include <sys/wait.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -166,6 +170,26 @@ MakeTemporaryDirectory(const std::string & name)
   fs::remove_all(path);
   fs::create_directories(path);
   return path.string();
+}
+
+CommandResult
+RunCommand(const std::string & commandLine)
+{
+  CommandResult     result;
+  const std::string command = commandLine + " 2>&1";
+  FILE *            pipe = ::popen(command.c_str(), "r");
+  if (!pipe)
+  {
+    return result;
+  }
+  std::array<char, 4096> buffer{};
+  while (std::fgets(buffer.data(), static_cast<int>(buffer.size()), pipe))
+  {
+    result.Output += buffer.data();
+  }
+  const int status = ::pclose(pipe);
+  result.ExitCode = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
 }
 
 } // namespace testing

@@ -45,6 +45,17 @@ RandomizeFilm(const Model & model, uint64_t seed);
 std::string
 TestDevice();
 
+/** \brief A finished program: its exit code (-1 when it did not exit normally) and its stdout and stderr together. */
+struct CommandResult
+{
+  int         ExitCode{ -1 };
+  std::string Output;
+};
+
+/** Runs a shell command line (stderr joined to stdout) and waits for it. */
+CommandResult
+RunCommand(const std::string & commandLine);
+
 /** A fresh, empty temporary folder for one test. */
 std::string
 MakeTemporaryDirectory(const std::string & name);

@@ -26,7 +26,7 @@ from . import engine as _engine
 
 __version__ = _engine.Version()
 __all__ = ["Model", "Representation", "load_model", "synthesize", "encode", "sample_representation", "train",
-           "phantom", "known_modalities", "set_number_of_threads", "__version__"]
+           "phantom", "impute", "known_modalities", "set_number_of_threads", "__version__"]
 
 del _torch
 
@@ -197,4 +197,4 @@ def sample_representation(model, sources, samples=1, seed=None, eta=None):
         model._handle.SampleRepresentation(image_set, int(samples), _seed(seed), -1.0 if eta is None else float(eta)))
 
 
-from ._training import phantom, train  # noqa: E402  (they use the helpers above)
+from ._training import impute, phantom, train  # noqa: E402  (they use the helpers above)

@@ -1,4 +1,5 @@
-"""Training and phantom data from Python: the same engine code as ``cdm train`` and ``cdm phantom``."""
+"""Training, phantom data and imputation from Python: the same code as ``cdm train``, ``cdm phantom`` and
+``cdm impute``."""
 import json
 import os
 import subprocess
@@ -153,14 +154,54 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
 
 
 def phantom(out_dir, cases, seed=0, anatomy="colin27", size=(128, 128, 96), spacing=1.5, prefix="PHANTOM",
-            tumour_slab=0):
+            tumour_slab=0, drop="none", held_out=None):
     """Writes ``cases`` BraTS-like phantom cases (t1n, t1c, t2w, t2f, seg) to ``out_dir``, as ``cdm phantom``
-    (deterministic for a seed). Returns the case folders."""
+    (deterministic for a seed). ``drop="random"`` (or a modality name) removes one modality per case as in BraSyn,
+    moving it to ``held_out`` (default ``<out_dir>-held-out``) for scoring. Returns the case folders."""
     command = [_command_line.find_executable(), "phantom", "--out", os.fspath(out_dir), "--cases", str(int(cases)), "--seed",
                str(int(seed)), "--anatomy", str(anatomy), "--size", ",".join(str(int(s)) for s in size),
-               "--spacing", str(float(spacing)), "--prefix", str(prefix), "--tumour-slab", str(int(tumour_slab))]
+               "--spacing", str(float(spacing)), "--prefix", str(prefix), "--tumour-slab", str(int(tumour_slab)),
+               "--drop", str(drop)]
+    if held_out is not None:
+        command += ["--held-out", os.fspath(held_out)]
     done = subprocess.run(command, capture_output=True, text=True, env=_command_line.environment())
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip()
         raise (ValueError if done.returncode in (1, 2) else RuntimeError)("cdm phantom: " + message)
     return [os.path.join(os.fspath(out_dir), "{}-{:05d}".format(prefix, i)) for i in range(int(cases))]
+
+
+def impute(data_dir, models, out_dir=None, dry_run=False, shard=None, seed=0, samples=1, precision="fp32",
+           device="auto", threads=None):
+    """Fills every missing modality of a folder of BraTS-layout cases, as ``cdm impute``: each gap is synthesized
+    from the case's real scans by the model (of ``models``, paths of .cdm files) that can use the most of them, and
+    written as ``<case>/<case>-<modality>.nii.gz`` (into ``out_dir`` when given); existing files are never
+    overwritten, so a rerun resumes. ``shard=(i, n)`` takes every n-th case from the i-th. Returns the manifest rows
+    of the files written (or, with ``dry_run``, that would be): dicts with case, modality, file, model,
+    model_sha256, sources, seed, samples, seconds. Cases that could not be imputed are reported with a
+    ``UserWarning`` each (name and reason); bad options raise ``ValueError``."""
+    import warnings
+    if isinstance(models, (str, os.PathLike)):
+        models = [models]
+    command = [_command_line.find_executable(), "impute", "--data", os.fspath(data_dir), "--json", "--seed",
+               str(int(seed)), "--samples", str(int(samples)), "--precision", str(precision), "--device", str(device)]
+    for model in models:
+        command += ["--model", os.fspath(model)]
+    if out_dir is not None:
+        command += ["--out", os.fspath(out_dir)]
+    if dry_run:
+        command.append("--dry-run")
+    if shard is not None:
+        command += ["--shard", "{}/{}".format(int(shard[0]), int(shard[1]))]
+    if threads is not None:
+        command += ["--threads", str(int(threads))]
+    done = subprocess.run(command, capture_output=True, text=True, env=_command_line.environment())
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        message = (done.stderr or done.stdout).strip()
+        raise (ValueError if done.returncode in (1, 2) else RuntimeError)("cdm impute: " + message) from None
+    for failure in report["failed"]:
+        warnings.warn("cdm impute: case {} was not imputed: {}".format(failure["case"], failure["reason"]),
+                      stacklevel=2)
+    return report["planned"] if dry_run else report["written"]

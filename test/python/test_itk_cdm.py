@@ -1,5 +1,6 @@
 """The itk_cdm package: itk.Image and NumPy faces, equality with `cdm synthesize`, refusals, training, the wheel."""
 import glob
+import json
 import os
 import re
 import shutil
@@ -160,8 +161,8 @@ def test_train_reports_progress_and_resumes(data_dir, tmp_path):
 
 
 def test_the_callers_torch_random_state_and_threads_are_left_alone(data_dir, model_path, tmp_path):
-    # The engine seeds its own work (weights, training iterations) but hands the caller's random stream back as it
-    # was: a session that seeded torch draws the same numbers after using itk_cdm as without it.
+    # The engine draws from generators of its own (weights, noise, training iterations) and never touches torch's
+    # default ones: a session that seeded torch draws the same numbers after using itk_cdm as without it.
     torch = pytest.importorskip("torch")
     threads = torch.get_num_threads()
     torch.manual_seed(1234)
@@ -175,6 +176,20 @@ def test_the_callers_torch_random_state_and_threads_are_left_alone(data_dir, mod
                   progress=False)
     assert torch.equal(torch.rand(5), expected)
     assert torch.get_num_threads() == threads
+
+
+def test_results_do_not_depend_on_the_callers_torch_random_state(data_dir, tmp_path):
+    # The converse: what the engine draws is fixed by its own seed alone, whatever the caller's torch state.
+    torch = pytest.importorskip("torch")
+    images = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        out = tmp_path / f"m{caller_seed}.cdm"
+        itk_cdm.train(str(data_dir), "t1c", str(out), preset="tiny", iterations=2, seed=3, device="cpu",
+                      progress=False)
+        model = itk_cdm.load_model(str(out), device="cpu")
+        images.append(itk.array_from_image(itk_cdm.synthesize(model, read_sources(data_dir, model), seed=1)))
+    np.testing.assert_array_equal(images[0], images[1])
 
 
 def test_train_skips_an_unreadable_case_naming_it(data_dir, tmp_path):
@@ -193,6 +208,29 @@ def test_train_skips_an_unreadable_case_naming_it(data_dir, tmp_path):
         (case / (case.name + "-t1n.nii.gz")).write_bytes(b"")
     with pytest.raises(ValueError, match="no usable case"):
         itk_cdm.train(str(copy), "t1c", str(tmp_path / "never.cdm"), preset="tiny", iterations=2, progress=False)
+
+
+def test_impute_fills_the_gaps_of_a_folder_and_resumes(data_dir, model_path, tmp_path):
+    copy = tmp_path / "cases"
+    shutil.copytree(str(data_dir), str(copy))
+    for index in (0, 2):
+        os.remove(case_files(copy, index)["t1c"])
+    os.remove(case_files(copy, 3)["t1c"])  # case 3 also lacks a source of the model: it cannot be imputed
+    os.remove(case_files(copy, 3)["t2w"])
+    planned = itk_cdm.impute(copy, [model_path], dry_run=True, device="cpu")
+    assert [row["case"] for row in planned] == ["PHANTOM-00000", "PHANTOM-00002"]
+    assert not os.path.exists(case_files(copy, 0)["t1c"])
+    with pytest.warns(UserWarning, match="PHANTOM-00003 was not imputed: no model"):
+        rows = itk_cdm.impute(copy, model_path, seed=3, device="cpu", threads=1)
+    assert [(row["case"], row["modality"], row["seed"]) for row in rows] == [("PHANTOM-00000", "t1c", 3),
+                                                                           ("PHANTOM-00002", "t1c", 3)]
+    assert os.path.exists(case_files(copy, 0)["t1c"]) and os.path.exists(case_files(copy, 2)["t1c"])
+    with open(copy / "impute-manifest.jsonl") as manifest:
+        assert [json.loads(line)["file"] for line in manifest] == [row["file"] for row in rows]
+    with pytest.warns(UserWarning):
+        assert itk_cdm.impute(copy, model_path, seed=3, device="cpu") == []  # a rerun writes nothing
+    with pytest.raises(ValueError, match="--shard"):
+        itk_cdm.impute(copy, model_path, shard=(2, 2))
 
 
 def test_module_command_line(data_dir, model_path, tmp_path):
