@@ -350,14 +350,15 @@ RunImpute(ImputeArguments arguments)
     }
   }
   // With --json the report is the only thing on stdout (for programs: itk_cdm.impute); progress goes to stderr.
-  std::ostream & out = arguments.Json ? std::cerr : std::cout;
+  std::ostream &          out = arguments.Json ? std::cerr : std::cout;
   const cdm::ImputeReport report =
     cdm::Impute(options, [&out](const std::string & line) { out << "[cdm impute] " << line << std::endl; });
   if (arguments.Json)
   {
     std::cout << cdm::ImputeReportJson(report) << std::endl;
   }
-  out << "[cdm impute] " << report.Cases << " case(s): " << (options.DryRun ? report.Planned.size() : report.Written.size())
+  out << "[cdm impute] " << report.Cases
+      << " case(s): " << (options.DryRun ? report.Planned.size() : report.Written.size())
       << (options.DryRun ? " file(s) to write" : " file(s) written") << ", " << report.Existing.size()
       << " already there, " << report.CompleteCases << " complete, " << report.Failed.size() << " failed";
   if (!options.DryRun && !report.Written.empty())
@@ -562,7 +563,7 @@ RunPhantom(const PhantomArguments & arguments)
       }
     }
   }
-  const std::string heldOut = arguments.HeldOut.empty() ? arguments.Output + "-held-out" : arguments.HeldOut;
+  const std::string           heldOut = arguments.HeldOut.empty() ? arguments.Output + "-held-out" : arguments.HeldOut;
   const auto                  start = std::chrono::steady_clock::now();
   const cdm::PhantomGenerator generator(options);
   for (int i = 0; i < arguments.Cases; ++i)
@@ -577,7 +578,8 @@ RunPhantom(const PhantomArguments & arguments)
       // Kept aside, not deleted: the reference for scoring an imputation of it.
       const std::string file = name.str() + "-" + DroppedModality(arguments, i) + ".nii.gz";
       std::filesystem::create_directories(heldOut + "/" + name.str());
-      std::filesystem::rename(arguments.Output + "/" + name.str() + "/" + file, heldOut + "/" + name.str() + "/" + file);
+      std::filesystem::rename(arguments.Output + "/" + name.str() + "/" + file,
+                              heldOut + "/" + name.str() + "/" + file);
       std::cout << " (" << file << " moved to " << heldOut << "/" << name.str() << ")";
     }
     std::cout << std::endl;
@@ -930,7 +932,8 @@ main(int argc, char ** argv)
                  "the removed files are moved to --held-out for scoring")
     ->check(CLI::IsMember(dropChoices))
     ->capture_default_str();
-  phantomCommand->add_option("--held-out", phantom.HeldOut, "Where --drop moves the removed files (default: OUT-held-out)");
+  phantomCommand->add_option(
+    "--held-out", phantom.HeldOut, "Where --drop moves the removed files (default: OUT-held-out)");
 
   std::string infoPath;
   auto *      infoCommand = app.add_subcommand("info", "Print a model file's header");

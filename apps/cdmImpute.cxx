@@ -109,8 +109,10 @@ SynthesizedFiles(const fs::path & root)
 
 /** The model that fills `modality` from `present` using the most of them (the first given on a tie), or null. */
 const LoadedModel *
-ChooseModel(const std::vector<LoadedModel> & models, const std::string & modality, const std::set<std::string> & present,
-            std::vector<std::string> * sources)
+ChooseModel(const std::vector<LoadedModel> & models,
+            const std::string &              modality,
+            const std::set<std::string> &    present,
+            std::vector<std::string> *       sources)
 {
   const LoadedModel * best = nullptr;
   for (const LoadedModel & candidate : models)
@@ -145,7 +147,9 @@ ChooseModel(const std::vector<LoadedModel> & models, const std::string & modalit
 
 /** Why no model fills `modality`: what each candidate needs, or that none synthesizes it. */
 std::string
-NoModelReason(const std::vector<LoadedModel> & models, const std::string & modality, const std::set<std::string> & present)
+NoModelReason(const std::vector<LoadedModel> & models,
+              const std::string &              modality,
+              const std::set<std::string> &    present)
 {
   std::string needs;
   for (const LoadedModel & candidate : models)
@@ -157,8 +161,15 @@ NoModelReason(const std::vector<LoadedModel> & models, const std::string & modal
                (config.SourcesOptional ? "any of " : "") + JoinNames(config.Sources);
     }
   }
-  const std::string has =
-    "the case has " + (present.empty() ? std::string("no modality") : JoinNames({ present.begin(), present.end() }));
+  std::vector<std::string> presentInOrder;
+  for (const std::string & name : KnownModalities())
+  {
+    if (present.count(name))
+    {
+      presentInOrder.push_back(name);
+    }
+  }
+  const std::string has = "the case has " + (present.empty() ? std::string("no modality") : JoinNames(presentInOrder));
   if (needs.empty())
   {
     return "no model given synthesizes " + modality + " (" + has + ")";
@@ -169,7 +180,7 @@ NoModelReason(const std::vector<LoadedModel> & models, const std::string & modal
 nlohmann::json
 RowJson(const ImputedFile & file)
 {
-  return { { "case", file.Case },   { "modality", file.Modality },         { "file", file.File },
+  return { { "case", file.Case },   { "modality", file.Modality },        { "file", file.File },
            { "model", file.Model }, { "model_sha256", file.ModelSha256 }, { "sources", file.Sources },
            { "seed", file.Seed },   { "samples", file.Samples },          { "seconds", file.Seconds } };
 }
@@ -237,7 +248,8 @@ Impute(const ImputeOptions & options, const std::function<void(const std::string
   }
 
   const fs::path root = OutputRoot(options);
-  const bool     inPlace = options.Output.empty() || fs::weakly_canonical(options.Output) == fs::weakly_canonical(options.Data);
+  const bool     inPlace =
+    options.Output.empty() || fs::weakly_canonical(options.Output) == fs::weakly_canonical(options.Data);
   const std::set<std::string> synthesizedBefore = SynthesizedFiles(root);
   std::vector<fs::path>       folders;
   for (const auto & entry : fs::directory_iterator(options.Data))
@@ -268,8 +280,8 @@ Impute(const ImputeOptions & options, const std::function<void(const std::string
     for (const std::string & modality : modalities)
     {
       const std::string path = FindCaseFile(folders[index].string(), caseName, modality);
-      const bool synthesized = !path.empty() && inPlace &&
-                               synthesizedBefore.count(fs::relative(path, root).generic_string()) != 0;
+      const bool        synthesized =
+        !path.empty() && inPlace && synthesizedBefore.count(fs::relative(path, root).generic_string()) != 0;
       if (!path.empty() && !synthesized)
       {
         realFiles[modality] = path;
@@ -361,8 +373,8 @@ Impute(const ImputeOptions & options, const std::function<void(const std::string
         {
           sources[source] = scans.at(source);
         }
-        const LoadedModel & model = *std::find_if(
-          models.begin(), models.end(), [&file](const LoadedModel & m) { return m.Path == file.Model; });
+        const LoadedModel & model =
+          *std::find_if(models.begin(), models.end(), [&file](const LoadedModel & m) { return m.Path == file.Model; });
         model.Network.CheckSources(sources);
         SynthesisResult result = model.Network.Synthesize(sources, options.Synthesis);
         const fs::path  output = root / file.File;

@@ -61,7 +61,7 @@ public:
   std::string
   FinishHex()
   {
-    const uint64_t bits = static_cast<uint64_t>(m_Length) * 8;
+    const uint64_t      bits = static_cast<uint64_t>(m_Length) * 8;
     const unsigned char one = 0x80;
     Update(&one, 1);
     const unsigned char zero = 0;
@@ -118,8 +118,9 @@ private:
     }
   }
 
-  std::array<uint32_t, 8>    m_State{ { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c,
-                                        0x1f83d9ab, 0x5be0cd19 } };
+  std::array<uint32_t, 8> m_State{
+    { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 }
+  };
   std::vector<unsigned char> m_Pending;
   size_t                     m_Length{ 0 };
 };

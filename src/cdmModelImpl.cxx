@@ -531,8 +531,8 @@ Model::Impl::ReconstructMasked(const at::Tensor & target, at::Generator & genera
   {
     cells.push_back((padded.size(d) + patch - 1) / patch);
   }
-  at::Tensor mask = (torch::rand(cells, generator, torch::kFloat32) < Config.Network.MaskRatio)
-                      .to(padded.device(), torch::kFloat32);
+  at::Tensor mask =
+    (torch::rand(cells, generator, torch::kFloat32) < Config.Network.MaskRatio).to(padded.device(), torch::kFloat32);
   for (int64_t d = 2; d < padded.dim(); ++d)
   {
     mask = mask.repeat_interleave(patch, d).narrow(d, 0, padded.size(d));

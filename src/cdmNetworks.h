@@ -189,12 +189,12 @@ private:
   std::pair<torch::Tensor, torch::Tensor>
   Modulation(const torch::Tensor & condition, const torch::Tensor & like);
 
-  ChannelNorm       m_Norm1{ nullptr };
-  Conv              m_Conv1{ nullptr };
-  ChannelNorm       m_Norm2{ nullptr };
-  Conv              m_Conv2{ nullptr };
-  Conv              m_Skip{ nullptr };
-  Dense m_Film{ nullptr };
+  ChannelNorm m_Norm1{ nullptr };
+  Conv        m_Conv1{ nullptr };
+  ChannelNorm m_Norm2{ nullptr };
+  Conv        m_Conv2{ nullptr };
+  Conv        m_Skip{ nullptr };
+  Dense       m_Film{ nullptr };
 };
 TORCH_MODULE(ResidualBlock);
 
@@ -231,8 +231,8 @@ private:
   std::vector<ResidualBlock> m_Blocks;
   std::vector<Conv>          m_Downsamplers;
   std::vector<int>           m_BlocksPerLevel;
-  Dense          m_Project{ nullptr };
-  Dense          m_Mix{ nullptr };
+  Dense                      m_Project{ nullptr };
+  Dense                      m_Mix{ nullptr };
   int64_t                    m_FeatureChannels{ 0 };
 };
 TORCH_MODULE(ImageEncoder);

@@ -457,7 +457,7 @@ Train(const Dataset &                                       data,
       const uint64_t  seed = MixSeed(options.Seed, stageIndex, static_cast<uint64_t>(iteration));
       std::mt19937_64 random(seed);
       at::Generator   generator = NewGenerator(seed); // the iteration's draws in the losses (noise, steps, masks)
-      Batch batch = trainSampler.Sample(random, batchSize);
+      Batch           batch = trainSampler.Sample(random, batchSize);
       DropSources(batch, options.SourceDropout, random);
       batch = batch.To(impl.Device);
       optimizer.zero_grad();

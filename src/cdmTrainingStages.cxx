@@ -42,18 +42,18 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   const std::string lossKind = options.SynthesisLoss;
   // z_hat during training. DiffIR: unroll every reverse step from q(z_{T-1} | z) with gradients; long schedules:
   // one random step.
-  const auto trainingRepresentation = [&impl, trainSteps, unrolled](
-                                        const at::Tensor & condition, const at::Tensor & z, at::Generator & generator) {
-    if (unrolled)
-    {
-      const at::Tensor start = impl.Schedule->QSample(z, trainSteps - 1, Noise(z.sizes(), generator, z.device()));
-      return impl.SampleRepresentation(condition, start, 0.0, {});
-    }
-    const int        t = static_cast<int>(torch::randint(trainSteps, { 1 }, generator).item<int64_t>());
-    const at::Tensor zt = impl.Schedule->QSample(z, t, Noise(z.sizes(), generator, z.device()));
-    return impl.Denoiser->forward(
-      zt, condition, torch::full({ z.size(0) }, static_cast<double>(t) / trainSteps, z.options()));
-  };
+  const auto trainingRepresentation =
+    [&impl, trainSteps, unrolled](const at::Tensor & condition, const at::Tensor & z, at::Generator & generator) {
+      if (unrolled)
+      {
+        const at::Tensor start = impl.Schedule->QSample(z, trainSteps - 1, Noise(z.sizes(), generator, z.device()));
+        return impl.SampleRepresentation(condition, start, 0.0, {});
+      }
+      const int        t = static_cast<int>(torch::randint(trainSteps, { 1 }, generator).item<int64_t>());
+      const at::Tensor zt = impl.Schedule->QSample(z, t, Noise(z.sizes(), generator, z.device()));
+      return impl.Denoiser->forward(
+        zt, condition, torch::full({ z.size(0) }, static_cast<double>(t) / trainSteps, z.options()));
+    };
   const auto sampledRepresentation = [&impl, &options](const Batch & b) {
     const at::Tensor condition = impl.EncodeSources(b.Sources);
     const at::Tensor start = SeededNoise({ condition.size(0), condition.size(1) }, options.Seed + 17, impl.Device);
@@ -107,18 +107,17 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
                     [&impl, sampledRepresentation](const Batch & b) {
                       return impl.SynthesizeBatch(b.Sources, sampledRepresentation(b));
                     } };
-  stages["finetune"] = { "finetune",
-                         { "source_encoder", "denoiser", "unet" },
-                         0.2,
-                         [&impl, trainingRepresentation, tumourWeight, lossKind](const Batch & b,
-                                                                                 at::Generator & generator) {
-                           const at::Tensor z = impl.EncodeTarget(b.Target).detach();
-                           const at::Tensor zHat =
-                             trainingRepresentation(impl.EncodeSources(b.Sources), z, generator);
-                           return SynthesisLoss(impl.SynthesizeBatch(b.Sources, zHat), b, tumourWeight, lossKind) +
-                                  (zHat - z).abs().mean();
-                         },
-                         stages["mdn"].Predict };
+  stages["finetune"] = {
+    "finetune",
+    { "source_encoder", "denoiser", "unet" },
+    0.2,
+    [&impl, trainingRepresentation, tumourWeight, lossKind](const Batch & b, at::Generator & generator) {
+      const at::Tensor z = impl.EncodeTarget(b.Target).detach();
+      const at::Tensor zHat = trainingRepresentation(impl.EncodeSources(b.Sources), z, generator);
+      return SynthesisLoss(impl.SynthesizeBatch(b.Sources, zHat), b, tumourWeight, lossKind) + (zHat - z).abs().mean();
+    },
+    stages["mdn"].Predict
+  };
   // The baselines, trained by the same loop: a UNet regressor, and image-space diffusion predicting noise.
   stages["unet"] = { "unet",
                      { "unet" },

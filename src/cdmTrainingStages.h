@@ -20,9 +20,9 @@ namespace cdm
 /** One training stage: which networks it trains, its loss, and its prediction for validation. */
 struct StageDefinition
 {
-  std::string                              Name;
-  std::vector<std::string>                 Networks; ///< parameter prefixes in the model file
-  double                                   LearningRateFactor{ 1.0 };
+  std::string              Name;
+  std::vector<std::string> Networks; ///< parameter prefixes in the model file
+  double                   LearningRateFactor{ 1.0 };
   /** The training loss of a batch; its random draws come from the iteration's generator. */
   std::function<at::Tensor(const Batch &, at::Generator &)> Loss;
   std::function<at::Tensor(const Batch &)>                  Predict; ///< run under NoGradGuard, repeatable

@@ -79,8 +79,7 @@ protected:
           sources.push_back(m);
         }
       }
-      const cdm::Model model =
-        cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, sources, target), 5, "cpu");
+      const cdm::Model model = cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, sources, target), 5, "cpu");
       model.Save(m_Root + "/" + target + ".cdm");
     }
   }
@@ -163,8 +162,8 @@ TEST_F(Impute, WritesExactlyTheMissingFilesAndAManifestAndARerunWritesNothing)
   {
     ASSERT_TRUE(added.count(File(caseName, modality))) << caseName << " " << modality;
     std::string why;
-    EXPECT_TRUE(cdm::SameGeometry(cdm::ReadVolume(File(caseName, "t1n")), cdm::ReadVolume(File(caseName, modality)),
-                                  &why, 1e-6))
+    EXPECT_TRUE(
+      cdm::SameGeometry(cdm::ReadVolume(File(caseName, "t1n")), cdm::ReadVolume(File(caseName, modality)), &why, 1e-6))
       << why;
   }
 
@@ -231,8 +230,10 @@ TEST_F(Impute, ShardsPartitionTheCasesAndADryRunWritesNothing)
       planned.insert(row["file"].get<std::string>());
     }
   }
-  EXPECT_EQ(planned, (std::multiset<std::string>{ "case0/case0-t1c.nii.gz", "case1/case1-t2f.nii.gz",
-                                                  "case3/case3-t1c.nii.gz", "case4/case4-t2f.nii.gz" }));
+  EXPECT_EQ(
+    planned,
+    (std::multiset<std::string>{
+      "case0/case0-t1c.nii.gz", "case1/case1-t2f.nii.gz", "case3/case3-t1c.nii.gz", "case4/case4-t2f.nii.gz" }));
   EXPECT_EQ(Checksums(), before);
 
   // A real sharded run writes its own manifest.
@@ -266,12 +267,11 @@ namespace
 // with one model per target.
 TEST(ImputeBraSynFolder, PhantomDropsOneModalityPerCaseAndImputeFillsEveryGap)
 {
-  const std::string root = cdm::testing::MakeTemporaryDirectory("brasyn");
-  const std::string data = root + "/cases";
-  const cdm::testing::CommandResult phantom =
-    cdm::testing::RunCommand(std::string(CDM_EXECUTABLE) + " phantom --out " + data + " --cases 6 --seed 2 " +
-                             "--anatomy procedural --size 48,48,24 --spacing 4 --drop random --held-out " + root +
-                             "/held-out");
+  const std::string                 root = cdm::testing::MakeTemporaryDirectory("brasyn");
+  const std::string                 data = root + "/cases";
+  const cdm::testing::CommandResult phantom = cdm::testing::RunCommand(
+    std::string(CDM_EXECUTABLE) + " phantom --out " + data + " --cases 6 --seed 2 " +
+    "--anatomy procedural --size 48,48,24 --spacing 4 --drop random --held-out " + root + "/held-out");
   ASSERT_EQ(phantom.ExitCode, 0) << phantom.Output;
   std::string models;
   for (const std::string & target : cdm::KnownModalities())
@@ -318,9 +318,11 @@ TEST(ImputeBraSynFolder, PhantomDropsOneModalityPerCaseAndImputeFillsEveryGap)
     const std::string file = data + "/" + caseName + "/" + caseName + "-" + modality + ".nii.gz";
     ASSERT_TRUE(fs::exists(file)) << file;
     std::string why;
-    EXPECT_TRUE(cdm::SameGeometry(cdm::ReadVolume(root + "/held-out/" + caseName + "/" + caseName + "-" + modality +
-                                                  ".nii.gz"),
-                                  cdm::ReadVolume(file), &why, 1e-6))
+    EXPECT_TRUE(
+      cdm::SameGeometry(cdm::ReadVolume(root + "/held-out/" + caseName + "/" + caseName + "-" + modality + ".nii.gz"),
+                        cdm::ReadVolume(file),
+                        &why,
+                        1e-6))
       << why;
   }
   fs::remove_all(root);
