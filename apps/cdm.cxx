@@ -58,6 +58,17 @@ SplitList(const std::string & text)
 }
 
 std::string
+JoinList(const std::vector<std::string> & items)
+{
+  std::string text;
+  for (const auto & item : items)
+  {
+    text += (text.empty() ? "" : ",") + item;
+  }
+  return text;
+}
+
+std::string
 FormatSeconds(double seconds)
 {
   std::ostringstream out;
@@ -101,12 +112,25 @@ RunTrain(const TrainArguments & arguments)
 {
   ConfigureThreads(arguments.Threads);
   cdm::TrainingOptions options = arguments.Options;
+  // --target any, or a list: one unified model for those targets, reading every modality (the targets included).
+  if (options.Target == "any")
+  {
+    options.Targets = cdm::KnownModalities();
+  }
+  else if (options.Target.find(',') != std::string::npos)
+  {
+    options.Targets = SplitList(options.Target);
+  }
+  if (!options.Targets.empty())
+  {
+    options.Target = options.Targets.front();
+  }
   if (arguments.Sources.empty())
   {
     options.Sources.clear();
     for (const auto & m : cdm::KnownModalities())
     {
-      if (m != options.Target)
+      if (m != options.Target || !options.Targets.empty())
       {
         options.Sources.push_back(m);
       }
@@ -135,9 +159,23 @@ RunTrain(const TrainArguments & arguments)
     options.StageIterations[item.substr(0, equals)] = count;
   }
   std::vector<std::string> modalities = options.Sources;
-  modalities.push_back(options.Target);
   // Validate names before reading any data.
-  cdm::ModelConfig::FromPreset(options.Preset, options.Dimension, options.Sources, options.Target, options.ModelKind);
+  if (options.Targets.empty())
+  {
+    modalities.push_back(options.Target);
+    cdm::ModelConfig::FromPreset(options.Preset, options.Dimension, options.Sources, options.Target, options.ModelKind);
+  }
+  else
+  {
+    if (options.ModelKind != "cdm")
+    {
+      throw cdm::InputError("--target " + arguments.Options.Target +
+                            ": one model for several targets is of kind cdm; "
+                            "train the '" +
+                            options.ModelKind + "' baseline once per target");
+    }
+    cdm::ModelConfig::UnifiedFromPreset(options.Preset, options.Dimension, options.Sources, options.Targets);
+  }
 
   const cdm::DatasetScan scan = cdm::ScanBraTSFolder(arguments.Data, modalities);
   std::cout << "[cdm train] reading " << scan.Cases.size() << " case(s) from " << arguments.Data << std::endl;
@@ -152,9 +190,14 @@ RunTrain(const TrainArguments & arguments)
     throw cdm::InputError("no usable case in '" + arguments.Data + "'; expected <case>/<case>-<modality>.nii.gz for " +
                           std::to_string(modalities.size()) + " modalities");
   }
-  std::cout << "[cdm train] " << data.Cases().size() << " case(s), target " << options.Target << " from "
-            << arguments.Sources << ", " << options.Dimension << "D '" << options.Preset << "' model on "
-            << cdm::ResolveDevice(options.Device) << std::endl;
+  std::string task = "target " + options.Target + " from " + JoinList(options.Sources);
+  if (!options.Targets.empty())
+  {
+    task =
+      "targets " + JoinList(options.Targets) + " (one unified model) from the others of " + JoinList(options.Sources);
+  }
+  std::cout << "[cdm train] " << data.Cases().size() << " case(s), " << task << ", " << options.Dimension << "D '"
+            << options.Preset << "' model on " << cdm::ResolveDevice(options.Device) << std::endl;
 
   std::signal(SIGINT, RequestStop);
   std::signal(SIGTERM, RequestStop);
@@ -305,7 +348,7 @@ RunSynthesize(const SynthesizeArguments & arguments)
     };
     std::ofstream(arguments.TimingJson) << timing.dump(2) << std::endl;
   }
-  std::cout << "[cdm synthesize] wrote " << arguments.Output << " (" << model.Config().Target << ", "
+  std::cout << "[cdm synthesize] wrote " << arguments.Output << " (" << representation.Target << ", "
             << result.Image.Size[0] << "x" << result.Image.Size[1] << "x" << result.Image.Size[2] << ", "
             << options.Samples << " sample(s), " << model.DeviceName() << ") in " << FormatSeconds(seconds)
             << std::endl;
@@ -646,7 +689,10 @@ RunInfo(const std::string & path)
             << "format version " << c.FormatVersion << "\n"
             << "kind           " << c.ModelKind << ", preset " << c.Preset << ", " << c.Dimension << "D"
             << (c.Dimension == 2 ? ", slices along axis " + std::to_string(c.SliceAxis) : std::string()) << "\n"
-            << "task           " << sources << " -> " << c.Target << (c.SourcesOptional ? " (sources optional)" : "")
+            << "task           "
+            << (c.IsUnified() ? "unified: synthesizes any of " + JoinList(c.Targets) + " from whichever others of " +
+                                  sources + " are present"
+                              : sources + " -> " + c.Target + (c.SourcesOptional ? " (sources optional)" : ""))
             << "\n"
             << "representation " << c.Network.RepresentationDim << "-d, MDN " << c.Diffusion.TrainSteps << " steps ("
             << c.Diffusion.Schedule << ", sampling " << c.Diffusion.SamplingSteps << ")\n"
@@ -668,7 +714,12 @@ main(int argc, char ** argv)
   TrainArguments train;
   auto *         trainCommand = app.add_subcommand("train", "Train a CDM model on a folder of BraTS-layout cases");
   trainCommand->add_option("--data", train.Data, "Folder of cases: <case>/<case>-<modality>.nii.gz")->required();
-  trainCommand->add_option("--target", train.Options.Target, "Modality to synthesize (t1n, t1c, t2w, t2f)")->required();
+  trainCommand
+    ->add_option("--target",
+                 train.Options.Target,
+                 "Modality to synthesize (t1n, t1c, t2w, t2f); a list (t1c,t2f) or any: one unified model that "
+                 "synthesizes each of them from whichever others are present")
+    ->required();
   trainCommand->add_option("--sources", train.Sources, "Comma-separated source modalities (default: the other three)");
   trainCommand->add_option("--dim", train.Options.Dimension, "Network dimension")
     ->check(CLI::IsMember({ 2, 3 }))
@@ -785,6 +836,10 @@ main(int argc, char ** argv)
   synthesizeCommand->add_option(
     "--uncertainty", synthesize.Uncertainty, "Also write the voxel-wise standard deviation over samples");
   synthesizeCommand->add_option("--seed", synthesize.Options.Seed, "Seed of the starting noise")->capture_default_str();
+  synthesizeCommand->add_option("--target",
+                                synthesize.Options.Target,
+                                "Modality to synthesize with a unified model (default: the one the sources lack; a "
+                                "per-target model: its target)");
   synthesizeCommand
     ->add_option("--representation",
                  synthesize.RepresentationMode,

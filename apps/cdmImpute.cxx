@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -118,7 +119,7 @@ ChooseModel(const std::vector<LoadedModel> & models,
   for (const LoadedModel & candidate : models)
   {
     const ModelConfig & config = candidate.Network.Config();
-    if (config.Target != modality)
+    if (config.TargetIndex(modality) < 0)
     {
       continue;
     }
@@ -155,10 +156,15 @@ NoModelReason(const std::vector<LoadedModel> & models,
   for (const LoadedModel & candidate : models)
   {
     const ModelConfig & config = candidate.Network.Config();
-    if (config.Target == modality)
+    if (config.TargetIndex(modality) >= 0)
     {
+      std::vector<std::string> others;
+      std::copy_if(config.Sources.begin(),
+                   config.Sources.end(),
+                   std::back_inserter(others),
+                   [&modality](const std::string & source) { return source != modality; });
       needs += std::string(needs.empty() ? "" : "; ") + "'" + candidate.Path + "' needs " +
-               (config.SourcesOptional ? "any of " : "") + JoinNames(config.Sources);
+               (config.SourcesOptional ? "any of " : "") + JoinNames(others);
     }
   }
   std::vector<std::string> presentInOrder;
@@ -235,7 +241,10 @@ Impute(const ImputeOptions & options, const std::function<void(const std::string
   std::set<std::string> named;
   for (const LoadedModel & m : models)
   {
-    named.insert(m.Network.Config().Target);
+    for (const std::string & target : m.Network.Config().SynthesizedModalities())
+    {
+      named.insert(target);
+    }
     named.insert(m.Network.Config().Sources.begin(), m.Network.Config().Sources.end());
   }
   std::vector<std::string> modalities;
@@ -376,7 +385,9 @@ Impute(const ImputeOptions & options, const std::function<void(const std::string
         const LoadedModel & model =
           *std::find_if(models.begin(), models.end(), [&file](const LoadedModel & m) { return m.Path == file.Model; });
         model.Network.CheckSources(sources);
-        SynthesisResult result = model.Network.Synthesize(sources, options.Synthesis);
+        SynthesisOptions synthesis = options.Synthesis;
+        synthesis.Target = file.Modality;
+        SynthesisResult result = model.Network.Synthesize(sources, synthesis);
         const fs::path  output = root / file.File;
         WriteAtomically(output.string(), [&](const std::string & temporary) {
           WriteVolume(result.Image, temporary);

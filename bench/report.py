@@ -11,7 +11,7 @@ import platform
 import statistics
 import subprocess
 
-TRAINED = ["cdm", "unet", "unet-time", "ddim"]
+TRAINED = ["cdm", "cdm-unified", "unet", "unet-time", "ddim"]
 REGIONS = ["brain", "tumour", "enhancing", "non_tumour"]
 ABLATIONS = [("sampled", "cdm"), ("oracle", "cdm-oracle"), ("zero", "cdm-zero"), ("shuffled", "cdm-shuffled")]
 
@@ -143,6 +143,12 @@ def main():
                     for region in REGIONS}
             lines += ["", "CDM over identity (PSNR, dB): " + ", ".join(
                 "{} {:+.2f}".format(region, value) for region, value in lift.items()) + "."]
+        if "cdm" in methods and "cdm-unified" in methods:
+            gap = {region: methods["cdm-unified"]["regions"][region]["psnr"][0] - methods["cdm"]["regions"][region]["psnr"][0]
+                   for region in REGIONS}
+            lines += ["", "Unified CDM (one model for every task, the per-target models' total steps) against the "
+                      "per-target CDM (PSNR, dB): " + ", ".join(
+                          "{} {:+.2f}".format(region, value) for region, value in gap.items()) + "."]
         if r["ablation"]:
             lines += ["", "What z carries (CDM with its representation replaced; `shuffled` = the oracle z of another "
                       "held-out case):", "",

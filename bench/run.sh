@@ -6,11 +6,14 @@
 # BraSyn's protocol beside; CDM's representation ablation (sampled, oracle, zero, shuffled z) and its uncertainty.
 # Writes <out>/RESULTS.md, <out>/results.json and a PNG montage per task. Default <out>: bench/ (RESULTS.md there).
 #
-#   bench/run.sh [--quick] [--tasks t1c,t2f] [--methods identity,cdm,unet,ddim,unet-time] [--out DIR] [--iterations N]
+#   bench/run.sh [--quick] [--tasks t1c,t2f] [--methods identity,cdm,cdm-unified,unet,ddim,unet-time] [--out DIR]
+#                [--iterations N]
 #                [--train-seed S]
 #
 # --quick: a smoke run in minutes (tiny models, few small cases). --iterations N: gradient steps per method (default
 # 600); CDM splits them over its stages (CDM_STAGES, default mrm 1/15, cunet 8/15, mdn 2/15, finetune 4/15).
+# `cdm-unified` is one CDM for every task (`cdm train --target t1c,t2f`), trained once with the per-target models'
+# total budget (N steps times the number of tasks, split alike) and evaluated on each task as the others are.
 # Held-out cases are 16-slice axial slabs about the tumour (`cdm phantom --tumour-slab`), because `ddim` costs 50 UNet
 # passes per slice (about 5.7 min per 128x128x96 volume here); one whole held-out volume per method times 3D cost.
 # CDM_TRAIN_ARGS replaces the `cdm train` options given to every trained method (default below).
@@ -43,8 +46,12 @@ if ((QUICK)); then
 else
   TRAIN=40; TEST=10; SIZE=128,128,96; SPACING=1.5; SLAB=16; PRESET=small; ITERATIONS="${ITERATIONS:-600}"; OUT="${OUT:-bench}"
 fi
-STAGES="mrm=$((ITERATIONS * 1 / 15)),cunet=$((ITERATIONS * 8 / 15)),mdn=$((ITERATIONS * 2 / 15))"
-STAGES="${CDM_STAGES:-$STAGES,finetune=$((ITERATIONS - ITERATIONS * 1 / 15 - ITERATIONS * 8 / 15 - ITERATIONS * 2 / 15))}"
+# CDM's split of N steps over its stages.
+stage_split() {
+  local n="$1"
+  echo "mrm=$((n * 1 / 15)),cunet=$((n * 8 / 15)),mdn=$((n * 2 / 15)),finetune=$((n - n * 1 / 15 - n * 8 / 15 - n * 2 / 15))"
+}
+STAGES="${CDM_STAGES:-$(stage_split "$ITERATIONS")}"
 # Every trained method: the median intensity rule, L2 synthesis loss, tumour voxels weighted 11x, learning rate 1e-3
 # (bench/EXPERIMENTS.md, 2026-11-27: with L1 no method learned the enhancing rim; with these a 300-step unet gained
 # 4.4 dB in the tumour).
@@ -67,6 +74,10 @@ if [[ ! -d "$WORK/data/volume" ]]; then
 fi
 
 IFS=',' read -r -a task_list <<<"$TASKS"
+if has_method cdm-unified && ((${#task_list[@]} < 2)); then
+  echo "bench/run.sh: cdm-unified is one model for several tasks; give two or more with --tasks" >&2
+  exit 2
+fi
 volume_case=$(ls -d "$WORK"/data/volume/*/ | head -n 1)
 test_cases=("$WORK"/data/test/*/)
 
@@ -126,11 +137,20 @@ for task in "${task_list[@]}"; do
     done
   fi
 
-  for method in cdm unet ddim unet-time; do
+  for method in cdm cdm-unified unet ddim unet-time; do
     has_method "$method" || continue
     model="$WORK/models/$task-$method.cdm"
+    target_args=()
     case $method in
       cdm) train_model "$task" cdm cdm "$source_list" "$ITERATIONS" --stage-iterations "$STAGES" ;;
+      cdm-unified)
+        # One model for every task (trained with the first), from all four modalities, at the total budget.
+        model="$WORK/models/$TASKS-cdm-unified.cdm"
+        total=$((ITERATIONS * ${#task_list[@]}))
+        train_model "$TASKS" cdm-unified cdm t1n,t1c,t2w,t2f "$total" --stage-iterations "$(stage_split "$total")"
+        mkdir -p "$WORK/results/$task/cdm-unified"
+        cp "$WORK/results/$TASKS/cdm-unified/train.json" "$WORK/results/$task/cdm-unified/train.json"
+        target_args=(--target "$task") ;;
       unet-time)
         # The UNet at CDM's training wall time: its step count scaled by the measured ms per step of both.
         cdm_ms=$(python3 -c "import json;print(json.load(open('$WORK/results/$task/cdm/train.json'))['milliseconds'])")
@@ -143,7 +163,8 @@ for task in "${task_list[@]}"; do
       vname=$(basename "$volume_case")
       args=()
       for m in "${sources[@]}"; do args+=(--source "$m=$volume_case$vname-$m.nii.gz"); done
-      "$CDM" synthesize --quiet --model "$model" "${args[@]}" --output "$WORK/results/volume-$method.nii.gz" --seed 1 \
+      "$CDM" synthesize --quiet --model "$model" "${args[@]}" "${target_args[@]}" \
+        --output "$WORK/results/volume-$method.nii.gz" --seed 1 \
         --timing "$WORK/results/volume-$method-timing.json" >/dev/null
     fi
     for index in "${!test_cases[@]}"; do
@@ -154,7 +175,7 @@ for task in "${task_list[@]}"; do
       for m in "${sources[@]}"; do args+=(--source "$m=$prefix-$m.nii.gz"); done
       result="$WORK/results/$task/$method/$name"
       if [[ ! -f "$result-timing.json" ]]; then
-        "$CDM" synthesize --quiet --model "$model" "${args[@]}" --output "$result.nii.gz" --seed 1 \
+        "$CDM" synthesize --quiet --model "$model" "${args[@]}" "${target_args[@]}" --output "$result.nii.gz" --seed 1 \
           --timing "$result-timing.json" >/dev/null
       fi
       evaluate_case "$result" "$prefix" "$task" "$first_source" "$result.nii.gz"
@@ -192,7 +213,7 @@ for task in "${task_list[@]}"; do
   images+=("$first$name-$task.nii.gz")
   errors=()
   shown=()
-  for method in cdm unet ddim; do
+  for method in cdm cdm-unified unet ddim; do
     [[ -f "$WORK/results/$task/$method/$name.nii.gz" ]] || continue
     images+=("$WORK/results/$task/$method/$name.nii.gz")
     errors+=(--error "$WORK/results/$task/$method/$name-error.nii.gz")

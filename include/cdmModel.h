@@ -37,6 +37,7 @@ struct Representation
   int                           Samples{ 1 };
   std::vector<float>            Values; ///< [Samples][Cells][Dim]
   std::map<std::string, double> SourceScales;
+  std::string                   Target; ///< the modality it guides the synthesis of (empty: the model's target)
 
   /** The mean over samples, [Cells][Dim]. */
   std::vector<float>
@@ -75,6 +76,9 @@ struct SynthesisOptions
   int64_t VoxelsPerCall{ 0 };
   /** The networks' arithmetic: the source encoder and the C-UNet (the MDN's small steps stay float32). */
   Precision NetworkPrecision{ Precision::Float32 };
+  /** The modality to synthesize. Empty: a per-target model's target; for a unified model, the one of its targets
+   *  that the sources lack when exactly one does (otherwise it must be named). */
+  std::string Target;
 };
 
 /** \brief What a synthesis returns: the target image and, for K > 1, the voxel-wise standard deviation. */
@@ -176,9 +180,16 @@ public:
   void
   CheckSources(const SourceVolumes & sources) const;
 
-  /** MRM feature encoder on an image of the target modality: z = FE(target). */
+  /** The modality a synthesis from `sources` produces for the request `target` (SynthesisOptions::Target). Throws
+   *  InputError when the model cannot synthesize it, when it is among the sources, or, for a unified model, when
+   *  it is empty and the sources lack more than one of the model's targets. */
+  std::string
+  ResolveTarget(const SourceVolumes & sources, const std::string & target) const;
+
+  /** MRM feature encoder on an image of the target modality: z = FE(target). `modality` names it (empty: the
+   *  model's target) and travels in the representation, which guides a synthesis of that modality. */
   Representation
-  Encode(const Volume & target) const;
+  Encode(const Volume & target, const std::string & modality = "") const;
 
   /** Source encoder + MDN sampling: K samples of z_hat from the sources. */
   Representation

@@ -7,6 +7,7 @@
 
 #include "cdmNormalization.h"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -45,7 +46,9 @@ struct DiffusionConfig
 /** \brief Everything needed to rebuild a model: the JSON header of a `.cdm` file. */
 struct ModelConfig
 {
-  static constexpr int CurrentFormatVersion = 1;
+  /** 1: one target per model; 2: also unified models (Targets, TargetScales). A per-target model is still written
+   *  as version 1, so that readers from before version 2 keep reading it; they refuse a unified model's file. */
+  static constexpr int CurrentFormatVersion = 2;
 
   int                      FormatVersion{ CurrentFormatVersion };
   std::string              ModelKind{ "cdm" }; ///< cdm | unet (C-UNet without guidance) | ddim (image-space diffusion)
@@ -53,13 +56,18 @@ struct ModelConfig
   unsigned int             Dimension{ 2 };
   int                      SliceAxis{ 2 }; ///< axis a 2D model slices 3D volumes along (0 x, 1 y, 2 z)
   std::vector<std::string> Sources{ "t1n", "t2w", "t2f" };
-  std::string              Target{ "t1c" };
+  std::string              Target{ "t1c" };          ///< a unified model: its first target
   bool                     SourcesOptional{ false }; ///< trained with source dropout: any non-empty subset works
-  NetworkConfig            Network;
-  DiffusionConfig          Diffusion;
-  NormalizationRule        Normalization;
-  double                   TargetScale{ 1.0 };     ///< output intensity of a normalised 1.0 (median training scale)
-  std::string              ProvenanceJson{ "{}" }; ///< training provenance (free-form JSON object)
+  /** A unified model's targets: it synthesizes any of them from whichever of Sources are present (the targets are
+   *  among Sources; the requested one is absent from the input, and a learned target embedding conditions the MDN
+   *  and the C-UNet). Empty for a per-target model. */
+  std::vector<std::string>      Targets;
+  std::map<std::string, double> TargetScales; ///< a unified model's TargetScale per target
+  NetworkConfig                 Network;
+  DiffusionConfig               Diffusion;
+  NormalizationRule             Normalization;
+  double                        TargetScale{ 1.0 }; ///< output intensity of a normalised 1.0 (median training scale)
+  std::string                   ProvenanceJson{ "{}" }; ///< training provenance (free-form JSON object)
 
   /** A configuration from a named preset: "tiny" (tests), "small" (CPU benchmark), "paper" (DiffIR scale), for a
    *  model kind: "cdm", or the baselines "unet" (the C-UNet with no guidance) and "ddim" (the same UNet predicting
@@ -71,6 +79,33 @@ struct ModelConfig
              const std::vector<std::string> & sources,
              const std::string &              target,
              const std::string &              kind = "cdm");
+
+  /** A unified model: `targets` (two or more) from whichever of `modalities` are present (the targets among them),
+   *  sources optional. Only the cdm kind. Throws InputError as FromPreset. */
+  static ModelConfig
+  UnifiedFromPreset(const std::string &              preset,
+                    unsigned int                     dimension,
+                    const std::vector<std::string> & modalities,
+                    const std::vector<std::string> & targets);
+
+  /** Whether this is a unified model (Targets not empty). */
+  bool
+  IsUnified() const
+  {
+    return !Targets.empty();
+  }
+
+  /** The modalities this model synthesizes: Targets, or Target alone. */
+  std::vector<std::string>
+  SynthesizedModalities() const;
+
+  /** Index of a target in SynthesizedModalities(), or -1. */
+  int
+  TargetIndex(const std::string & target) const;
+
+  /** The output intensity of a normalised 1.0 for `target` (TargetScales, or TargetScale). */
+  double
+  ScaleOf(const std::string & target) const;
 
   /** The training stages of this model kind, in order. */
   std::vector<std::string>

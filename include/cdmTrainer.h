@@ -22,6 +22,9 @@ struct TrainingOptions
 {
   std::vector<std::string> Sources{ "t1n", "t2w", "t2f" };
   std::string              Target{ "t1c" };
+  /** Two or more: one unified model that synthesizes any of them from whichever of Sources are present (Sources
+   *  then lists every modality it reads, the targets among them; Target is ignored). Empty: a per-target model. */
+  std::vector<std::string> Targets;
   unsigned int             Dimension{ 2 };
   std::string              Preset{ "tiny" };
   std::string              ModelKind{ "cdm" }; ///< cdm | unet | ddim (the baselines train by the same code)

@@ -84,6 +84,8 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
   m_Synthesis->SetTileSize(m_TileSize);
   m_Sampler->SetPrecision(this->GetPrecision());
   m_Sampler->SetVoxelsPerCall(this->GetVoxelsPerCall());
+  m_Sampler->SetTargetModality(this->GetTargetModality());
+  m_Synthesis->SetTargetModality(this->GetTargetModality());
   m_Synthesis->SetPrecision(this->GetPrecision());
   m_Synthesis->SetVoxelsPerCall(this->GetVoxelsPerCall());
   m_Synthesis->SetStreamedUpdateTime(this->GetOutput()->GetPipelineMTime()); // one per streamed update of this filter
@@ -92,7 +94,18 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
   m_Synthesis->GraftNthOutput(1, this->GetUncertaintyOutput());
   m_Synthesis->GetOutput()->SetRequestedRegion(this->GetOutput()->GetRequestedRegion());
   m_Synthesis->GetUncertaintyOutput()->SetRequestedRegion(this->GetOutput()->GetRequestedRegion());
-  m_Synthesis->Update();
+  try
+  {
+    m_Synthesis->Update();
+  }
+  catch (...)
+  {
+    // ITK resets a failed filter and what feeds it, not the filters it feeds: when the sampler fails (say, no target
+    // modality named), the synthesis member would stay marked as updating, and every later Update() of this filter
+    // would return an empty image even once the cause is fixed.
+    m_Synthesis->ResetPipeline();
+    throw;
+  }
   this->GraftNthOutput(0, m_Synthesis->GetOutput());
   this->GraftNthOutput(1, m_Synthesis->GetUncertaintyOutput());
 }

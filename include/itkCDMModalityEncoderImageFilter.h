@@ -46,6 +46,11 @@ public:
   itkSetObjectMacro(Model, CDMModel);
   itkGetConstObjectMacro(Model, CDMModel);
 
+  /** The modality of the input image (empty, the default: the model's target); it travels in the output, so that
+   *  a unified model's synthesis filter synthesizes that modality. */
+  itkSetStringMacro(TargetModality);
+  itkGetStringMacro(TargetModality);
+
   /** Includes the model's: loading another file into the same CDMModel re-executes the filter. */
   ModifiedTimeType
   GetMTime() const override
@@ -73,6 +78,7 @@ protected:
 
 private:
   typename CDMModel::Pointer m_Model;
+  std::string                m_TargetModality;
 };
 
 } // namespace itk

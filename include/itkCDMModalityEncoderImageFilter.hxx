@@ -66,8 +66,8 @@ CDMModalityEncoderImageFilter<TInputImage>::GenerateData()
   this->UpdateProgress(0.0f);
   try
   {
-    const cdm::Representation representation =
-      m_Model->GetModel().Encode(CDMConversion::ToVolumeView(input, input->GetLargestPossibleRegion(), "target image"));
+    const cdm::Representation representation = m_Model->GetModel().Encode(
+      CDMConversion::ToVolumeView(input, input->GetLargestPossibleRegion(), "target image"), m_TargetModality);
     CDMConversion::FillRepresentation(representation, false, this->GetOutput());
   }
   catch (const std::exception & e)
@@ -83,6 +83,8 @@ CDMModalityEncoderImageFilter<TInputImage>::PrintSelf(std::ostream & os, Indent 
 {
   Superclass::PrintSelf(os, indent);
   os << indent << "Model: " << (m_Model ? m_Model->GetFileName() : std::string("(none)")) << std::endl;
+  os << indent << "TargetModality: " << (m_TargetModality.empty() ? std::string("(the model's)") : m_TargetModality)
+     << std::endl;
 }
 
 } // namespace itk

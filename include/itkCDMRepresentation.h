@@ -8,7 +8,8 @@
 // The representation z in ITK: an itk::VectorImage<float, Dim> with one voxel per representation cell, spanning the
 // input's physical extent (one voxel for a global z; one per slice for a 2D model on a volume). Components hold
 // K samples of length D one after another ([k * D + d]); the MetaDataDictionary holds each source's normalisation
-// scale ("CDM_SourceScale_<modality>") and the number of samples ("CDM_Samples").
+// scale ("CDM_SourceScale_<modality>"), the number of samples ("CDM_Samples") and the modality it guides the synthesis
+// of ("CDM_Target").
 #include "cdmModel.h"
 #include "itkMetaDataObject.h"
 #include "itkVectorImage.h"
@@ -80,6 +81,7 @@ FillRepresentation(const cdm::Representation & representation, bool samples, TRe
     EncapsulateMetaData<double>(dictionary, "CDM_SourceScale_" + name, scale);
   }
   EncapsulateMetaData<int>(dictionary, "CDM_Samples", count);
+  EncapsulateMetaData<std::string>(dictionary, "CDM_Target", representation.Target);
 }
 
 /** Whether a representation image carries the normalisation scale of every source in `sources` (the sampler's
@@ -124,6 +126,7 @@ ReadRepresentation(const TRepresentationImage * image, int representationDim, co
     }
   }
   const MetaDataDictionary & dictionary = image->GetMetaDataDictionary();
+  ExposeMetaData<std::string>(dictionary, "CDM_Target", representation.Target);
   for (const auto & name : sources)
   {
     double scale = 0.0;

@@ -65,6 +65,11 @@ public:
   itkSetMacro(VoxelsPerCall, SizeValueType);
   itkGetConstMacro(VoxelsPerCall, SizeValueType);
 
+  /** The modality to synthesize with a unified model (one that synthesizes several): empty (default) means the one
+   *  of its targets the sources lack, when exactly one is; a per-target model accepts only its own target. */
+  itkSetStringMacro(TargetModality);
+  itkGetStringMacro(TargetModality);
+
   /** Includes the model's: loading another file into the same CDMModel re-executes the filter. */
   ModifiedTimeType
   GetMTime() const override;
@@ -86,8 +91,8 @@ protected:
   /** Gives every output image the first source's geometry and largest possible region. */
   void
   CopySourceInformationToOutputs();
-  /** The engine's options from this filter's Precision and VoxelsPerCall (an unknown precision raises an
-   *  ExceptionObject naming it). */
+  /** The engine's options from this filter's Precision, VoxelsPerCall and TargetModality (an unknown precision
+   *  raises an ExceptionObject naming it). */
   cdm::SynthesisOptions
   EngineOptions() const;
   /** The first source image (by modality order of the model). */
@@ -120,6 +125,7 @@ private:
   typename CDMModel::Pointer m_Model;
   std::string                m_Precision{ "fp32" };
   SizeValueType              m_VoxelsPerCall{ 0 };
+  std::string                m_TargetModality;
 };
 
 } // namespace itk

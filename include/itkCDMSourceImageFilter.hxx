@@ -196,6 +196,7 @@ CDMSourceImageFilter<TInputImage, TOutputImage>::EngineOptions() const
   cdm::SynthesisOptions options;
   CallEngine([&]() { options.NetworkPrecision = cdm::ParsePrecision(m_Precision, "Precision"); });
   options.VoxelsPerCall = static_cast<int64_t>(m_VoxelsPerCall);
+  options.Target = m_TargetModality;
   return options;
 }
 
@@ -206,6 +207,8 @@ CDMSourceImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os, In
   Superclass::PrintSelf(os, indent);
   os << indent << "Precision: " << m_Precision << std::endl;
   os << indent << "VoxelsPerCall: " << m_VoxelsPerCall << std::endl;
+  os << indent << "TargetModality: " << (m_TargetModality.empty() ? std::string("(automatic)") : m_TargetModality)
+     << std::endl;
   os << indent << "Model: " << (m_Model ? m_Model->GetFileName() : std::string("(none)")) << std::endl;
   os << indent << "Sources:";
   for (const auto & name : this->GetSourceNames())

@@ -145,8 +145,17 @@ CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateData()
     {
       options.TileSize[a] = static_cast<int64_t>(m_TileSize[a]);
     }
-    const cdm::Representation representation =
+    cdm::Representation representation =
       CDMConversion::ReadRepresentation(this->GetRepresentation(), config.Network.RepresentationDim, config.Sources);
+    if (representation.Target.empty())
+    {
+      representation.Target = options.Target; // an encoder's output names no target
+    }
+    else if (!options.Target.empty() && options.Target != representation.Target)
+    {
+      itkExceptionMacro(<< "the representation guides a synthesis of " << representation.Target
+                        << " but TargetModality is " << options.Target);
+    }
     const auto progress = [this](double fraction, const std::string &) {
       this->UpdateProgress(static_cast<float>(std::min(fraction, 0.999)));
     };

@@ -137,6 +137,11 @@ ModelHandle::Target() const
   return m_Model.Config().Target;
 }
 std::vector<std::string>
+ModelHandle::Targets() const
+{
+  return m_Model.Config().SynthesizedModalities();
+}
+std::vector<std::string>
 ModelHandle::Sources() const
 {
   return m_Model.Config().Sources;
@@ -173,27 +178,44 @@ ModelHandle::ConfigJson() const
 }
 
 SynthesisData
-ModelHandle::Synthesize(const ImageSet & sources, int samples, uint64_t seed, double eta, const std::string & precision)
-  const
+ModelHandle::Synthesize(const ImageSet &    sources,
+                        int                 samples,
+                        uint64_t            seed,
+                        double              eta,
+                        const std::string & precision,
+                        const std::string & target) const
 {
-  return SynthesisData(m_Model.Synthesize(sources.Volumes(), MakeOptions(samples, seed, eta, precision)));
+  SynthesisOptions options = MakeOptions(samples, seed, eta, precision);
+  options.Target = target;
+  return SynthesisData(m_Model.Synthesize(sources.Volumes(), options));
 }
 
 RepresentationData
 ModelHandle::Encode(const ImageSet & target) const
 {
-  const auto found = target.Volumes().find(m_Model.Config().Target);
-  if (found == target.Volumes().end() || target.Volumes().size() != 1)
+  const ModelConfig & config = m_Model.Config();
+  if (target.Volumes().size() != 1 || config.TargetIndex(target.Volumes().begin()->first) < 0)
   {
-    throw InputError("encode: expected one image of the model's target modality '" + m_Model.Config().Target + "'");
+    std::string targets;
+    for (const auto & t : config.SynthesizedModalities())
+    {
+      targets += (targets.empty() ? "" : ", ") + t;
+    }
+    throw InputError("encode: expected one image of a modality the model synthesizes (" + targets + ")");
   }
-  return RepresentationData(m_Model.Encode(found->second));
+  return RepresentationData(m_Model.Encode(target.Volumes().begin()->second, target.Volumes().begin()->first));
 }
 
 RepresentationData
-ModelHandle::SampleRepresentation(const ImageSet & sources, int samples, uint64_t seed, double eta) const
+ModelHandle::SampleRepresentation(const ImageSet &    sources,
+                                  int                 samples,
+                                  uint64_t            seed,
+                                  double              eta,
+                                  const std::string & target) const
 {
-  return RepresentationData(m_Model.SampleRepresentation(sources.Volumes(), MakeOptions(samples, seed, eta)));
+  SynthesisOptions options = MakeOptions(samples, seed, eta);
+  options.Target = target;
+  return RepresentationData(m_Model.SampleRepresentation(sources.Volumes(), options));
 }
 
 void

@@ -137,6 +137,9 @@ public:
   Device() const;
   std::string
   Target() const;
+  /** What the model synthesizes: a unified model's targets, or its one target. */
+  std::vector<std::string>
+  Targets() const;
   std::vector<std::string>
   Sources() const;
   unsigned int
@@ -153,15 +156,25 @@ public:
   std::string
   ConfigJson() const;
 
+  /** `target`: the modality to synthesize (empty: the model's, or the one a unified model's sources lack). */
   SynthesisData
-  Synthesize(const ImageSet & sources, int samples, uint64_t seed, double eta, const std::string & precision = "fp32")
-    const;
+  Synthesize(const ImageSet &    sources,
+             int                 samples,
+             uint64_t            seed,
+             double              eta,
+             const std::string & precision = "fp32",
+             const std::string & target = "") const;
 
+  /** `target` holds one image, named by its modality (one the model synthesizes). */
   RepresentationData
   Encode(const ImageSet & target) const;
 
   RepresentationData
-  SampleRepresentation(const ImageSet & sources, int samples, uint64_t seed, double eta) const;
+  SampleRepresentation(const ImageSet &    sources,
+                       int                 samples,
+                       uint64_t            seed,
+                       double              eta,
+                       const std::string & target = "") const;
 
 private:
   std::string m_Path;

@@ -62,8 +62,52 @@ Model::CheckSources(const SourceVolumes & sources) const
   }
 }
 
+std::string
+Model::ResolveTarget(const SourceVolumes & sources, const std::string & target) const
+{
+  const ModelConfig &            config = m_Impl->Config;
+  const std::vector<std::string> targets = config.SynthesizedModalities();
+  std::string                    list;
+  for (const auto & t : targets)
+  {
+    list += (list.empty() ? "" : ", ") + t;
+  }
+  if (target.empty())
+  {
+    if (!config.IsUnified())
+    {
+      return config.Target;
+    }
+    std::vector<std::string> lacking;
+    for (const auto & t : targets)
+    {
+      if (sources.count(t) == 0)
+      {
+        lacking.push_back(t);
+      }
+    }
+    if (lacking.size() == 1)
+    {
+      return lacking.front(); // the one gap, as in BraSyn
+    }
+    throw InputError("this model synthesizes any of " + list + " and the sources lack " +
+                     std::to_string(lacking.size()) + " of them; name the target (--target, SetTargetModality, " +
+                     "target=)");
+  }
+  if (config.TargetIndex(target) < 0)
+  {
+    throw InputError("target '" + target + "' is not one this model synthesizes; expected " + list);
+  }
+  if (sources.count(target))
+  {
+    throw InputError("target '" + target + "' is also given as a source ('" + sources.at(target).Description +
+                     "'); a synthesis is made from the other modalities");
+  }
+  return target;
+}
+
 Representation
-Model::Encode(const Volume & target) const
+Model::Encode(const Volume & target, const std::string & modality) const
 {
   c10::InferenceMode  guard;
   const Impl &        impl = *m_Impl;
@@ -90,6 +134,11 @@ Model::Encode(const Volume & target) const
   }
   const at::Tensor z = torch::cat(parts, 0).contiguous();
   Representation   representation;
+  representation.Target = modality.empty() ? config.Target : modality;
+  if (config.TargetIndex(representation.Target) < 0)
+  {
+    throw InputError("modality '" + representation.Target + "' is not one this model synthesizes");
+  }
   representation.Cells = z.size(0);
   representation.Dim = static_cast<int>(z.size(1));
   representation.Samples = 1;
@@ -120,7 +169,7 @@ Model::ReplaceRepresentation(const Representation & sampled, const std::string &
     throw InputError("the oracle representation needs a reference image of the target modality (" +
                      m_Impl->Config.Target + ")");
   }
-  const Representation oracle = Encode(*reference);
+  const Representation oracle = Encode(*reference, sampled.Target);
   if (oracle.Cells != sampled.Cells || oracle.Dim != sampled.Dim)
   {
     throw InputError("reference '" + reference->Description + "' gives " + std::to_string(oracle.Cells) +
@@ -143,6 +192,7 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
   const Impl &        impl = *m_Impl;
   const ModelConfig & config = impl.Config;
   Representation      representation;
+  representation.Target = ResolveTarget(sources, options.Target);
   CompleteSourceScales(config, sources, representation.SourceScales);
   const Volume & first = sources.begin()->second;
   if (config.ModelKind != "cdm")
@@ -180,6 +230,7 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
         impl.EncodeSourceVolume(sources, representation.SourceScales, first.Size, options.VoxelsPerCall));
     }
     condition = torch::cat(conditions, 0).to(torch::kFloat32);
+    condition = impl.ConditionFor(condition, impl.TargetIndices(representation.Target, condition.size(0)));
   }
   const double  eta = options.Eta < 0.0 ? config.Diffusion.Eta : options.Eta;
   const int64_t d = config.Network.RepresentationDim;

@@ -117,7 +117,7 @@ ModelConfig::Validate() const
     {
       fail("source modality '" + s + "' is unknown; expected one of t1n, t1c, t2w, t2f");
     }
-    if (s == Target)
+    if (s == Target && !IsUnified())
     {
       fail("source modality '" + s + "' is also the target");
     }
@@ -155,6 +155,102 @@ ModelConfig::Validate() const
   {
     fail("target scale must be positive");
   }
+  if (IsUnified())
+  {
+    if (ModelKind != "cdm")
+    {
+      fail("a unified model (several targets) must be of kind cdm; got " + ModelKind);
+    }
+    if (!SourcesOptional)
+    {
+      fail("a unified model takes any subset of its sources; expected sources_optional true");
+    }
+    if (Targets.size() < 2)
+    {
+      fail("a unified model has at least two targets");
+    }
+    std::set<std::string> targets;
+    for (const auto & t : Targets)
+    {
+      if (SourceIndex(t) < 0)
+      {
+        fail("target '" + t + "' of a unified model must also be one of its sources (absent when synthesized)");
+      }
+      if (!targets.insert(t).second)
+      {
+        fail("target '" + t + "' is listed twice");
+      }
+      const auto scale = TargetScales.find(t);
+      if (scale == TargetScales.end() || !(scale->second > 0.0))
+      {
+        fail("target '" + t + "' has no positive output scale");
+      }
+    }
+    if (Target != Targets.front())
+    {
+      fail("a unified model's target must be its first target");
+    }
+  }
+}
+
+ModelConfig
+ModelConfig::UnifiedFromPreset(const std::string &              preset,
+                               unsigned int                     dimension,
+                               const std::vector<std::string> & modalities,
+                               const std::vector<std::string> & targets)
+{
+  if (targets.size() < 2)
+  {
+    throw InputError("a unified model needs two or more targets; for one, train a per-target model");
+  }
+  // The preset's sizes, taken from a per-target configuration of the same modalities.
+  std::vector<std::string> others;
+  for (const auto & m : modalities)
+  {
+    if (m != targets.front())
+    {
+      others.push_back(m);
+    }
+  }
+  ModelConfig config = FromPreset(preset, dimension, others, targets.front(), "cdm");
+  config.Sources = modalities;
+  config.Targets = targets;
+  config.SourcesOptional = true;
+  for (const auto & t : targets)
+  {
+    config.TargetScales[t] = 1.0;
+  }
+  config.Validate();
+  return config;
+}
+
+std::vector<std::string>
+ModelConfig::SynthesizedModalities() const
+{
+  return IsUnified() ? Targets : std::vector<std::string>{ Target };
+}
+
+int
+ModelConfig::TargetIndex(const std::string & target) const
+{
+  const std::vector<std::string> targets = SynthesizedModalities();
+  const auto                     it = std::find(targets.begin(), targets.end(), target);
+  return it == targets.end() ? -1 : static_cast<int>(it - targets.begin());
+}
+
+double
+ModelConfig::ScaleOf(const std::string & target) const
+{
+  if (!IsUnified())
+  {
+    return TargetScale;
+  }
+  const auto it = TargetScales.find(target);
+  if (it == TargetScales.end())
+  {
+    throw InputError("target '" + target + "' is not one this model synthesizes");
+  }
+  return it->second;
 }
 
 std::vector<std::string>
@@ -217,7 +313,7 @@ ModelConfig::ToJson(int indent) const
   const NetworkConfig &   n = Network;
   const DiffusionConfig & d = Diffusion;
   nlohmann::json          j;
-  j["format_version"] = FormatVersion;
+  j["format_version"] = IsUnified() ? 2 : 1; // per-target files stay readable by version-1 readers
   j["model_kind"] = ModelKind;
   j["preset"] = Preset;
   j["dimension"] = Dimension;
@@ -246,6 +342,11 @@ ModelConfig::ToJson(int indent) const
                          { "foreground_fraction", Normalization.ForegroundFraction },
                          { "clip", Normalization.Clip } };
   j["target_scale"] = TargetScale;
+  if (IsUnified())
+  {
+    j["targets"] = Targets;
+    j["target_scales"] = TargetScales;
+  }
   nlohmann::json provenance = nlohmann::json::parse(ProvenanceJson, nullptr, false);
   j["provenance"] = provenance.is_discarded() ? nlohmann::json::object() : provenance;
   return j.dump(indent);
@@ -272,10 +373,12 @@ ModelConfig::FromJson(const std::string & text)
       object.at(key).get_to(value);
     };
     get(j, "format_version", c.FormatVersion);
-    if (c.FormatVersion != CurrentFormatVersion)
+    if (c.FormatVersion < 1 || c.FormatVersion > CurrentFormatVersion)
     {
       throw ModelFileError("model header: format version " + std::to_string(c.FormatVersion) +
-                           " is not supported; expected " + std::to_string(CurrentFormatVersion));
+                           " is not supported; this itk-cdm reads versions 1 to " +
+                           std::to_string(CurrentFormatVersion) +
+                           (c.FormatVersion > CurrentFormatVersion ? " (the file is newer: update itk-cdm)" : ""));
     }
     get(j, "model_kind", c.ModelKind);
     get(j, "preset", c.Preset);
@@ -313,6 +416,11 @@ ModelConfig::FromJson(const std::string & text)
     get(r, "foreground_fraction", c.Normalization.ForegroundFraction);
     get(r, "clip", c.Normalization.Clip);
     get(j, "target_scale", c.TargetScale);
+    if (c.FormatVersion >= 2 && j.contains("targets"))
+    {
+      get(j, "targets", c.Targets);
+      get(j, "target_scales", c.TargetScales);
+    }
     c.ProvenanceJson = j.contains("provenance") ? j.at("provenance").dump() : "{}";
     c.Validate();
     return c;

@@ -162,6 +162,11 @@ Model::Impl::Impl(const ModelConfig & config, const c10::Device & device, std::o
     SourceEncoder = nn::ImageEncoder(dimension, SourceChannels(), n);
     Denoiser = nn::Denoiser(n);
     UNet = nn::CrossConditionedUNet(dimension, SourceChannels(), n.RepresentationDim, n);
+    if (Config.IsUnified())
+    {
+      TargetEmbedding =
+        nn::TargetEmbedding(static_cast<int64_t>(Config.Targets.size()), static_cast<int64_t>(n.RepresentationDim));
+    }
   }
   else if (Config.ModelKind == "unet")
   {
@@ -202,7 +207,8 @@ Model::Impl::ParameterCount(const ModelConfig & config)
     return nn::ImageEncoderParameters(dimension, 1, n) +
            nn::FeatureDecoderParameters(dimension, static_cast<double>(nn::ImageEncoderFeatureChannels(n)), n) +
            nn::ImageEncoderParameters(dimension, sources, n) + nn::DenoiserParameters(n) +
-           nn::CrossConditionedUNetParameters(dimension, sources, n.RepresentationDim, n);
+           nn::CrossConditionedUNetParameters(dimension, sources, n.RepresentationDim, n) +
+           nn::TargetEmbeddingParameters(static_cast<double>(config.Targets.size()), n.RepresentationDim);
   }
   if (config.ModelKind == "unet")
   {
@@ -228,6 +234,7 @@ Model::Impl::Networks() const
   add("denoiser", Denoiser ? Denoiser.get() : nullptr);
   add("time_embedding", TimeEmbedding ? TimeEmbedding.get() : nullptr);
   add("unet", UNet.get());
+  add("target_embedding", TargetEmbedding ? TargetEmbedding.get() : nullptr);
   return networks;
 }
 
@@ -431,6 +438,29 @@ Model::Impl::LayoutAxis(int volumeAxis) const
     }
   }
   return volumeAxis == inPlane[0] ? 2 : 3;
+}
+
+at::Tensor
+Model::Impl::TargetIndices(const std::string & target, int64_t count) const
+{
+  const int index = Config.TargetIndex(target);
+  if (index < 0)
+  {
+    throw InputError("target '" + target + "' is not one this model synthesizes");
+  }
+  return torch::full({ count }, index, torch::TensorOptions(torch::kLong).device(Device));
+}
+
+at::Tensor
+Model::Impl::ConditionFor(const at::Tensor & c, const at::Tensor & targetIndex) const
+{
+  return TargetEmbedding ? TargetEmbedding->Condition(c, targetIndex) : c;
+}
+
+at::Tensor
+Model::Impl::GuidanceFor(const at::Tensor & z, const at::Tensor & targetIndex) const
+{
+  return TargetEmbedding ? TargetEmbedding->Guidance(z, targetIndex) : z;
 }
 
 at::Tensor

@@ -43,7 +43,8 @@ struct Model::Impl
   mutable nn::ImageEncoder           SourceEncoder{ nullptr };
   mutable nn::Denoiser               Denoiser{ nullptr };
   mutable nn::CrossConditionedUNet   UNet{ nullptr };
-  mutable nn::TimeEmbedding          TimeEmbedding{ nullptr }; ///< ddim baseline only
+  mutable nn::TimeEmbedding          TimeEmbedding{ nullptr };   ///< ddim baseline only
+  mutable nn::TargetEmbedding        TargetEmbedding{ nullptr }; ///< unified models only
   std::unique_ptr<DiffusionSchedule> Schedule;
 
   /** The networks by their prefix in the model file. */
@@ -114,6 +115,16 @@ struct Model::Impl
   /** The tensor axis (0 = batch, 2.. = spatial) of network layout that holds volume axis 0 (x), 1 (y) or 2 (z). */
   int64_t
   LayoutAxis(int volumeAxis) const;
+
+  /** [count] target indices (long, on the device) of `target` in Config.SynthesizedModalities(). */
+  at::Tensor
+  TargetIndices(const std::string & target, int64_t count) const;
+  /** The MDN's condition for targets `targetIndex` [B]: c plus the target embedding (a unified model), or c. */
+  at::Tensor
+  ConditionFor(const at::Tensor & c, const at::Tensor & targetIndex) const;
+  /** The C-UNet's guidance for targets `targetIndex` [B]: z plus the target embedding (a unified model), or z. */
+  at::Tensor
+  GuidanceFor(const at::Tensor & z, const at::Tensor & targetIndex) const;
 
   /** z = FE(target) for a [B, 1, ...] batch (padded inside to the encoder's alignment). */
   at::Tensor

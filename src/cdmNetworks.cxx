@@ -124,6 +124,33 @@ DenseImpl::Initialize(at::Generator & generator)
   DrawDefaultInitialValues(m_Weight, m_Bias, generator);
 }
 
+TargetEmbeddingImpl::TargetEmbeddingImpl(int64_t targets, int64_t dim)
+{
+  m_Condition = register_parameter("condition", torch::zeros({ targets, dim }));
+  m_Guidance = register_parameter("guidance", torch::zeros({ targets, dim }));
+}
+
+torch::Tensor
+TargetEmbeddingImpl::Condition(const torch::Tensor & values, const torch::Tensor & targetIndex)
+{
+  return values + m_Condition.index_select(0, targetIndex);
+}
+
+torch::Tensor
+TargetEmbeddingImpl::Guidance(const torch::Tensor & z, const torch::Tensor & targetIndex)
+{
+  return z + m_Guidance.index_select(0, targetIndex);
+}
+
+void
+TargetEmbeddingImpl::Initialize(at::Generator & generator)
+{
+  torch::NoGradGuard noGrad;
+  const double       bound = 1.0 / std::sqrt(static_cast<double>(m_Condition.size(0))); // fan-in of a one-hot code
+  m_Condition.uniform_(-bound, bound, generator);
+  m_Guidance.uniform_(-bound, bound, generator);
+}
+
 void
 InitializeParameters(torch::nn::Module & network, at::Generator & generator)
 {
@@ -136,6 +163,10 @@ InitializeParameters(torch::nn::Module & network, at::Generator & generator)
     else if (auto * dense = dynamic_cast<DenseImpl *>(module.get()))
     {
       dense->Initialize(generator);
+    }
+    else if (auto * embedding = dynamic_cast<TargetEmbeddingImpl *>(module.get()))
+    {
+      embedding->Initialize(generator);
     }
   }
 }
@@ -494,6 +525,12 @@ DenoiserParameters(const NetworkConfig & config)
   const double width = config.DenoiserWidth;
   return LinearParameters(2 * d + DenoiserImpl::EmbeddingDim, width) +
          config.DenoiserBlocks * 2 * LinearParameters(width, width) + LinearParameters(width, d);
+}
+
+double
+TargetEmbeddingParameters(double targets, double dim)
+{
+  return 2.0 * targets * dim;
 }
 
 double

@@ -273,6 +273,29 @@ private:
 };
 TORCH_MODULE(TimeEmbedding);
 
+/** \brief A unified model's target conditioning: a learned D-vector per target added to the MDN's condition c
+ *  (Condition) and another added to z before the C-UNet's Condition Embedding (Guidance), so that the MDN samples,
+ *  and the C-UNet synthesizes, the requested modality. Each table is a bias-free linear layer on the one-hot target
+ *  code (initialised as one). */
+class TargetEmbeddingImpl : public torch::nn::Module
+{
+public:
+  TargetEmbeddingImpl(int64_t targets, int64_t dim);
+  /** values [B, D] + the condition rows of `targetIndex` [B] (long). */
+  torch::Tensor
+  Condition(const torch::Tensor & values, const torch::Tensor & targetIndex);
+  /** z [B, D] + the guidance rows of `targetIndex` [B] (long). */
+  torch::Tensor
+  Guidance(const torch::Tensor & z, const torch::Tensor & targetIndex);
+  void
+  Initialize(at::Generator & generator);
+
+private:
+  torch::Tensor m_Condition;
+  torch::Tensor m_Guidance;
+};
+TORCH_MODULE(TargetEmbedding);
+
 /** \brief The MDN denoiser: residual MLP over [z_t, c, embedding(t)] predicting z_0. */
 class DenoiserImpl : public torch::nn::Module
 {
@@ -343,6 +366,8 @@ double
 DenoiserParameters(const NetworkConfig & config);
 double
 TimeEmbeddingParameters(double dim);
+double
+TargetEmbeddingParameters(double targets, double dim);
 double
 CrossConditionedUNetParameters(int dimension, double inChannels, double conditionDim, const NetworkConfig & config);
 

@@ -24,6 +24,7 @@ struct SynthesisContinuation::State
 {
   const Model::Impl *           Networks{ nullptr }; ///< the model it belongs to
   std::vector<float>            RepresentationValues;
+  std::string                   Target;
   int                           Samples{ 0 };
   std::map<std::string, double> Scales;
   Precision                     NetworkPrecision{ Precision::Float32 };
@@ -200,9 +201,16 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
                      std::to_string(representation.Dim) + "; expected " + std::to_string(cells) + " of length " +
                      std::to_string(expectedDim) + " for these sources");
   }
-  const int        samples = representation.Samples;
-  const at::Tensor zAll = torch::from_blob(
+  const int         samples = representation.Samples;
+  const std::string target = ResolveTarget(sources, representation.Target);
+  at::Tensor        zAll = torch::from_blob(
     const_cast<float *>(representation.Values.data()), { samples, cells, representation.Dim }, torch::kFloat32);
+  if (impl.TargetEmbedding)
+  {
+    // A unified model's C-UNet is guided by z plus the target's embedding.
+    const at::Tensor flat = zAll.reshape({ samples * cells, representation.Dim }).to(impl.Device);
+    zAll = impl.GuidanceFor(flat, impl.TargetIndices(target, flat.size(0))).cpu().reshape(zAll.sizes());
+  }
 
   // The region in network layout: batch rows [b0, b0 + nb) and spatial ranges per layout axis (image indices);
   // `shift` maps an image index to the index in the sources' tensor.
@@ -345,9 +353,9 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
         std::unique_ptr<SynthesisContinuation::State> fresh;
         SynthesisContinuation::State *                state = continuation ? continuation->m_State.get() : nullptr;
         if (state && state->Networks == &impl && state->NextOutput == a && state->Samples == samples &&
-            state->RepresentationValues == representation.Values && state->Scales == scales &&
-            state->NetworkPrecision == options.NetworkPrecision && state->ImageSize == imageSize &&
-            state->InPlaneWindow == inPlane && state->SlabPlanes == slab)
+            state->RepresentationValues == representation.Values && state->Target == target &&
+            state->Scales == scales && state->NetworkPrecision == options.NetworkPrecision &&
+            state->ImageSize == imageSize && state->InPlaneWindow == inPlane && state->SlabPlanes == slab)
         {
           ++continuation->m_Continuations;
         }
@@ -357,6 +365,7 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
           state = fresh.get();
           state->Networks = &impl;
           state->RepresentationValues = representation.Values;
+          state->Target = target;
           state->Samples = samples;
           state->Scales = scales;
           state->NetworkPrecision = options.NetworkPrecision;
@@ -518,7 +527,7 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
   const Volume geometry = first.BoxGeometry(
     { region.Index[0] - offset[0], region.Index[1] - offset[1], region.Index[2] - offset[2] }, region.Size, "");
   const auto toVolume = [&](at::Tensor & values, float * buffer, const std::string & description, bool clampAtZero) {
-    values.mul_(config.TargetScale);
+    values.mul_(config.ScaleOf(target));
     if (clampAtZero)
     {
       values.clamp_min_(0.0);

@@ -227,10 +227,20 @@ StagesToRun(const Dataset & data, const TrainingOptions & options, std::vector<s
         throw InputError("training: case '" + c.Name + "' has no '" + name + "' image");
       }
     }
-    if (c.Images.count(options.Target) == 0)
+    const std::vector<std::string> targets =
+      options.Targets.empty() ? std::vector<std::string>{ options.Target } : options.Targets;
+    for (const auto & name : targets)
     {
-      throw InputError("training: case '" + c.Name + "' has no '" + options.Target + "' image");
+      if (c.Images.count(name) == 0)
+      {
+        throw InputError("training: case '" + c.Name + "' has no '" + name + "' image");
+      }
     }
+  }
+  if (!options.Targets.empty() && options.ModelKind != "cdm")
+  {
+    throw InputError("training: one model for several targets (--targets) is of kind cdm; the '" + options.ModelKind +
+                     "' baseline trains one model per target");
   }
 
   *stageOrderOut = stageOrder;
@@ -260,7 +270,9 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
     safetensors::Header header;
     stored = safetensors::Read(checkpoint, &header);
     const ModelConfig config = ModelConfig::FromJson(header.Metadata.at("cdm"));
-    if (config.Target != options.Target || config.Sources != options.Sources || config.Dimension != options.Dimension ||
+    const bool        sameTask = options.Targets.empty() ? !config.IsUnified() && config.Target == options.Target
+                                                         : config.Targets == options.Targets;
+    if (!sameTask || config.Sources != options.Sources || config.Dimension != options.Dimension ||
         config.Preset != options.Preset || config.ModelKind != options.ModelKind)
     {
       throw InputError("--resume: checkpoint '" + checkpoint + "' was made for a '" + config.Preset + "' " +
@@ -282,9 +294,11 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
   else
   {
     ModelConfig config =
-      ModelConfig::FromPreset(options.Preset, options.Dimension, options.Sources, options.Target, options.ModelKind);
+      options.Targets.empty()
+        ? ModelConfig::FromPreset(options.Preset, options.Dimension, options.Sources, options.Target, options.ModelKind)
+        : ModelConfig::UnifiedFromPreset(options.Preset, options.Dimension, options.Sources, options.Targets);
     config.SliceAxis = options.SliceAxis;
-    config.SourcesOptional = options.SourceDropout > 0.0;
+    config.SourcesOptional = config.IsUnified() || options.SourceDropout > 0.0;
     if (options.MdnSchedule == "linear" && config.ModelKind == "cdm")
     {
       config.Diffusion.Schedule = "linear";
@@ -294,12 +308,19 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
       config.Diffusion.BetaEnd = 2e-2;
     }
     config.Normalization = data.Rule();
-    std::vector<double> scales;
-    for (const auto & c : data.Cases())
+    for (const std::string & target : config.SynthesizedModalities())
     {
-      scales.push_back(c.Scales.at(options.Target));
+      std::vector<double> scales;
+      for (const auto & c : data.Cases())
+      {
+        scales.push_back(c.Scales.at(target));
+      }
+      (config.IsUnified() ? config.TargetScales[target] : config.TargetScale) = Median(scales);
     }
-    config.TargetScale = Median(scales);
+    if (config.IsUnified())
+    {
+      config.TargetScale = config.TargetScales.at(config.Target);
+    }
     implPointer = std::make_shared<Model::Impl>(config, ToTorchDevice(ResolveDevice(options.Device)), options.Seed);
     if (options.FilmInit == "small")
     {
@@ -361,7 +382,7 @@ Train(const Dataset &                                       data,
     int64_t largest = 0;
     for (const auto & c : data.Cases())
     {
-      const Volume & v = c.Images.at(config.Target);
+      const Volume & v = c.Images.at(config.Target); // every modality of a case shares its grid
       for (int a = 0; a < 3; ++a)
       {
         if (a != config.SliceAxis)

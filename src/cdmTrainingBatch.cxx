@@ -15,7 +15,9 @@ namespace cdm
 Batch
 Batch::To(const c10::Device & device) const
 {
-  return { Sources.to(device), Target.to(device), Mask.to(device), Tumour.to(device), ValidSizes };
+  return {
+    Sources.to(device), Target.to(device), Mask.to(device), Tumour.to(device), TargetIndex.to(device), ValidSizes
+  };
 }
 
 PatchSampler::PatchSampler(const Dataset &             data,
@@ -31,21 +33,27 @@ PatchSampler::PatchSampler(const Dataset &             data,
     throw InputError("training: the tumour share of the patches must lie in [0, 1], got " +
                      std::to_string(tumourFraction));
   }
-  const ModelConfig & config = impl.Config;
-  for (const size_t index : cases)
+  const ModelConfig &            config = impl.Config;
+  const std::vector<std::string> targets = config.SynthesizedModalities();
+  for (size_t entryIndex = 0; entryIndex < cases.size() * targets.size(); ++entryIndex)
   {
-    const TrainingCase &                              c = data.Cases()[index];
-    const Volume &                                    target = c.Images.at(config.Target);
+    const TrainingCase &                              c = data.Cases()[cases[entryIndex / targets.size()]];
+    const std::string &                               targetName = targets[entryIndex % targets.size()];
+    const Volume &                                    target = c.Images.at(targetName);
     std::map<std::string, const std::vector<float> *> sources;
     for (const auto & name : config.Sources)
     {
-      sources[name] = &c.Images.at(name).Voxels;
+      if (name != targetName) // a unified model's target is among its sources, absent
+      {
+        sources[name] = &c.Images.at(name).Voxels;
+      }
     }
     const std::vector<int64_t> shape{ 1, target.Size[2], target.Size[1], target.Size[0] };
     const auto                 layout = [&](const at::Tensor & channelsZYX) {
       return impl.ToNetworkLayout(channelsZYX.to(torch::kFloat32)).contiguous();
     };
     Entry entry;
+    entry.TargetIndex = static_cast<int64_t>(entryIndex % targets.size());
     entry.Sources = layout(impl.SourceTensor(sources, target.Size));
     entry.Target = layout(torch::from_blob(const_cast<float *>(target.Voxels.data()), shape, torch::kFloat32));
     const std::vector<uint8_t> mask = data.Rule().ForegroundMask(target);
@@ -194,6 +202,7 @@ PatchSampler::Crop(const Entry &                entry,
   item.Target = torch::constant_pad_nd(target, pads, 0.0);
   item.Mask = torch::constant_pad_nd(mask, pads, 0.0);
   item.Tumour = torch::constant_pad_nd(tumour, pads, 0.0);
+  item.TargetIndex = entry.TargetIndex;
   return item;
 }
 
@@ -201,9 +210,11 @@ Batch
 PatchSampler::Stack(const std::vector<Item> & items)
 {
   std::vector<at::Tensor> sources, targets, masks, tumours;
+  std::vector<int64_t>    targetIndices;
   Batch                   batch;
   for (const auto & item : items)
   {
+    targetIndices.push_back(item.TargetIndex);
     sources.push_back(item.Sources);
     targets.push_back(item.Target);
     masks.push_back(item.Mask);
@@ -214,6 +225,7 @@ PatchSampler::Stack(const std::vector<Item> & items)
   batch.Target = torch::stack(targets);
   batch.Mask = torch::stack(masks);
   batch.Tumour = torch::stack(tumours);
+  batch.TargetIndex = torch::tensor(targetIndices, torch::kLong);
   return batch;
 }
 
@@ -228,15 +240,23 @@ DropSources(Batch & batch, double probability, std::mt19937_64 & random)
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   for (int64_t b = 0; b < batch.Sources.size(0); ++b)
   {
-    std::vector<int64_t> dropped;
+    // Among the sources present (a unified model's target is absent already); at least one stays.
+    std::vector<int64_t> present, dropped;
     for (int64_t s = 0; s < sources; ++s)
+    {
+      if (batch.Sources[b][2 * s + 1].max().item<float>() > 0.0f)
+      {
+        present.push_back(s);
+      }
+    }
+    for (const int64_t s : present)
     {
       if (uniform(random) < probability)
       {
         dropped.push_back(s);
       }
     }
-    if (static_cast<int64_t>(dropped.size()) == sources)
+    if (!dropped.empty() && dropped.size() == present.size())
     {
       dropped.pop_back();
     }

@@ -21,8 +21,9 @@ struct Batch
   at::Tensor                        Sources;
   at::Tensor                        Target;
   at::Tensor                        Mask;
-  at::Tensor                        Tumour;     ///< 1 where the case's segmentation is > 0 (zeros without one)
-  std::vector<std::vector<int64_t>> ValidSizes; ///< spatial sizes before padding, per item
+  at::Tensor                        Tumour;      ///< 1 where the case's segmentation is > 0 (zeros without one)
+  at::Tensor                        TargetIndex; ///< [B] long: each item's target in SynthesizedModalities()
+  std::vector<std::vector<int64_t>> ValidSizes;  ///< spatial sizes before padding, per item
 
   Batch
   To(const c10::Device & device) const;
@@ -32,7 +33,9 @@ struct Batch
  *
  * A share `tumourFraction` of the items is centred on a random voxel of a random case's tumour (BraTS training
  * practice: the tumour is a few percent of the brain, so a uniform draw rarely shows it); the rest are uniform
- * over the slices with foreground. Cases without a segmentation only take uniform draws. */
+ * over the slices with foreground. Cases without a segmentation only take uniform draws. For a unified model each
+ * case enters once per target (its other modalities as the sources, the target's channels absent), so that the
+ * targets are drawn alike. */
 class PatchSampler
 {
 public:
@@ -67,11 +70,13 @@ private:
     at::Tensor           Tumour;
     at::Tensor           TumourVoxels; // [K, 1 + spatial]: (slice, position...) of every tumour voxel
     std::vector<int64_t> Slices;
+    int64_t              TargetIndex{ 0 };
   };
   struct Item
   {
     at::Tensor           Sources, Target, Mask, Tumour; // [C, ...] cropped and padded to the patch
     std::vector<int64_t> ValidSize;
+    int64_t              TargetIndex{ 0 };
   };
 
   /** The item at `slice`: centred on `centre` (spatial position) when given, else at a random (or, without a

@@ -54,10 +54,15 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
       return impl.Denoiser->forward(
         zt, condition, torch::full({ z.size(0) }, static_cast<double>(t) / trainSteps, z.options()));
     };
-  const auto sampledRepresentation = [&impl, &options](const Batch & b) {
-    const at::Tensor condition = impl.EncodeSources(b.Sources);
-    const at::Tensor start = SeededNoise({ condition.size(0), condition.size(1) }, options.Seed + 17, impl.Device);
-    return impl.SampleRepresentation(condition, start, 0.0, {});
+  // A unified model's MDN condition and C-UNet guidance carry each item's target (unchanged for a per-target model).
+  const auto condition = [&impl](const Batch & b) {
+    return impl.ConditionFor(impl.EncodeSources(b.Sources), b.TargetIndex);
+  };
+  const auto guidance = [&impl](const Batch & b, const at::Tensor & z) { return impl.GuidanceFor(z, b.TargetIndex); };
+  const auto sampledRepresentation = [&impl, &options, condition](const Batch & b) {
+    const at::Tensor c = condition(b);
+    const at::Tensor start = SeededNoise({ c.size(0), c.size(1) }, options.Seed + 17, impl.Device);
+    return impl.SampleRepresentation(c, start, 0.0, {});
   };
   // The C-UNet stage's z: the target's encoding, trained with the C-UNet when the encoder is a teacher (DiffIR's
   // stage 1: z learns what the synthesis needs and the sources do not show), with optional noise so that the
@@ -87,37 +92,42 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
                       at::Generator generator = NewGenerator(options.Seed + 29);
                       return impl.ReconstructMasked(b.Target, generator).first;
                     } };
+  // "target_embedding" (a unified model's only) trains wherever the condition or the guidance does.
   stages["cunet"] = {
     "cunet",
-    options.TeacherEncoder ? std::vector<std::string>{ "unet", "mrm_encoder" } : std::vector<std::string>{ "unet" },
+    options.TeacherEncoder ? std::vector<std::string>{ "unet", "target_embedding", "mrm_encoder" }
+                           : std::vector<std::string>{ "unet", "target_embedding" },
     1.0,
-    [&impl, teacherRepresentation, tumourWeight, lossKind](const Batch & b, at::Generator & generator) {
+    [&impl, teacherRepresentation, guidance, tumourWeight, lossKind](const Batch & b, at::Generator & generator) {
       return SynthesisLoss(
-        impl.SynthesizeBatch(b.Sources, teacherRepresentation(b, generator)), b, tumourWeight, lossKind);
+        impl.SynthesizeBatch(b.Sources, guidance(b, teacherRepresentation(b, generator))), b, tumourWeight, lossKind);
     },
-    [&impl](const Batch & b) { return impl.SynthesizeBatch(b.Sources, impl.EncodeTarget(b.Target)); }
+    [&impl, guidance](const Batch & b) {
+      return impl.SynthesizeBatch(b.Sources, guidance(b, impl.EncodeTarget(b.Target)));
+    }
   };
   stages["mdn"] = { "mdn",
-                    { "source_encoder", "denoiser" },
+                    { "source_encoder", "denoiser", "target_embedding" },
                     1.0,
-                    [&impl, trainingRepresentation](const Batch & b, at::Generator & generator) {
+                    [&impl, trainingRepresentation, condition](const Batch & b, at::Generator & generator) {
                       const at::Tensor z = impl.EncodeTarget(b.Target).detach();
-                      return (trainingRepresentation(impl.EncodeSources(b.Sources), z, generator) - z).abs().mean();
+                      return (trainingRepresentation(condition(b), z, generator) - z).abs().mean();
                     },
-                    [&impl, sampledRepresentation](const Batch & b) {
-                      return impl.SynthesizeBatch(b.Sources, sampledRepresentation(b));
+                    [&impl, sampledRepresentation, guidance](const Batch & b) {
+                      return impl.SynthesizeBatch(b.Sources, guidance(b, sampledRepresentation(b)));
                     } };
-  stages["finetune"] = {
-    "finetune",
-    { "source_encoder", "denoiser", "unet" },
-    0.2,
-    [&impl, trainingRepresentation, tumourWeight, lossKind](const Batch & b, at::Generator & generator) {
-      const at::Tensor z = impl.EncodeTarget(b.Target).detach();
-      const at::Tensor zHat = trainingRepresentation(impl.EncodeSources(b.Sources), z, generator);
-      return SynthesisLoss(impl.SynthesizeBatch(b.Sources, zHat), b, tumourWeight, lossKind) + (zHat - z).abs().mean();
-    },
-    stages["mdn"].Predict
-  };
+  stages["finetune"] = { "finetune",
+                         { "source_encoder", "denoiser", "unet", "target_embedding" },
+                         0.2,
+                         [&impl, trainingRepresentation, condition, guidance, tumourWeight, lossKind](
+                           const Batch & b, at::Generator & generator) {
+                           const at::Tensor z = impl.EncodeTarget(b.Target).detach();
+                           const at::Tensor zHat = trainingRepresentation(condition(b), z, generator);
+                           return SynthesisLoss(
+                                    impl.SynthesizeBatch(b.Sources, guidance(b, zHat)), b, tumourWeight, lossKind) +
+                                  (zHat - z).abs().mean();
+                         },
+                         stages["mdn"].Predict };
   // The baselines, trained by the same loop: a UNet regressor, and image-space diffusion predicting noise.
   stages["unet"] = { "unet",
                      { "unet" },

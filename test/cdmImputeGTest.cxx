@@ -264,7 +264,7 @@ TEST_F(Impute, WritesIntoAnotherFolderAndNeverTakesASynthesizedFileForARealScan)
 namespace
 {
 // The BraSyn workflow on generated data: a phantom folder with one modality dropped per case, filled by `impute`
-// with one model per target.
+// with one unified model (untrained: the workflow is under test).
 TEST(ImputeBraSynFolder, PhantomDropsOneModalityPerCaseAndImputeFillsEveryGap)
 {
   const std::string                 root = cdm::testing::MakeTemporaryDirectory("brasyn");
@@ -273,21 +273,10 @@ TEST(ImputeBraSynFolder, PhantomDropsOneModalityPerCaseAndImputeFillsEveryGap)
     std::string(CDM_EXECUTABLE) + " phantom --out " + data + " --cases 6 --seed 2 " +
     "--anatomy procedural --size 48,48,24 --spacing 4 --drop random --held-out " + root + "/held-out");
   ASSERT_EQ(phantom.ExitCode, 0) << phantom.Output;
-  std::string models;
-  for (const std::string & target : cdm::KnownModalities())
-  {
-    std::vector<std::string> sources;
-    for (const std::string & m : cdm::KnownModalities())
-    {
-      if (m != target)
-      {
-        sources.push_back(m);
-      }
-    }
-    const std::string path = root + "/" + target + ".cdm";
-    cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, sources, target), 1, "cpu").Save(path);
-    models += " --model " + path;
-  }
+  const std::string models = " --model " + root + "/unified.cdm";
+  cdm::Model::Create(
+    cdm::ModelConfig::UnifiedFromPreset("tiny", 2, cdm::KnownModalities(), cdm::KnownModalities()), 1, "cpu")
+    .Save(root + "/unified.cdm");
   std::map<std::string, std::string> dropped; // case -> modality
   for (const auto & entry : fs::directory_iterator(data))
   {
@@ -313,6 +302,11 @@ TEST(ImputeBraSynFolder, PhantomDropsOneModalityPerCaseAndImputeFillsEveryGap)
   ASSERT_EQ(impute.ExitCode, 0) << impute.Output;
   const nlohmann::json report = ReportOf(impute.Output);
   EXPECT_EQ(report["written"].size(), 6u);
+  for (const auto & row : report["written"])
+  {
+    EXPECT_EQ(row["model"], root + "/unified.cdm");
+    EXPECT_EQ(row["sources"].size(), 3u);
+  }
   for (const auto & [caseName, modality] : dropped)
   {
     const std::string file = data + "/" + caseName + "/" + caseName + "-" + modality + ".nii.gz";

@@ -141,7 +141,7 @@ TEST_F(ModelFile, CorruptedHeaderIsRefused)
 TEST_F(ModelFile, WrongFormatVersionIsRefused)
 {
   RewriteConfigurationField(m_Path, "\"format_version\":1", "\"format_version\":99");
-  ExpectRefused(m_Path, { m_Path, "format version 99", "expected 1" });
+  ExpectRefused(m_Path, { m_Path, "format version 99", "reads versions 1 to 2", "the file is newer: update itk-cdm" });
 }
 
 TEST_F(ModelFile, ShapeMismatchIsRefusedNamingTheTensor)

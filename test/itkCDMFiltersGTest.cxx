@@ -521,6 +521,57 @@ TEST_F(CDMFilters, EncoderOutputDrivesTheSynthesisAndTheSamplerOutputEqualsTheCo
   EXPECT_GT(RelativeDifference(expected, viaSampler), 0.0); // the oracle and the sampled z differ (z acts)
 }
 
+TEST_F(CDMFilters, AUnifiedModelSynthesizesTheTargetModalityItIsSet)
+{
+  const std::vector<std::string> all{ "t1n", "t1c", "t2w", "t2f" };
+  const cdm::Model unified = cdm::Model::Create(cdm::ModelConfig::UnifiedFromPreset("tiny", 2, all, all), 6, "cpu");
+  cdm::testing::RandomizeFilm(unified, 7);
+  unified.Save(s_Directory + "/unified.cdm");
+  auto model = itk::CDMModel::New();
+  model->Load(s_Directory + "/unified.cdm", "cpu");
+  const auto               raw = cdm::testing::MakeCase(31, { 32, 28, 4 });
+  auto                     images = Sources<Image3>(31, { 32, 28, 4 });
+  const cdm::SourceVolumes two{ { "t1n", raw.at("t1n") }, { "t2w", raw.at("t2w") } };
+
+  // Sources t1n and t2w: two gaps, so the target must be set; each one set gives the core engine's synthesis of it.
+  auto composite = itk::CDMImageFilter<Image3>::New();
+  composite->SetModel(model);
+  composite->SetSource("t1n", images["t1n"]);
+  composite->SetSource("t2w", images["t2w"]);
+  ExpectRefusal([&] { composite->Update(); }, "name the target"); // and recovers once it is named
+  std::map<std::string, std::vector<float>> outputs;
+  for (const std::string target : { "t1c", "t2f" })
+  {
+    composite->SetTargetModality(target);
+    composite->Update();
+    outputs[target] = Values(composite->GetOutput());
+    cdm::SynthesisOptions options;
+    options.Target = target;
+    EXPECT_LE(RelativeDifference(unified.Synthesize(two, options).Image.Voxels, outputs[target]), 1e-6) << target;
+  }
+  EXPECT_GT(RelativeDifference(outputs["t1c"], outputs["t2f"]), 1e-4);
+  composite->SetTargetModality("t2w");
+  ExpectRefusal([&] { composite->Update(); }, "also given as a source");
+
+  // The encoder names the modality it encodes; the synthesis filter follows it, and refuses another target.
+  auto encoder = itk::CDMModalityEncoderImageFilter<Image3>::New();
+  encoder->SetModel(model);
+  encoder->SetInput(images["t2f"]);
+  encoder->SetTargetModality("t2f");
+  auto synthesis = itk::CDMSynthesisImageFilter<Image3>::New();
+  synthesis->SetModel(model);
+  synthesis->SetSource("t1n", images["t1n"]);
+  synthesis->SetSource("t2w", images["t2w"]);
+  synthesis->SetRepresentation(encoder->GetOutput());
+  synthesis->Update();
+  const cdm::Representation oracle = unified.Encode(raw.at("t2f"), "t2f");
+  EXPECT_LE(RelativeDifference(unified.SynthesizeRegion(two, oracle, cdm::Region{}).Image.Voxels,
+                               Values(synthesis->GetOutput())),
+            1e-6);
+  synthesis->SetTargetModality("t1c");
+  ExpectRefusal([&] { synthesis->Update(); }, "guides a synthesis of t2f");
+}
+
 TEST_F(CDMFilters, RunsBetweenStandardFiltersWithShortPixelsAndReportsProgress)
 {
   using ShortImage = itk::Image<short, 3>;

@@ -42,7 +42,8 @@ def set_number_of_threads(threads):
 
 
 class Model:
-    """A loaded ``.cdm`` model. Attributes: ``path``, ``device``, ``target``, ``sources`` (the modalities it reads),
+    """A loaded ``.cdm`` model. Attributes: ``path``, ``device``, ``target``, ``targets`` (what it synthesizes: a
+    unified model's several, or ``(target,)``), ``sources`` (the modalities it reads),
     ``dimension`` (2 or 3: the networks' dimension; a 2D model runs slice by slice on volumes), ``preset``,
     ``kind`` (``cdm``, or a baseline ``unet`` / ``ddim``), ``sources_optional``, ``parameters``, ``config``
     (the whole configuration with its training provenance, a dict)."""
@@ -52,6 +53,7 @@ class Model:
         self.path = handle.Path()
         self.device = handle.Device()
         self.target = handle.Target()
+        self.targets = tuple(handle.Targets())
         self.sources = tuple(handle.Sources())
         self.dimension = int(handle.Dimension())
         self.preset = handle.Preset()
@@ -63,7 +65,7 @@ class Model:
     def __repr__(self):
         return "<itk_cdm.Model {} {}D {} ({}): {} -> {} on {}>".format(
             self.kind, self.dimension, self.preset, _os.path.basename(self.path), ",".join(self.sources),
-            self.target, self.device)
+            ",".join(self.targets), self.device)
 
 
 class Representation:
@@ -159,8 +161,9 @@ def _to_output(array, reference, as_itk):
     return image
 
 
-def synthesize(model, sources, samples=1, seed=None, uncertainty=False, eta=None, precision="fp32"):
-    """Synthesizes ``model.target`` from ``sources``, a mapping of modality names (``model.sources``) to
+def synthesize(model, sources, samples=1, seed=None, uncertainty=False, eta=None, precision="fp32", target=None):
+    """Synthesizes ``target`` (one of ``model.targets``; ``None``: the model's target, or for a unified model the
+    one of its targets the sources lack) from ``sources``, a mapping of modality names (``model.sources``) to
     ``itk.Image`` objects or NumPy arrays ([z, y, x] or [y, x]) of one shared grid.
 
     ``samples`` > 1 draws that many representations and returns their mean synthesis; ``seed`` fixes the starting
@@ -175,26 +178,28 @@ def synthesize(model, sources, samples=1, seed=None, uncertainty=False, eta=None
                          + str(samples))
     image_set, reference, as_itk = _image_set(sources)
     result = model._handle.Synthesize(image_set, int(samples), _seed(seed), -1.0 if eta is None else float(eta),
-                                      str(precision))
+                                      str(precision), "" if target is None else str(target))
     image = _to_output(result.TakeImage(), reference, as_itk)
     if not uncertainty:
         return image
     return image, _to_output(result.TakeUncertainty(), reference, as_itk)
 
 
-def encode(model, target_image):
-    """The MRM feature encoder on an image of the model's target modality: z = FE(target) (an ``itk.Image`` or a
-    NumPy array). Returns a :class:`Representation` with one sample."""
-    image_set, _, _ = _image_set({model.target: target_image})
+def encode(model, target_image, modality=None):
+    """The MRM feature encoder on an image of the model's target modality (or ``modality``, one of
+    ``model.targets``): z = FE(target) (an ``itk.Image`` or a NumPy array). Returns a :class:`Representation` with
+    one sample."""
+    image_set, _, _ = _image_set({model.target if modality is None else str(modality): target_image})
     return Representation(model._handle.Encode(image_set))
 
 
-def sample_representation(model, sources, samples=1, seed=None, eta=None):
+def sample_representation(model, sources, samples=1, seed=None, eta=None, target=None):
     """The source encoder and the MDN sampler: ``samples`` draws of z_hat from the sources (see
     :func:`synthesize` for the arguments). Returns a :class:`Representation`."""
     image_set, _, _ = _image_set(sources)
     return Representation(
-        model._handle.SampleRepresentation(image_set, int(samples), _seed(seed), -1.0 if eta is None else float(eta)))
+        model._handle.SampleRepresentation(image_set, int(samples), _seed(seed), -1.0 if eta is None else float(eta),
+                                           "" if target is None else str(target)))
 
 
 from ._training import impute, phantom, train  # noqa: E402  (they use the helpers above)

@@ -24,7 +24,8 @@ def _synthesize(a):
         if not path:
             raise ValueError("--source '{}': expected MODALITY=FILE".format(item))
         sources[name] = itk.imread(path, itk.F)
-    result = itk_cdm.synthesize(model, sources, samples=a.samples, seed=a.seed, uncertainty=bool(a.uncertainty))
+    result = itk_cdm.synthesize(model, sources, samples=a.samples, seed=a.seed, uncertainty=bool(a.uncertainty),
+                                target=a.target)
     image, spread = result if a.uncertainty else (result, None)
     for picture, path in ((image, a.output), (spread, a.uncertainty)):
         if picture is not None:
@@ -34,8 +35,8 @@ def _synthesize(a):
             itk.imwrite(picture, temporary)
             os.replace(temporary, path)
     if not a.quiet:
-        print("[itk_cdm synthesize] wrote {} ({}, {} sample(s), {})".format(a.output, model.target, a.samples,
-                                                                           model.device))
+        target = a.target or next(t for t in model.targets if t not in sources)
+        print("[itk_cdm synthesize] wrote {} ({}, {} sample(s), {})".format(a.output, target, a.samples, model.device))
 
 
 def _train(a):
@@ -65,6 +66,8 @@ def main(argv=None):
     s.add_argument("--model", required=True)
     s.add_argument("--source", action="append", default=[], help="MODALITY=FILE (repeat)")
     s.add_argument("--output", required=True)
+    s.add_argument("--target", help="The modality to synthesize with a unified model (default: the one the sources "
+                                     "lack)")
     s.add_argument("--samples", type=int, default=1)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--uncertainty", help="Also write the standard deviation over samples here")

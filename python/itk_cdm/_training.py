@@ -97,9 +97,21 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
     Shows a progress bar in a terminal or notebook (``progress``: True / False / None = auto); ``callback`` gets
     each progress line as a dict. Returns the run's report (a dict: stages with losses and validation PSNR/SSIM).
     Ctrl-C saves a checkpoint and raises ``KeyboardInterrupt``."""
-    target = str(target)
-    source_list = list(sources) if sources is not None else [m for m in _engine.KnownModalityNames() if m != target]
-    modalities = source_list + [target]
+    # "any", a list, or "t1c,t2f": one unified model for those targets, reading every modality (targets included).
+    if isinstance(target, (list, tuple)):
+        targets = [str(t) for t in target]
+    elif str(target) == "any":
+        targets = list(_engine.KnownModalityNames())
+    else:
+        targets = [t for t in str(target).split(",") if t] if "," in str(target) else []
+    target = targets[0] if targets else str(target)
+    if targets:
+        source_list = list(sources) if sources is not None else list(_engine.KnownModalityNames())
+        modalities = source_list
+    else:
+        source_list = list(sources) if sources is not None else [m for m in _engine.KnownModalityNames()
+                                                                 if m != target]
+        modalities = source_list + [target]
     reader = _ImageFileReader()
     data = _engine.TrainingData()
     data.Load(os.fspath(data_dir), _engine.StringVector(modalities), reader)
@@ -115,6 +127,7 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
     options = _engine.TrainingOptions()
     options.Sources = _engine.StringVector(source_list)
     options.Target = target
+    options.Targets = _engine.StringVector(targets)
     options.Dimension = int(dimension)
     options.Preset = str(preset)
     options.ModelKind = str(model_kind)

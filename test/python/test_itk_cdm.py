@@ -217,7 +217,8 @@ def test_impute_fills_the_gaps_of_a_folder_and_resumes(data_dir, model_path, tmp
         os.remove(case_files(copy, index)["t1c"])
     os.remove(case_files(copy, 3)["t1c"])  # case 3 also lacks a source of the model: it cannot be imputed
     os.remove(case_files(copy, 3)["t2w"])
-    planned = itk_cdm.impute(copy, [model_path], dry_run=True, device="cpu")
+    with pytest.warns(UserWarning, match="PHANTOM-00003"):
+        planned = itk_cdm.impute(copy, [model_path], dry_run=True, device="cpu")
     assert [row["case"] for row in planned] == ["PHANTOM-00000", "PHANTOM-00002"]
     assert not os.path.exists(case_files(copy, 0)["t1c"])
     with pytest.warns(UserWarning, match="PHANTOM-00003 was not imputed: no model"):
@@ -231,6 +232,25 @@ def test_impute_fills_the_gaps_of_a_folder_and_resumes(data_dir, model_path, tmp
         assert itk_cdm.impute(copy, model_path, seed=3, device="cpu") == []  # a rerun writes nothing
     with pytest.raises(ValueError, match="--shard"):
         itk_cdm.impute(copy, model_path, shard=(2, 2))
+
+
+def test_one_unified_model_synthesizes_any_target(data_dir, tmp_path):
+    out = tmp_path / "unified.cdm"
+    itk_cdm.train(str(data_dir), "any", str(out), preset="tiny", iterations=3, validation_interval=3, seed=4,
+                  device="cpu", progress=False)
+    model = itk_cdm.load_model(str(out), device="cpu")
+    assert model.targets == ("t1n", "t1c", "t2w", "t2f") and model.config["format_version"] == 2
+    files = case_files(data_dir, 1)
+    sources = {m: itk.imread(files[m], itk.F) for m in ("t1n", "t2w")}
+    t1c = itk.array_from_image(itk_cdm.synthesize(model, sources, seed=1, target="t1c"))
+    t2f = itk.array_from_image(itk_cdm.synthesize(model, sources, seed=1, target="t2f"))
+    assert t1c.shape == t2f.shape and not np.array_equal(t1c, t2f)
+    with pytest.raises(ValueError, match="name the target"):
+        itk_cdm.synthesize(model, sources)  # two gaps: which one?
+    with pytest.raises(ValueError, match="also given as a source"):
+        itk_cdm.synthesize(model, sources, target="t2w")
+    three = dict(sources, t2f=itk.imread(files["t2f"], itk.F))
+    assert itk_cdm.sample_representation(model, three).values.shape[0] == 1  # the one gap, t1c, by itself
 
 
 def test_module_command_line(data_dir, model_path, tmp_path):
