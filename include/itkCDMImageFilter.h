@@ -103,7 +103,6 @@ private:
 
   typename SamplerType::Pointer   m_Sampler;
   typename SynthesisType::Pointer m_Synthesis;
-  ProgressAccumulator::Pointer    m_Progress;
 };
 
 } // namespace itk

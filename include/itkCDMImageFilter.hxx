@@ -20,10 +20,6 @@ CDMImageFilter<TInputImage, TOutputImage>::CDMImageFilter()
   m_Sampler = SamplerType::New();
   m_Synthesis = SynthesisType::New();
   m_Synthesis->SetRepresentation(m_Sampler->GetOutput());
-  m_Progress = ProgressAccumulator::New();
-  m_Progress->SetMiniPipelineFilter(this);
-  m_Progress->RegisterInternalFilter(m_Sampler, 0.2f);
-  m_Progress->RegisterInternalFilter(m_Synthesis, 0.8f);
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -57,7 +53,12 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
 {
   // The members keep their outputs between updates: setters that change nothing leave the sampler up to date, so a
   // streamed output re-runs only the synthesis, piece by piece.
-  m_Progress->ResetProgress();
+  // A local accumulator, as ITK's composite filters have: it holds this filter by a smart pointer, so a member one
+  // would keep the filter (and its model's weights) alive forever (found by LeakSanitizer, scripts/sanitize.sh).
+  const auto progress = ProgressAccumulator::New();
+  progress->SetMiniPipelineFilter(this);
+  progress->RegisterInternalFilter(m_Sampler, 0.2f);
+  progress->RegisterInternalFilter(m_Synthesis, 0.8f);
   auto * model = const_cast<CDMModel *>(this->GetModel());
   m_Sampler->SetModel(model);
   m_Synthesis->SetModel(model);

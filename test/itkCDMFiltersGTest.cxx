@@ -572,6 +572,24 @@ TEST_F(CDMFilters, AUnifiedModelSynthesizesTheTargetModalityItIsSet)
   ExpectRefusal([&] { synthesis->Update(); }, "guides a synthesis of t2f");
 }
 
+TEST_F(CDMFilters, CompositeFilterIsFreedWithItsLastPointer)
+{
+  // The composite once held a member ProgressAccumulator that pointed back at it: neither was ever freed, nor the
+  // model they held (found by LeakSanitizer).
+  auto model = LoadModel(2);
+  auto images = Sources<Image3>(41, { 24, 24, 3 });
+  auto composite = itk::CDMImageFilter<Image3>::New();
+  composite->SetModel(model);
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    composite->SetSource(m, images[m]);
+  }
+  composite->Update();
+  EXPECT_EQ(composite->GetReferenceCount(), 1);
+  composite = nullptr;
+  EXPECT_EQ(model->GetReferenceCount(), 1);
+}
+
 TEST_F(CDMFilters, RunsBetweenStandardFiltersWithShortPixelsAndReportsProgress)
 {
   using ShortImage = itk::Image<short, 3>;
