@@ -58,17 +58,6 @@ SplitList(const std::string & text)
 }
 
 std::string
-JoinList(const std::vector<std::string> & items)
-{
-  std::string text;
-  for (const auto & item : items)
-  {
-    text += (text.empty() ? "" : ",") + item;
-  }
-  return text;
-}
-
-std::string
 FormatSeconds(double seconds)
 {
   std::ostringstream out;
@@ -190,11 +179,11 @@ RunTrain(const TrainArguments & arguments)
     throw cdm::InputError("no usable case in '" + arguments.Data + "'; expected <case>/<case>-<modality>.nii.gz for " +
                           std::to_string(modalities.size()) + " modalities");
   }
-  std::string task = "target " + options.Target + " from " + JoinList(options.Sources);
+  std::string task = "target " + options.Target + " from " + cdm::JoinNames(options.Sources, ",");
   if (!options.Targets.empty())
   {
-    task =
-      "targets " + JoinList(options.Targets) + " (one unified model) from the others of " + JoinList(options.Sources);
+    task = "targets " + cdm::JoinNames(options.Targets, ",") + " (one unified model) from the others of " +
+           cdm::JoinNames(options.Sources, ",");
   }
   std::cout << "[cdm train] " << data.Cases().size() << " case(s), " << task << ", " << options.Dimension << "D '"
             << options.Preset << "' model on " << cdm::ResolveDevice(options.Device) << std::endl;
@@ -279,11 +268,7 @@ RunSynthesize(const SynthesizeArguments & arguments)
     const std::string path = item.substr(equals + 1);
     if (model.Config().SourceIndex(name) < 0)
     {
-      std::string expected;
-      for (const auto & s : model.Config().Sources)
-      {
-        expected += (expected.empty() ? "" : ", ") + s;
-      }
+      const std::string expected = cdm::JoinNames(model.Config().Sources);
       throw cdm::InputError("--source " + name + "=" + path + ": modality '" + name + "' is not an input of model '" +
                             arguments.Model + "'; expected " + expected);
     }
@@ -679,19 +664,15 @@ RunInfo(const std::string & path)
 {
   const cdm::ModelFileInfo info = cdm::ReadModelFileInfo(path);
   const cdm::ModelConfig & c = info.Config;
-  std::string              sources;
-  for (const auto & s : c.Sources)
-  {
-    sources += (sources.empty() ? "" : ", ") + s;
-  }
+  const std::string        sources = cdm::JoinNames(c.Sources);
   std::cout << "model file     " << path << " (" << info.FileBytes << " bytes, " << info.Tensors << " tensors, "
             << info.Parameters << " parameters)\n"
             << "format version " << c.FormatVersion << "\n"
             << "kind           " << c.ModelKind << ", preset " << c.Preset << ", " << c.Dimension << "D"
             << (c.Dimension == 2 ? ", slices along axis " + std::to_string(c.SliceAxis) : std::string()) << "\n"
             << "task           "
-            << (c.IsUnified() ? "unified: synthesizes any of " + JoinList(c.Targets) + " from whichever others of " +
-                                  sources + " are present"
+            << (c.IsUnified() ? "unified: synthesizes any of " + cdm::JoinNames(c.Targets, ",") +
+                                  " from whichever others of " + sources + " are present"
                               : sources + " -> " + c.Target + (c.SourcesOptional ? " (sources optional)" : ""))
             << "\n"
             << "representation " << c.Network.RepresentationDim << "-d, MDN " << c.Diffusion.TrainSteps << " steps ("

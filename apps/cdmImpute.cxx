@@ -40,17 +40,6 @@ struct LoadedModel
   Model       Network;
 };
 
-std::string
-JoinNames(const std::vector<std::string> & names)
-{
-  std::string text;
-  for (const auto & name : names)
-  {
-    text += (text.empty() ? "" : ",") + name;
-  }
-  return text;
-}
-
 /** The folder the manifest and the written case folders live in. */
 fs::path
 OutputRoot(const ImputeOptions & options)
@@ -164,7 +153,7 @@ NoModelReason(const std::vector<LoadedModel> & models,
                    std::back_inserter(others),
                    [&modality](const std::string & source) { return source != modality; });
       needs += std::string(needs.empty() ? "" : "; ") + "'" + candidate.Path + "' needs " +
-               (config.SourcesOptional ? "any of " : "") + JoinNames(others);
+               (config.SourcesOptional ? "any of " : "") + JoinNames(others, ",");
     }
   }
   std::vector<std::string> presentInOrder;
@@ -175,7 +164,8 @@ NoModelReason(const std::vector<LoadedModel> & models,
       presentInOrder.push_back(name);
     }
   }
-  const std::string has = "the case has " + (present.empty() ? std::string("no modality") : JoinNames(presentInOrder));
+  const std::string has =
+    "the case has " + (present.empty() ? std::string("no modality") : JoinNames(presentInOrder, ","));
   if (needs.empty())
   {
     return "no model given synthesizes " + modality + " (" + has + ")";
@@ -345,7 +335,7 @@ Impute(const ImputeOptions & options, const std::function<void(const std::string
     {
       for (const ImputedFile & file : plan)
       {
-        say(where + "would write " + file.File + " from " + JoinNames(file.Sources) + " with " + file.Model);
+        say(where + "would write " + file.File + " from " + JoinNames(file.Sources, ",") + " with " + file.Model);
         report.Planned.push_back(file);
       }
       continue;
@@ -397,7 +387,7 @@ Impute(const ImputeOptions & options, const std::function<void(const std::string
           AppendLineDurably(report.Manifest, RowJson(file).dump());
         });
         report.Written.push_back(file);
-        say(where + "wrote " + file.File + " from " + JoinNames(file.Sources) + " with " + file.Model + " in " +
+        say(where + "wrote " + file.File + " from " + JoinNames(file.Sources, ",") + " with " + file.Model + " in " +
             FormatDuration(file.Seconds));
       }
     }

@@ -140,6 +140,10 @@ struct ModelConfig
 const std::vector<std::string> &
 KnownModalities();
 
+/** Names joined by `separator` ("t1n, t2w, t2f"), for messages and lists. */
+std::string
+JoinNames(const std::vector<std::string> & names, const std::string & separator = ", ");
+
 } // namespace cdm
 
 #endif

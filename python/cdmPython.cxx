@@ -196,12 +196,8 @@ ModelHandle::Encode(const ImageSet & target) const
   const ModelConfig & config = m_Model.Config();
   if (target.Volumes().size() != 1 || config.TargetIndex(target.Volumes().begin()->first) < 0)
   {
-    std::string targets;
-    for (const auto & t : config.SynthesizedModalities())
-    {
-      targets += (targets.empty() ? "" : ", ") + t;
-    }
-    throw InputError("encode: expected one image of a modality the model synthesizes (" + targets + ")");
+    throw InputError("encode: expected one image of a modality the model synthesizes (" +
+                     JoinNames(config.SynthesizedModalities()) + ")");
   }
   return RepresentationData(m_Model.Encode(target.Volumes().begin()->second, target.Volumes().begin()->first));
 }

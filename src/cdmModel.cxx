@@ -19,11 +19,7 @@ void
 Model::CheckSources(const SourceVolumes & sources) const
 {
   const ModelConfig & config = m_Impl->Config;
-  std::string         expected;
-  for (const auto & name : config.Sources)
-  {
-    expected += (expected.empty() ? "" : ", ") + name;
-  }
+  const std::string   expected = JoinNames(config.Sources);
   if (sources.empty())
   {
     throw InputError("no source image given; the model expects " + expected);
@@ -67,11 +63,7 @@ Model::ResolveTarget(const SourceVolumes & sources, const std::string & target) 
 {
   const ModelConfig &            config = m_Impl->Config;
   const std::vector<std::string> targets = config.SynthesizedModalities();
-  std::string                    list;
-  for (const auto & t : targets)
-  {
-    list += (list.empty() ? "" : ", ") + t;
-  }
+  const std::string              list = JoinNames(targets);
   if (target.empty())
   {
     if (!config.IsUnified())

@@ -20,6 +20,17 @@ KnownModalities()
   return modalities;
 }
 
+std::string
+JoinNames(const std::vector<std::string> & names, const std::string & separator)
+{
+  std::string text;
+  for (const auto & name : names)
+  {
+    text += (text.empty() ? "" : separator) + name;
+  }
+  return text;
+}
+
 ModelConfig
 ModelConfig::FromPreset(const std::string &              preset,
                         unsigned int                     dimension,

@@ -104,17 +104,6 @@ ModelWithActiveFilm()
   return model;
 }
 
-double
-MaxDifference(const cdm::Volume & a, const cdm::Volume & b)
-{
-  double largest = 0.0;
-  for (size_t i = 0; i < a.Voxels.size(); ++i)
-  {
-    largest = std::max(largest, static_cast<double>(std::abs(a.Voxels[i] - b.Voxels[i])));
-  }
-  return largest;
-}
-
 TEST(Fidelity, RepresentationAblationsReplaceZAsTheyName)
 {
   const cdm::Model  model = ModelWithActiveFilm();
@@ -135,12 +124,12 @@ TEST(Fidelity, RepresentationAblationsReplaceZAsTheyName)
   EXPECT_EQ(zero.Cells, sampled.Cells);
   EXPECT_EQ(zero.SourceScales, sampled.SourceScales);
   EXPECT_TRUE(std::all_of(zero.Values.begin(), zero.Values.end(), [](float v) { return v == 0.0f; }));
-  EXPECT_GT(MaxDifference(synthesize(zero), fromSampled), 1e-3);
+  EXPECT_GT(cdm::testing::MaxDifference(synthesize(zero), fromSampled), 1e-3);
   // oracle: the MRM encoding of the reference, which differs from another case's.
   const cdm::Representation oracle = model.ReplaceRepresentation(sampled, "oracle", &reference);
   EXPECT_EQ(oracle.Values, model.Encode(reference).Values);
   const cdm::Representation shuffled = model.ReplaceRepresentation(sampled, "oracle", &other);
-  EXPECT_GT(MaxDifference(synthesize(oracle), synthesize(shuffled)), 1e-4);
+  EXPECT_GT(cdm::testing::MaxDifference(synthesize(oracle), synthesize(shuffled)), 1e-4);
   // Refusals: unknown mode, oracle without a reference, a reference of another shape.
   EXPECT_THROW(model.ReplaceRepresentation(sampled, "random", nullptr), cdm::InputError);
   EXPECT_THROW(model.ReplaceRepresentation(sampled, "oracle", nullptr), cdm::InputError);
@@ -161,7 +150,7 @@ TEST(Fidelity, RepresentationAblationsReplaceZAsTheyName)
   }
   const cdm::Representation freshSampled = fresh.SampleRepresentation(sources);
   EXPECT_EQ(
-    MaxDifference(
+    cdm::testing::MaxDifference(
       fresh.SynthesizeRegion(sources, freshSampled, cdm::Region{}).Image,
       fresh.SynthesizeRegion(sources, fresh.ReplaceRepresentation(freshSampled, "zero", nullptr), cdm::Region{}).Image),
     0.0);

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -170,6 +171,17 @@ MakeTemporaryDirectory(const std::string & name)
   fs::remove_all(path);
   fs::create_directories(path);
   return path.string();
+}
+
+double
+MaxDifference(const Volume & a, const Volume & b)
+{
+  double largest = 0.0;
+  for (size_t i = 0; i < std::min(a.Voxels.size(), b.Voxels.size()); ++i)
+  {
+    largest = std::max(largest, static_cast<double>(std::abs(a.Voxels[i] - b.Voxels[i])));
+  }
+  return largest;
 }
 
 CommandResult

@@ -56,6 +56,10 @@ struct CommandResult
 CommandResult
 RunCommand(const std::string & commandLine);
 
+/** The largest voxel-wise |a - b| of two volumes of one size. */
+double
+MaxDifference(const Volume & a, const Volume & b);
+
 /** A fresh, empty temporary folder for one test. */
 std::string
 MakeTemporaryDirectory(const std::string & name);

@@ -48,17 +48,6 @@ InputErrorOf(TWork && work)
   return {};
 }
 
-double
-MaxDifference(const cdm::Volume & a, const cdm::Volume & b)
-{
-  double largest = 0.0;
-  for (size_t i = 0; i < a.Voxels.size(); ++i)
-  {
-    largest = std::max(largest, static_cast<double>(std::abs(a.Voxels[i] - b.Voxels[i])));
-  }
-  return largest;
-}
-
 TEST(UnifiedModel, SynthesizesTheTargetTheSourcesLackAndTheOneAskedFor)
 {
   const cdm::Model model = TinyUnifiedModel();
@@ -82,7 +71,7 @@ TEST(UnifiedModel, SynthesizesTheTargetTheSourcesLackAndTheOneAskedFor)
   cdm::SynthesisOptions    t1c, t2f;
   t1c.Target = "t1c";
   t2f.Target = "t2f";
-  EXPECT_GT(MaxDifference(model.Synthesize(two, t1c).Image, model.Synthesize(two, t2f).Image), 1e-4);
+  EXPECT_GT(cdm::testing::MaxDifference(model.Synthesize(two, t1c).Image, model.Synthesize(two, t2f).Image), 1e-4);
   EXPECT_EQ(model.SampleRepresentation(two, t2f).Target, "t2f");
 }
 
