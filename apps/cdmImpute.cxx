@@ -349,8 +349,7 @@ Impute(const ImputeOptions & options, const std::function<void(const std::string
         {
           if (!scans.count(source))
           {
-            scans[source] = ReadVolume(realFiles.at(source));
-            scans[source].Description = realFiles.at(source);
+            scans[source] = ReadVolume(realFiles.at(source)); // described by its path
           }
         }
       }
@@ -374,7 +373,6 @@ Impute(const ImputeOptions & options, const std::function<void(const std::string
         }
         const LoadedModel & model =
           *std::find_if(models.begin(), models.end(), [&file](const LoadedModel & m) { return m.Path == file.Model; });
-        model.Network.CheckSources(sources);
         SynthesisOptions synthesis = options.Synthesis;
         synthesis.Target = file.Modality;
         SynthesisResult result = model.Network.Synthesize(sources, synthesis);
