@@ -89,6 +89,7 @@ ConfigureThreads(int threads)
 struct TrainArguments
 {
   cdm::TrainingOptions Options;
+  bool                 TargetGiven{ false };
   std::string          Data;
   std::string          Sources;
   std::string          StageIterations;
@@ -101,10 +102,25 @@ RunTrain(const TrainArguments & arguments)
 {
   ConfigureThreads(arguments.Threads);
   cdm::TrainingOptions options = arguments.Options;
+  const bool           segmenter = options.ModelKind == "segmenter";
+  if (segmenter && arguments.TargetGiven && options.Target != cdm::SegmentationName)
+  {
+    throw cdm::InputError("--target " + options.Target + ": a segmenter predicts the tumour labels (the cases' -seg "
+                          "files); leave --target out, or give seg");
+  }
+  if (!segmenter && !arguments.TargetGiven)
+  {
+    throw cdm::InputError("--target is required: the modality to synthesize (" + cdm::JoinNames(cdm::KnownModalities()) +
+                          "), a list, or any");
+  }
+  if (segmenter)
+  {
+    options.Target = cdm::SegmentationName;
+  }
   // --target any, or a list: one unified model for those targets, reading every modality (the targets included).
   if (options.Target == "any")
   {
-    options.Targets = cdm::KnownModalities();
+    options.Targets = cdm::BraTSModalities();
   }
   else if (options.Target.find(',') != std::string::npos)
   {
@@ -117,7 +133,9 @@ RunTrain(const TrainArguments & arguments)
   if (arguments.Sources.empty())
   {
     options.Sources.clear();
-    for (const auto & m : cdm::KnownModalities())
+    const std::vector<std::string> targets =
+      options.Targets.empty() ? std::vector<std::string>{ options.Target } : options.Targets;
+    for (const auto & m : segmenter ? cdm::BraTSModalities() : cdm::DefaultModalities(targets))
     {
       if (m != options.Target || !options.Targets.empty())
       {
@@ -151,7 +169,10 @@ RunTrain(const TrainArguments & arguments)
   // Validate names before reading any data.
   if (options.Targets.empty())
   {
-    modalities.push_back(options.Target);
+    if (!segmenter) // a segmenter's labels are the cases' -seg files, which every scan reads when present
+    {
+      modalities.push_back(options.Target);
+    }
     cdm::ModelConfig::FromPreset(options.Preset, options.Dimension, options.Sources, options.Target, options.ModelKind);
   }
   else
@@ -179,7 +200,8 @@ RunTrain(const TrainArguments & arguments)
     throw cdm::InputError("no usable case in '" + arguments.Data + "'; expected <case>/<case>-<modality>.nii.gz for " +
                           std::to_string(modalities.size()) + " modalities");
   }
-  std::string task = "target " + options.Target + " from " + cdm::JoinNames(options.Sources, ",");
+  std::string task = (segmenter ? "tumour labels" : "target " + options.Target) + " from " +
+                     cdm::JoinNames(options.Sources, ",");
   if (!options.Targets.empty())
   {
     task = "targets " + cdm::JoinNames(options.Targets, ",") + " (one unified model) from the others of " +
@@ -193,7 +215,7 @@ RunTrain(const TrainArguments & arguments)
   auto       lastPrint = std::chrono::steady_clock::now() - std::chrono::seconds(10);
   const auto progress = [&](const cdm::TrainingProgress & p) {
     const auto now = std::chrono::steady_clock::now();
-    if (!p.HasValidation && p.Iteration != p.Iterations && now - lastPrint < std::chrono::seconds(1))
+    if (!p.HasValidation && !p.HasDice && p.Iteration != p.Iterations && now - lastPrint < std::chrono::seconds(1))
     {
       return;
     }
@@ -210,6 +232,11 @@ RunTrain(const TrainArguments & arguments)
         std::cout << "  tumour PSNR " << std::setprecision(2) << p.ValidationTumourPSNR << " dB";
       }
     }
+    if (p.HasDice)
+    {
+      std::cout << "  | val Dice ET " << std::setprecision(3) << p.ValidationDice.EnhancingTumour << " TC "
+                << p.ValidationDice.TumourCore << " WT " << p.ValidationDice.WholeTumour;
+    }
     std::cout << std::defaultfloat << std::endl;
   };
   const cdm::TrainingReport report = cdm::Train(data, options, progress, &g_StopRequested);
@@ -224,11 +251,23 @@ RunTrain(const TrainArguments & arguments)
   {
     std::cout << "[cdm train] stage " << stage.Stage << ": loss " << stage.FirstLoss << " -> " << stage.LastLoss
               << " (iterations " << stage.FirstIteration << "-" << stage.LastIteration << ", "
-              << FormatSeconds(stage.Seconds) << "), validation PSNR " << stage.ValidationPSNR << " dB SSIM "
-              << stage.ValidationSSIM << ", tumour PSNR " << stage.ValidationTumourPSNR << " dB" << std::endl;
+              << FormatSeconds(stage.Seconds) << "), validation ";
+    if (segmenter)
+    {
+      std::cout << "Dice ET " << stage.ValidationDice.EnhancingTumour << " TC " << stage.ValidationDice.TumourCore
+                << " WT " << stage.ValidationDice.WholeTumour << std::endl;
+    }
+    else
+    {
+      std::cout << "PSNR " << stage.ValidationPSNR << " dB SSIM " << stage.ValidationSSIM << ", tumour PSNR "
+                << stage.ValidationTumourPSNR << " dB" << std::endl;
+    }
   }
-  std::cout << "[cdm train] constant-image baseline: PSNR " << report.ConstantBaselinePSNR << " dB SSIM "
-            << report.ConstantBaselineSSIM << std::endl;
+  if (!segmenter)
+  {
+    std::cout << "[cdm train] constant-image baseline: PSNR " << report.ConstantBaselinePSNR << " dB SSIM "
+              << report.ConstantBaselineSSIM << std::endl;
+  }
   std::cout << "[cdm train] wrote " << options.Output << " in " << FormatSeconds(report.Seconds) << std::endl;
   return 0;
 }
@@ -250,14 +289,12 @@ struct SynthesizeArguments
   std::string              Precision{ "fp32" };
 };
 
-int
-RunSynthesize(const SynthesizeArguments & arguments)
+/** The images of `--source NAME=FILE` options, checked against the model's inputs. */
+cdm::SourceVolumes
+ReadSources(const std::vector<std::string> & items, const cdm::Model & model, const std::string & modelPath)
 {
-  ConfigureThreads(arguments.Threads);
-  const auto         start = std::chrono::steady_clock::now();
-  const cdm::Model   model = cdm::Model::Load(arguments.Model, arguments.Device);
   cdm::SourceVolumes sources;
-  for (const auto & item : arguments.Sources)
+  for (const auto & item : items)
   {
     const size_t equals = item.find('=');
     if (equals == std::string::npos || equals == 0 || equals + 1 == item.size())
@@ -270,7 +307,7 @@ RunSynthesize(const SynthesizeArguments & arguments)
     {
       const std::string expected = cdm::JoinNames(model.Config().Sources);
       throw cdm::InputError("--source " + name + "=" + path + ": modality '" + name + "' is not an input of model '" +
-                            arguments.Model + "'; expected " + expected);
+                            modelPath + "'; expected " + expected);
     }
     if (sources.count(name))
     {
@@ -278,6 +315,16 @@ RunSynthesize(const SynthesizeArguments & arguments)
     }
     sources[name] = cdm::ReadVolume(path);
   }
+  return sources;
+}
+
+int
+RunSynthesize(const SynthesizeArguments & arguments)
+{
+  ConfigureThreads(arguments.Threads);
+  const auto               start = std::chrono::steady_clock::now();
+  const cdm::Model         model = cdm::Model::Load(arguments.Model, arguments.Device);
+  const cdm::SourceVolumes sources = ReadSources(arguments.Sources, model, arguments.Model);
   cdm::SynthesisOptions options = arguments.Options;
   options.TileSize = { arguments.Tile, arguments.Tile, arguments.Tile };
   options.NetworkPrecision = cdm::ParsePrecision(arguments.Precision, "--precision");
@@ -336,6 +383,52 @@ RunSynthesize(const SynthesizeArguments & arguments)
   std::cout << "[cdm synthesize] wrote " << arguments.Output << " (" << representation.Target << ", "
             << result.Image.Size[0] << "x" << result.Image.Size[1] << "x" << result.Image.Size[2] << ", "
             << options.Samples << " sample(s), " << model.DeviceName() << ") in " << FormatSeconds(seconds)
+            << std::endl;
+  return 0;
+}
+
+struct SegmentArguments
+{
+  std::string              Model;
+  std::vector<std::string> Sources;
+  std::string              Output;
+  std::string              Device{ "auto" };
+  cdm::SegmentationOptions Options;
+  std::string              Precision{ "fp32" };
+  int                      Threads{ 0 };
+  bool                     Quiet{ false };
+};
+
+int
+RunSegment(const SegmentArguments & arguments)
+{
+  ConfigureThreads(arguments.Threads);
+  const auto               start = std::chrono::steady_clock::now();
+  const cdm::Model         model = cdm::Model::Load(arguments.Model, arguments.Device);
+  const cdm::SourceVolumes sources = ReadSources(arguments.Sources, model, arguments.Model);
+  cdm::SegmentationOptions options = arguments.Options;
+  options.NetworkPrecision = cdm::ParsePrecision(arguments.Precision, "--precision");
+  const cdm::Volume labels = model.Segment(sources, options, [&](double fraction, const std::string & what) {
+    if (!arguments.Quiet)
+    {
+      std::cout << "\r[cdm segment] " << what << " " << std::setw(3) << static_cast<int>(100 * fraction) << "%"
+                << std::flush;
+    }
+  });
+  if (!arguments.Quiet)
+  {
+    std::cout << std::endl;
+  }
+  cdm::WriteLabelVolume(labels, arguments.Output);
+  std::array<int64_t, cdm::SegmentationClasses> counts{};
+  for (const float label : labels.Voxels)
+  {
+    ++counts[static_cast<size_t>(label)];
+  }
+  std::cout << "[cdm segment] wrote " << arguments.Output << " (" << labels.Size[0] << "x" << labels.Size[1] << "x"
+            << labels.Size[2] << "; voxels: necrotic core " << counts[1] << ", oedema " << counts[2]
+            << ", enhancing " << counts[3] << "; " << model.DeviceName() << ") in "
+            << FormatSeconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count())
             << std::endl;
   return 0;
 }
@@ -407,6 +500,7 @@ struct EvaluateArguments
   std::string Prediction;
   std::string Mask;
   std::string Segmentation;
+  std::string SegmentationReference;
   std::string Normalize{ "percentile" };
   std::string Protocol{ "default" };
   std::string Uncertainty;
@@ -414,9 +508,53 @@ struct EvaluateArguments
   bool        Json{ false };
 };
 
+/** `cdm evaluate --segmentation-reference REF --segmentation PRED`: Dice in BraTS's regions. */
+int
+RunEvaluateSegmentation(const EvaluateArguments & arguments)
+{
+  if (arguments.Segmentation.empty())
+  {
+    throw cdm::InputError("--segmentation-reference " + arguments.SegmentationReference +
+                          ": give the predicted labels with --segmentation (e.g. from cdm segment)");
+  }
+  if (!arguments.Reference.empty() || !arguments.Prediction.empty())
+  {
+    throw cdm::InputError("--segmentation-reference scores labels; --reference and --prediction score images: "
+                          "run cdm evaluate once for each");
+  }
+  const cdm::SegmentationDice dice =
+    cdm::CompareSegmentations(cdm::ReadVolume(arguments.SegmentationReference), cdm::ReadVolume(arguments.Segmentation));
+  if (arguments.Json)
+  {
+    const nlohmann::json j = { { "dice",
+                                 { { "enhancing_tumour", dice.EnhancingTumour },
+                                   { "tumour_core", dice.TumourCore },
+                                   { "whole_tumour", dice.WholeTumour } } },
+                               { "segmentation_reference", arguments.SegmentationReference },
+                               { "segmentation", arguments.Segmentation } };
+    std::cout << j.dump(2) << std::endl;
+  }
+  else
+  {
+    std::cout << std::fixed << std::setprecision(4) << "Dice enhancing tumour (ET) " << dice.EnhancingTumour
+              << "\nDice tumour core (TC)      " << dice.TumourCore << "\nDice whole tumour (WT)     "
+              << dice.WholeTumour << std::endl;
+  }
+  return 0;
+}
+
 int
 RunEvaluate(const EvaluateArguments & arguments)
 {
+  if (!arguments.SegmentationReference.empty())
+  {
+    return RunEvaluateSegmentation(arguments);
+  }
+  if (arguments.Reference.empty() || arguments.Prediction.empty())
+  {
+    throw cdm::InputError("cdm evaluate: give --reference and --prediction (images), or --segmentation-reference and "
+                          "--segmentation (labels)");
+  }
   cdm::Volume reference = cdm::ReadVolume(arguments.Reference);
   cdm::Volume prediction = cdm::ReadVolume(arguments.Prediction);
   cdm::CheckFinite(reference);
@@ -563,7 +701,7 @@ DroppedModality(const PhantomArguments & arguments, int index)
     return arguments.Drop;
   }
   std::mt19937_64 random(arguments.Seed * 1000003ull + static_cast<uint64_t>(index) + 17);
-  const auto &    modalities = cdm::KnownModalities();
+  const auto &    modalities = arguments.Options.Contrasts; // the case's contrasts
   return modalities[std::uniform_int_distribution<size_t>(0, modalities.size() - 1)(random)];
 }
 
@@ -572,6 +710,12 @@ RunPhantom(const PhantomArguments & arguments)
 {
   ConfigureThreads(0);
   cdm::PhantomOptions options = arguments.Options;
+  if (arguments.Drop != "none" && arguments.Drop != "random" &&
+      std::find(options.Contrasts.begin(), options.Contrasts.end(), arguments.Drop) == options.Contrasts.end())
+  {
+    throw cdm::InputError("--drop " + arguments.Drop + ": not among the contrasts written (--contrasts " +
+                          cdm::JoinNames(options.Contrasts, ",") + ")");
+  }
   if (!arguments.Size.empty())
   {
     const std::vector<std::string> parts = SplitList(arguments.Size);
@@ -671,9 +815,11 @@ RunInfo(const std::string & path)
             << "kind           " << c.ModelKind << ", preset " << c.Preset << ", " << c.Dimension << "D"
             << (c.Dimension == 2 ? ", slices along axis " + std::to_string(c.SliceAxis) : std::string()) << "\n"
             << "task           "
-            << (c.IsUnified() ? "unified: synthesizes any of " + cdm::JoinNames(c.Targets, ",") +
-                                  " from whichever others of " + sources + " are present"
-                              : sources + " -> " + c.Target + (c.SourcesOptional ? " (sources optional)" : ""))
+            << (c.IsUnified()     ? "unified: synthesizes any of " + cdm::JoinNames(c.Targets, ",") +
+                                    " from whichever others of " + sources + " are present"
+                : c.IsSegmenter() ? sources + " -> tumour labels (0 background, 1 necrotic core, 2 oedema, 3 " +
+                                      "enhancing tumour)" + (c.SourcesOptional ? " (sources optional)" : "")
+                                  : sources + " -> " + c.Target + (c.SourcesOptional ? " (sources optional)" : ""))
             << "\n"
             << "representation " << c.Network.RepresentationDim << "-d, MDN " << c.Diffusion.TrainSteps << " steps ("
             << c.Diffusion.Schedule << ", sampling " << c.Diffusion.SamplingSteps << ")\n"
@@ -695,13 +841,17 @@ main(int argc, char ** argv)
   TrainArguments train;
   auto *         trainCommand = app.add_subcommand("train", "Train a CDM model on a folder of BraTS-layout cases");
   trainCommand->add_option("--data", train.Data, "Folder of cases: <case>/<case>-<modality>.nii.gz")->required();
-  trainCommand
-    ->add_option("--target",
-                 train.Options.Target,
-                 "Modality to synthesize (t1n, t1c, t2w, t2f); a list (t1c,t2f) or any: one unified model that "
-                 "synthesizes each of them from whichever others are present")
-    ->required();
-  trainCommand->add_option("--sources", train.Sources, "Comma-separated source modalities (default: the other three)");
+  auto * targetOption =
+    trainCommand->add_option("--target",
+                             train.Options.Target,
+                             "Modality to synthesize (t1n, t1c, t2w, t2f, pd); a list (t1c,t2f) or any (the four "
+                             "BraTS ones): one unified model that synthesizes each of them from whichever others are "
+                             "present. Required, except for a segmenter (which learns the cases' -seg labels)");
+  trainCommand->add_option(
+    "--sources",
+    train.Sources,
+    "Comma-separated source modalities (default: the other BraTS three, or for pd IXI's t1n, t2w; a segmenter: the "
+    "four BraTS ones)");
   trainCommand->add_option("--dim", train.Options.Dimension, "Network dimension")
     ->check(CLI::IsMember({ 2, 3 }))
     ->capture_default_str();
@@ -710,13 +860,18 @@ main(int argc, char ** argv)
     ->capture_default_str();
   trainCommand
     ->add_option(
-      "--model-kind", train.Options.ModelKind, "cdm, or a baseline: unet (no guidance), ddim (image-space diffusion)")
-    ->check(CLI::IsMember({ "cdm", "unet", "ddim" }))
+      "--model-kind",
+      train.Options.ModelKind,
+      "cdm, a baseline: unet (no guidance), ddim (image-space diffusion), or segmenter (the UNet labelling the "
+      "tumour: 1 necrotic core, 2 oedema, 3 enhancing; for BraSyn's segmentation score)")
+    ->check(CLI::IsMember({ "cdm", "unet", "ddim", "segmenter" }))
     ->capture_default_str();
   trainCommand
     ->add_option(
-      "--stage", train.Options.Stage, "Stage(s) to train (cdm: mrm, cunet, mdn, finetune; unet: unet; ddim: ddim)")
-    ->check(CLI::IsMember({ "all", "mrm", "cunet", "mdn", "finetune", "unet", "ddim" }))
+      "--stage",
+      train.Options.Stage,
+      "Stage(s) to train (cdm: mrm, cunet, mdn, finetune; unet: unet; ddim: ddim; segmenter: segment)")
+    ->check(CLI::IsMember({ "all", "mrm", "cunet", "mdn", "finetune", "unet", "ddim", "segment" }))
     ->capture_default_str();
   trainCommand->add_option("--iterations", train.Options.Iterations, "Iterations per stage")
     ->check(CLI::PositiveNumber)
@@ -855,6 +1010,32 @@ main(int argc, char ** argv)
   synthesizeCommand->add_option(
     "--timing", synthesize.TimingJson, "Write the time of each half (sampling, C-UNet) as JSON");
 
+  SegmentArguments segment;
+  auto *           segmentCommand =
+    app.add_subcommand("segment", "Label the tumour of a case with a segmenter (cdm train --model-kind segmenter)");
+  segmentCommand->add_option("--model", segment.Model, "Segmenter model file (.cdm)")->required();
+  segmentCommand->add_option("--source", segment.Sources, "NAME=FILE, once per modality")->required();
+  segmentCommand->add_option("--output", segment.Output, "Label image to write (8-bit: 0 background, 1 necrotic "
+                                                         "core, 2 oedema, 3 enhancing tumour)")
+    ->required();
+  segmentCommand->add_flag("--missing-as-zero",
+                           segment.Options.MissingSourcesAsZero,
+                           "Let modalities be absent even for a model not trained for it: they enter as zero images "
+                           "(the floor of BraSyn's segmentation score)");
+  segmentCommand
+    ->add_option("--voxels-per-call",
+                 segment.Options.VoxelsPerCall,
+                 "Memory bound: voxels one network call reads (2D: slices per call; 0: 2^16); a 3D model labels the "
+                 "whole volume at once")
+    ->check(CLI::NonNegativeNumber)
+    ->capture_default_str();
+  segmentCommand->add_option("--precision", segment.Precision, "fp32, bf16 or fp16 (as synthesize)")
+    ->check(CLI::IsMember({ "fp32", "bf16", "fp16" }))
+    ->capture_default_str();
+  segmentCommand->add_option("--device", segment.Device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+  segmentCommand->add_option("--threads", segment.Threads, "CPU threads (default: ITK's global default)");
+  segmentCommand->add_flag("--quiet", segment.Quiet, "No progress output");
+
   ImputeArguments impute;
   auto *          imputeCommand = app.add_subcommand(
     "impute", "Fill every missing modality of a folder of BraTS-layout cases (never overwrites; resumable)");
@@ -883,9 +1064,12 @@ main(int argc, char ** argv)
   imputeCommand->add_flag("--json", impute.Json, "Print the report as JSON on stdout (progress on stderr)");
 
   EvaluateArguments evaluate;
-  auto * evaluateCommand = app.add_subcommand("evaluate", "PSNR, SSIM and MAE of a prediction against a reference");
-  evaluateCommand->add_option("--reference", evaluate.Reference, "Reference image")->required();
-  evaluateCommand->add_option("--prediction", evaluate.Prediction, "Predicted image")->required();
+  auto * evaluateCommand = app.add_subcommand(
+    "evaluate",
+    "PSNR, SSIM and MAE of a prediction against a reference; or, with --segmentation-reference, the Dice of a "
+    "predicted segmentation in BraTS's regions");
+  evaluateCommand->add_option("--reference", evaluate.Reference, "Reference image");
+  evaluateCommand->add_option("--prediction", evaluate.Prediction, "Predicted image");
   evaluateCommand->add_option("--mask", evaluate.Mask, "Mask image (nonzero = inside)");
   evaluateCommand
     ->add_option(
@@ -898,8 +1082,13 @@ main(int argc, char ** argv)
     ->capture_default_str();
   evaluateCommand->add_option("--segmentation",
                               evaluate.Segmentation,
-                              "BraTS labels (1 core, 2 oedema, 3 enhancing): adds figures inside the tumour, the "
-                              "enhancing tumour and the non-tumour brain");
+                              "BraTS labels (1 core, 2 oedema, 3 enhancing): with --reference, adds figures inside "
+                              "the tumour, the enhancing tumour and the non-tumour brain; with "
+                              "--segmentation-reference, the predicted labels it scores");
+  evaluateCommand->add_option("--segmentation-reference",
+                              evaluate.SegmentationReference,
+                              "True BraTS labels: reports the Dice of --segmentation for the enhancing tumour (3), "
+                              "the tumour core (1, 3) and the whole tumour (1, 2, 3)");
   evaluateCommand->add_option("--uncertainty",
                               evaluate.Uncertainty,
                               "A voxel-wise uncertainty (cdm synthesize --uncertainty): adds its Spearman rho with "
@@ -970,6 +1159,13 @@ main(int argc, char ** argv)
     ->capture_default_str();
   phantomCommand->add_option(
     "--held-out", phantom.HeldOut, "Where --drop moves the removed files (default: OUT-held-out)");
+  phantomCommand
+    ->add_option("--contrasts",
+                 phantom.Options.Contrasts,
+                 "Contrasts to write: any of t1n, t1c, t2w, t2f (BraTS, the default) and pd (proton density: with "
+                 "t1n and t2w the IXI set), e.g. t1n,t2w,pd")
+    ->delimiter(',')
+    ->capture_default_str();
 
   std::string infoPath;
   auto *      infoCommand = app.add_subcommand("info", "Print a model file's header");
@@ -1001,6 +1197,7 @@ main(int argc, char ** argv)
   {
     if (*trainCommand)
     {
+      train.TargetGiven = targetOption->count() > 0;
       return RunTrain(train);
     }
     if (*synthesizeCommand)
@@ -1010,6 +1207,10 @@ main(int argc, char ** argv)
     if (*imputeCommand)
     {
       return RunImpute(impute);
+    }
+    if (*segmentCommand)
+    {
+      return RunSegment(segment);
     }
     if (*evaluateCommand)
     {

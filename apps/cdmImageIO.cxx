@@ -358,11 +358,11 @@ ToImage(const Volume & volume)
 
 namespace
 {
-template <unsigned int VDimension>
+template <unsigned int VDimension, typename TPixel>
 void
 WriteImage(const Volume & volume, const std::string & path)
 {
-  using ImageType = itk::Image<float, VDimension>;
+  using ImageType = itk::Image<TPixel, VDimension>;
   const auto image = itk::CDMConversion::MakeImage<ImageType>(volume);
   WriteAtomically(path, [&](const std::string & temporary) {
     auto writer = itk::ImageFileWriter<ImageType>::New();
@@ -381,22 +381,46 @@ WriteImage(const Volume & volume, const std::string & path)
 }
 } // namespace
 
+namespace
+{
+template <typename TPixel>
 void
-WriteVolume(const Volume & volume, const std::string & path)
+WriteVolumeAs(const Volume & volume, const std::string & path)
 {
   RegisterImageIOFactories();
-  if (static_cast<int64_t>(volume.Voxels.size()) != volume.NumberOfVoxels())
+  if (volume.StoredVoxels() != volume.NumberOfVoxels())
   {
     throw InputError("cannot write '" + path + "': the volume holds no voxel data");
   }
   if (volume.Dimension == 2 && volume.Size[2] == 1)
   {
-    WriteImage<2>(volume, path);
+    WriteImage<2, TPixel>(volume, path);
   }
   else
   {
-    WriteImage<3>(volume, path);
+    WriteImage<3, TPixel>(volume, path);
   }
+}
+} // namespace
+
+void
+WriteVolume(const Volume & volume, const std::string & path)
+{
+  WriteVolumeAs<float>(volume, path);
+}
+
+void
+WriteLabelVolume(const Volume & labels, const std::string & path)
+{
+  for (const float * v = labels.Data(); v != labels.Data() + labels.StoredVoxels(); ++v)
+  {
+    if (!(*v >= 0.0f && *v <= 255.0f) || *v != std::round(*v))
+    {
+      throw InputError("cannot write '" + path + "' as labels: it holds the value " + std::to_string(*v) +
+                       "; expected whole numbers 0 to 255");
+    }
+  }
+  WriteVolumeAs<unsigned char>(labels, path);
 }
 
 } // namespace cdm

@@ -44,6 +44,11 @@ ToImage(const Volume & volume);
 void
 WriteVolume(const Volume & volume, const std::string & path);
 
+/** Writes a label map (whole numbers 0 to 255, e.g. a segmentation) as 8-bit unsigned voxels, atomically as
+ *  WriteVolume. Throws InputError for any other value. */
+void
+WriteLabelVolume(const Volume & labels, const std::string & path);
+
 } // namespace cdm
 
 #endif

@@ -225,6 +225,11 @@ Impute(const ImputeOptions & options, const std::function<void(const std::string
   for (const std::string & path : options.Models)
   {
     models.push_back({ path, FileSha256Hex(path), Model::Load(path, options.Device) });
+    if (models.back().Network.Config().IsSegmenter())
+    {
+      throw InputError("--model '" + path + "' is a segmenter; impute fills gaps with synthesis models (segment the "
+                       "filled cases afterwards with cdm segment)");
+    }
   }
   // The modalities a case should have: every one a model reads or synthesizes, in the BraTS order. A case that
   // lacks one that no model given can fill is reported, not passed over.

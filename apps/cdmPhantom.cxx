@@ -5,6 +5,7 @@
 #include "cdmPhantom.h"
 #include "cdmError.h"
 #include "cdmImageIO.h"
+#include "cdmModelConfig.h"
 
 #include "itkAffineTransform.h"
 #include "itkBSplineInterpolateImageFunction.h"
@@ -22,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <random>
@@ -393,6 +395,18 @@ PhantomGenerator::PhantomGenerator(const PhantomOptions & options)
                        std::to_string(options.Size[a]));
     }
   }
+  if (options.Contrasts.empty())
+  {
+    throw InputError("phantom --contrasts: expected at least one of " + JoinNames(KnownModalities()));
+  }
+  for (const std::string & contrast : options.Contrasts)
+  {
+    if (std::find(KnownModalities().begin(), KnownModalities().end(), contrast) == KnownModalities().end())
+    {
+      throw InputError("phantom --contrasts: '" + contrast + "' is unknown; expected some of " +
+                       JoinNames(KnownModalities()));
+    }
+  }
   if (options.TumourSlab < 0 || options.TumourSlab > options.Size[2])
   {
     throw InputError("phantom --tumour-slab: expected 0 (whole grid) .. " + std::to_string(options.Size[2]) +
@@ -620,8 +634,7 @@ PhantomGenerator::Generate(uint64_t seed) const
   PhantomCase  result;
   const double snr = Uniform(random, 18.0, 40.0);
   parameters["snr"] = snr;
-  for (const auto & [modality, values] : signal)
-  {
+  const auto render = [&](const std::string & modality, const std::array<double, TissueCount> & values) {
     const double                     unit = Uniform(random, 400.0, 1600.0);
     const double                     biasAmplitude = Uniform(random, 0.05, 0.2);
     const ImageType::Pointer         bias = RandomField(grid, 3, random);
@@ -645,6 +658,38 @@ PhantomGenerator::Generate(uint64_t seed) const
     parameters["units"][modality] = unit;
     parameters["bias_amplitude"][modality] = biasAmplitude;
     result.Images[modality] = std::move(volume);
+  };
+  if (std::find(m_Options.Contrasts.begin(), m_Options.Contrasts.end(), "pd") != m_Options.Contrasts.end())
+  {
+    // Proton density weighting: a spin echo whose long TR lets T1 recover and whose short TE leaves T2 little
+    // time. Drawn after every other parameter (and rendered last), so that the BraTS contrasts of a seed stay.
+    signal["pd"] = {};
+  }
+  for (const auto & [modality, values] : signal)
+  {
+    if (modality == "pd")
+    {
+      continue;
+    }
+    render(modality, values);
+  }
+  if (signal.count("pd"))
+  {
+    const double trPD = 3000.0 * Uniform(random, 1 - jitter, 1 + jitter);
+    const double tePD = 15.0 * Uniform(random, 1 - jitter, 1 + jitter);
+    parameters["sequences"]["pd"] = { { "TR", trPD }, { "TE", tePD } };
+    std::array<double, TissueCount> values{};
+    for (int k = 0; k < TissueCount; ++k)
+    {
+      values[k] = spinEcho(TissueTable[k], trPD, tePD);
+    }
+    render("pd", values);
+  }
+  for (auto it = result.Images.begin(); it != result.Images.end();)
+  {
+    const bool wanted =
+      std::find(m_Options.Contrasts.begin(), m_Options.Contrasts.end(), it->first) != m_Options.Contrasts.end();
+    it = wanted ? std::next(it) : result.Images.erase(it);
   }
   result.Segmentation = std::move(segmentation);
   result.TissueFractions["csf"] = ToVolume(tissue[Csf], "csf");
@@ -692,7 +737,7 @@ PhantomGenerator::Write(const PhantomCase & phantomCase, const std::string & dir
   {
     WriteVolume(volume, folder + "/" + name + "-" + modality + ".nii.gz");
   }
-  WriteVolume(phantomCase.Segmentation, folder + "/" + name + "-seg.nii.gz");
+  WriteLabelVolume(phantomCase.Segmentation, folder + "/" + name + "-seg.nii.gz");
 }
 
 } // namespace cdm

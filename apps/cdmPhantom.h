@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace cdm
 {
@@ -28,9 +29,13 @@ struct PhantomOptions
   /** >= 0: every case's gadolinium concentration in the enhancing rim, in mM, instead of its draw from 0.3..0.8
    *  (the draw still happens, so every other parameter of a seed stays the same: a case's counterfactual dose). */
   double Gadolinium{ -1.0 };
+  /** The contrasts written: any of t1n, t1c, t2w, t2f (BraTS) and pd (proton-density weighted spin echo, long TR and
+   *  short TE: with t1n and t2w the IXI set). A case's other parameters do not depend on the choice: pd's draws come
+   *  after every other. */
+  std::vector<std::string> Contrasts{ "t1n", "t1c", "t2w", "t2f" };
 };
 
-/** \brief One generated case: t1n, t1c, t2w, t2f (float) and the BraTS labels (1 necrotic core, 2 oedema,
+/** \brief One generated case: its contrasts (t1n, t1c, t2w, t2f by default; float) and the BraTS labels (1 necrotic core, 2 oedema,
  *  3 enhancing tumour), plus the case's drawn parameters as JSON. */
 struct PhantomCase
 {

@@ -23,6 +23,17 @@ def mean_std(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def best_identity(task_results):
+    """The copy-the-input floor of a task (its results folder): the source whose gain-scaled copy scores best on the
+    whole brain, as quality() with its name under "source"; None when no identity-* folder is there."""
+    identities = {os.path.basename(f)[len("identity-"):]: quality(f)
+                  for f in sorted(glob.glob(os.path.join(task_results, "identity-*")))}
+    if not identities:
+        return None
+    best = max(identities, key=lambda m: identities[m]["regions"]["brain"]["psnr"][0])
+    return dict(identities[best], source=best)
+
+
 def machine():
     cpu = platform.processor() or platform.machine()
     try:
@@ -92,12 +103,9 @@ def main():
     for task in a.tasks.split(","):
         root = os.path.join(a.work, "results", task)
         methods = {}
-        # The copy-the-input floor: the source whose gain-scaled copy scores best on the whole brain.
-        identities = {os.path.basename(f)[len("identity-"):]: quality(f)
-                      for f in sorted(glob.glob(os.path.join(root, "identity-*")))}
-        if identities:
-            best = max(identities, key=lambda m: identities[m]["regions"]["brain"]["psnr"][0])
-            methods["identity"] = dict(identities[best], source=best)
+        identity = best_identity(root)
+        if identity:
+            methods["identity"] = identity
         for method in TRAINED:
             folder = os.path.join(root, method)
             if os.path.isdir(folder) and glob.glob(os.path.join(folder, "*-metrics.json")):

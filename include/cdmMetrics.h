@@ -10,6 +10,7 @@
 #include "cdmNormalization.h"
 
 #include <cstdint>
+#include <array>
 #include <map>
 #include <string>
 #include <vector>
@@ -88,6 +89,40 @@ CompareUncertainty(const Volume & reference,
                    const Volume & uncertainty,
                    const Volume & mask,
                    double         worstFraction = 0.1);
+
+/** \brief Dice overlap of a predicted tumour segmentation with a reference in BraTS's three regions, built from the
+ *  labels (1 necrotic core, 2 oedema, 3 enhancing tumour): an empty region in both counts as 1, in one only as 0. */
+struct SegmentationDice
+{
+  double EnhancingTumour{ 0.0 }; ///< ET: label 3
+  double TumourCore{ 0.0 };      ///< TC: labels 1 and 3
+  double WholeTumour{ 0.0 };     ///< WT: labels 1, 2 and 3
+};
+
+/** \brief Accumulates the overlap counts of BraTS's regions over label maps (one or many images: validation sums
+ *  them over its items), so that Dice is defined in one place. */
+class SegmentationOverlap
+{
+public:
+  /** Adds `count` voxels of a reference and a predicted label map (values 0 to 3). `description` names them in the
+   *  InputError thrown for a voxel that is not one of the labels. */
+  void
+  Add(const float * reference, const float * prediction, int64_t count, const std::string & description = "labels");
+
+  SegmentationDice
+  Dice() const;
+
+private:
+  // Per region (ET, TC, WT): voxels in both, in the reference, in the prediction.
+  std::array<int64_t, 3> m_Both{ { 0, 0, 0 } };
+  std::array<int64_t, 3> m_Reference{ { 0, 0, 0 } };
+  std::array<int64_t, 3> m_Prediction{ { 0, 0, 0 } };
+};
+
+/** Dice of `prediction` against `reference`, both label maps on one grid. Throws InputError naming the file when
+ *  the grids differ or a voxel is not a label 0 to 3 (BraTS 2021's enhancing label 4 is named: relabel it 3). */
+SegmentationDice
+CompareSegmentations(const Volume & reference, const Volume & prediction);
 
 } // namespace cdm
 

@@ -81,6 +81,19 @@ struct SynthesisOptions
   std::string Target;
 };
 
+/** \brief Options of a segmenter (Model::Segment). */
+struct SegmentationOptions
+{
+  /** Voxels one device call reads: a 2D model's slices per call (default 2^16: one 240x240 slice); a 3D model
+   *  labels the whole volume in one call. Memory, not results. */
+  int64_t   VoxelsPerCall{ 0 };
+  Precision NetworkPrecision{ Precision::Float32 };
+  /** Let sources be absent even when the model was not trained for it: their channels enter as zeros (image and
+   *  availability). What a gap does to a segmenter with nothing filled in: the floor of BraSyn's segmentation
+   *  score (bench/RESULTS.md). A model trained with source dropout takes absent sources anyway. */
+  bool MissingSourcesAsZero{ false };
+};
+
 /** \brief What a synthesis returns: the target image and, for K > 1, the voxel-wise standard deviation. */
 struct SynthesisResult
 {
@@ -175,10 +188,11 @@ public:
   int64_t
   NumberOfParameters() const;
 
-  /** Checks sources against the model: known names, required ones present, shared geometry, finite voxels,
-   *  a dimension the model can run. Throws InputError naming the source and what was expected. */
+  /** Checks sources against the model: known names, required ones present (any may be absent with
+   *  `allowAbsentSources`: their channels enter as zeros), shared geometry, finite voxels, a dimension the model can
+   *  run. Throws InputError naming the source and what was expected. */
   void
-  CheckSources(const SourceVolumes & sources) const;
+  CheckSources(const SourceVolumes & sources, bool allowAbsentSources = false) const;
 
   /** The modality a synthesis from `sources` produces for the request `target` (SynthesisOptions::Target). Throws
    *  InputError when the model cannot synthesize it, when it is among the sources, or, for a unified model, when
@@ -225,6 +239,14 @@ public:
                    const SourceExtent *         extent = nullptr,
                    const SynthesisDestination & destination = {},
                    SynthesisContinuation *      continuation = nullptr) const;
+
+  /** A segmenter's tumour labels (0 background, 1 necrotic core, 2 oedema, 3 enhancing tumour: the most probable
+   *  per voxel) on the sources' grid. Throws InputError when the model is not a segmenter or the sources do not
+   *  fit it (CheckSources; absent sources pass with SegmentationOptions::MissingSourcesAsZero). */
+  Volume
+  Segment(const SourceVolumes &       sources,
+          const SegmentationOptions & options = {},
+          const ProgressCallback &    progress = {}) const;
 
   /** The whole chain: normalise, sample z, synthesise, denormalise. */
   SynthesisResult

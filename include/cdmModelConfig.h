@@ -51,12 +51,14 @@ struct ModelConfig
   static constexpr int CurrentFormatVersion = 2;
 
   int                      FormatVersion{ CurrentFormatVersion };
-  std::string              ModelKind{ "cdm" }; ///< cdm | unet (C-UNet without guidance) | ddim (image-space diffusion)
+  /** cdm | unet (C-UNet without guidance) | ddim (image-space diffusion) | segmenter (the UNet with a tumour-label
+   *  head: Target is SegmentationName, the output SegmentationClasses label probabilities) */
+  std::string              ModelKind{ "cdm" };
   std::string              Preset{ "tiny" };
   unsigned int             Dimension{ 2 };
   int                      SliceAxis{ 2 }; ///< axis a 2D model slices 3D volumes along (0 x, 1 y, 2 z)
   std::vector<std::string> Sources{ "t1n", "t2w", "t2f" };
-  std::string              Target{ "t1c" };          ///< a unified model: its first target
+  std::string              Target{ "t1c" };          ///< a unified model: its first target; a segmenter: "seg"
   bool                     SourcesOptional{ false }; ///< trained with source dropout: any non-empty subset works
   /** A unified model's targets: it synthesizes any of them from whichever of Sources are present (the targets are
    *  among Sources; the requested one is absent from the input, and a learned target embedding conditions the MDN
@@ -71,8 +73,9 @@ struct ModelConfig
 
   /** A configuration from a named preset: "tiny" (tests), "small" (CPU benchmark), "paper" (DiffIR scale), for a
    *  model kind: "cdm", or the baselines "unet" (the C-UNet with no guidance) and "ddim" (the same UNet predicting
-   *  noise in image space, 1000-step linear schedule, 50 strided DDIM steps). Throws InputError for an unknown
-   *  preset, kind, dimension or modality list. */
+   *  noise in image space, 1000-step linear schedule, 50 strided DDIM steps), or "segmenter" (the same UNet with a
+   *  SegmentationClasses head; `target` must be SegmentationName). Throws InputError for an unknown preset, kind,
+   *  dimension or modality list. */
   static ModelConfig
   FromPreset(const std::string &              preset,
              unsigned int                     dimension,
@@ -88,6 +91,13 @@ struct ModelConfig
                     const std::vector<std::string> & modalities,
                     const std::vector<std::string> & targets);
 
+  /** Whether this is a segmentation model (kind segmenter): it labels the tumour instead of synthesizing. */
+  bool
+  IsSegmenter() const
+  {
+    return ModelKind == "segmenter";
+  }
+
   /** Whether this is a unified model (Targets not empty). */
   bool
   IsUnified() const
@@ -95,7 +105,7 @@ struct ModelConfig
     return !Targets.empty();
   }
 
-  /** The modalities this model synthesizes: Targets, or Target alone. */
+  /** The modalities this model synthesizes: Targets, or Target alone (a segmenter: SegmentationName). */
   std::vector<std::string>
   SynthesizedModalities() const;
 
@@ -136,9 +146,25 @@ struct ModelConfig
   UNetReceptiveRadius() const;
 };
 
-/** The modality names of the BraTS 2023 layout. */
+/** A segmenter's target: the name of the BraTS case file it predicts (`<case>-seg.nii.gz`). */
+inline constexpr const char * SegmentationName = "seg";
+
+/** A segmenter's classes: BraTS 2023 labels 0 background, 1 necrotic core, 2 oedema, 3 enhancing tumour. */
+inline constexpr int SegmentationClasses = 4;
+
+/** Every modality name the engine knows: the BraTS 2023 four, then "pd" (proton-density weighted: with t1n and t2w
+ *  the IXI set). */
 const std::vector<std::string> &
 KnownModalities();
+
+/** The modalities of the BraTS 2023 layout: t1n, t1c, t2w, t2f (what `--target any` and a segmenter read). */
+const std::vector<std::string> &
+BraTSModalities();
+
+/** The modalities a model for `targets` reads by default (its targets among them): BraTS's four, or IXI's t1n, t2w
+ *  and pd when a target is pd. Throws InputError when no set holds every target (name the sources then). */
+std::vector<std::string>
+DefaultModalities(const std::vector<std::string> & targets);
 
 /** Names joined by `separator` ("t1n, t2w, t2f"), for messages and lists. */
 std::string

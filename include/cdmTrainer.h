@@ -6,6 +6,7 @@
 #define cdmTrainer_h
 
 #include "cdmDataset.h"
+#include "cdmMetrics.h"
 
 #include <atomic>
 #include <cstdint>
@@ -90,6 +91,8 @@ struct TrainingProgress
   double      ValidationSSIM{ 0.0 };
   bool        HasTumourValidation{ false }; ///< some validation item shows a tumour
   double      ValidationTumourPSNR{ 0.0 };  ///< inside the tumour, over the items that show one
+  bool        HasDice{ false };             ///< a segmenter's validation: Dice instead of PSNR/SSIM
+  SegmentationDice ValidationDice;
 };
 
 /** \brief What a stage did: its loss at the start and the end (means over a few iterations) and validation. */
@@ -103,6 +106,7 @@ struct StageReport
   double      ValidationPSNR{ 0.0 };
   double      ValidationSSIM{ 0.0 };
   double      ValidationTumourPSNR{ 0.0 };
+  SegmentationDice ValidationDice; ///< a segmenter's (its PSNR fields stay 0)
   double      Seconds{ 0.0 };
 };
 

@@ -190,6 +190,17 @@ ModelHandle::Synthesize(const ImageSet &    sources,
   return SynthesisData(m_Model.Synthesize(sources.Volumes(), options));
 }
 
+SynthesisData
+ModelHandle::Segment(const ImageSet & sources, const std::string & precision, bool missingSourcesAsZero) const
+{
+  SegmentationOptions options;
+  options.NetworkPrecision = ParsePrecision(precision);
+  options.MissingSourcesAsZero = missingSourcesAsZero;
+  SynthesisResult result;
+  result.Image = m_Model.Segment(sources.Volumes(), options);
+  return SynthesisData(std::move(result));
+}
+
 RepresentationData
 ModelHandle::Encode(const ImageSet & target) const
 {
@@ -260,6 +271,10 @@ Train(const TrainingData & data, const TrainingOptions & options, TrainingObserv
                                { "validation_psnr", stage.ValidationPSNR },
                                { "validation_ssim", stage.ValidationSSIM },
                                { "validation_tumour_psnr", stage.ValidationTumourPSNR },
+                               { "validation_dice",
+                                 { { "enhancing_tumour", stage.ValidationDice.EnhancingTumour },
+                                   { "tumour_core", stage.ValidationDice.TumourCore },
+                                   { "whole_tumour", stage.ValidationDice.WholeTumour } } },
                                { "seconds", stage.Seconds } });
   }
   return json.dump();
@@ -269,6 +284,18 @@ std::vector<std::string>
 KnownModalityNames()
 {
   return KnownModalities();
+}
+
+std::vector<std::string>
+BraTSModalityNames()
+{
+  return BraTSModalities();
+}
+
+std::vector<std::string>
+DefaultModalityNames(const std::vector<std::string> & targets)
+{
+  return DefaultModalities(targets);
 }
 
 void

@@ -165,6 +165,10 @@ public:
              const std::string & precision = "fp32",
              const std::string & target = "") const;
 
+  /** A segmenter's tumour labels (Model::Segment) as the result's image. */
+  SynthesisData
+  Segment(const ImageSet & sources, const std::string & precision = "fp32", bool missingSourcesAsZero = false) const;
+
   /** `target` holds one image, named by its modality (one the model synthesizes). */
   RepresentationData
   Encode(const ImageSet & target) const;
@@ -239,9 +243,17 @@ private:
 std::string
 Train(const TrainingData & data, const TrainingOptions & options, TrainingObserver * observer);
 
-/** The modality names the engine knows (t1n, t1c, t2w, t2f). */
+/** The modality names the engine knows (t1n, t1c, t2w, t2f, pd). */
 std::vector<std::string>
 KnownModalityNames();
+
+/** The BraTS 2023 modalities (t1n, t1c, t2w, t2f). */
+std::vector<std::string>
+BraTSModalityNames();
+
+/** The modalities a model for `targets` reads by default (cdm::DefaultModalities). */
+std::vector<std::string>
+DefaultModalityNames(const std::vector<std::string> & targets);
 
 /** Torch's intra-op threads (0 leaves torch's default). */
 void

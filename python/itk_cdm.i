@@ -152,5 +152,16 @@ cdmFreeFloatVector(PyObject * capsule)
 %ignore cdm::StageReport;
 %ignore cdm::TrainingReport;
 
+// Only the Dice figures of cdmMetrics.h travel to Python (in TrainingProgress); this declaration mirrors its struct.
+namespace cdm
+{
+struct SegmentationDice
+{
+  double EnhancingTumour;
+  double TumourCore;
+  double WholeTumour;
+};
+}
+
 %include "cdmTrainer.h"
 %include "cdmPython.h"

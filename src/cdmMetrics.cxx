@@ -380,4 +380,64 @@ CompareUncertainty(const Volume & reference,
   return figures;
 }
 
+void
+SegmentationOverlap::Add(const float * reference, const float * prediction, int64_t count, const std::string & description)
+{
+  // Bit r of a label's mask: the label belongs to region r (ET, TC, WT).
+  static constexpr std::array<unsigned, 4> regions{ { 0u, 0b110u, 0b100u, 0b111u } };
+  const auto                                 label = [&](float value, const char * which) {
+    const float rounded = std::round(value);
+    if (!(std::abs(value - rounded) < 1e-3f) || rounded < 0.0f || rounded > 3.0f)
+    {
+      throw InputError("'" + description + "': the " + which + " segmentation holds the value " +
+                       std::to_string(value) + "; expected labels 0 to 3 (BraTS 2023: 1 necrotic core, 2 oedema, " +
+                       "3 enhancing tumour" + (rounded == 4.0f ? "; BraTS 2021 marked enhancing tumour 4: relabel it 3" : "") +
+                       ")");
+    }
+    return regions[static_cast<size_t>(rounded)];
+  };
+  for (int64_t i = 0; i < count; ++i)
+  {
+    const unsigned inReference = label(reference[i], "reference");
+    const unsigned inPrediction = label(prediction[i], "predicted");
+    for (size_t r = 0; r < 3; ++r)
+    {
+      const bool a = inReference >> r & 1u;
+      const bool b = inPrediction >> r & 1u;
+      m_Both[r] += a && b;
+      m_Reference[r] += a;
+      m_Prediction[r] += b;
+    }
+  }
+}
+
+SegmentationDice
+SegmentationOverlap::Dice() const
+{
+  std::array<double, 3> dice{};
+  for (size_t r = 0; r < 3; ++r)
+  {
+    const int64_t total = m_Reference[r] + m_Prediction[r];
+    dice[r] = total == 0 ? 1.0 : 2.0 * static_cast<double>(m_Both[r]) / static_cast<double>(total);
+  }
+  return { dice[0], dice[1], dice[2] };
+}
+
+SegmentationDice
+CompareSegmentations(const Volume & reference, const Volume & prediction)
+{
+  std::string why;
+  if (!SameGeometry(reference, prediction, &why))
+  {
+    throw InputError("segmentations '" + reference.Description + "' and '" + prediction.Description +
+                     "' lie on different grids: " + why);
+  }
+  SegmentationOverlap overlap;
+  overlap.Add(reference.Data(),
+              prediction.Data(),
+              reference.NumberOfVoxels(),
+              reference.Description + "' and '" + prediction.Description);
+  return overlap.Dice();
+}
+
 } // namespace cdm

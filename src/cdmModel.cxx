@@ -16,7 +16,17 @@ namespace cdm
 {
 
 void
-Model::CheckSources(const SourceVolumes & sources) const
+RefuseSegmenter(const ModelConfig & config)
+{
+  if (config.IsSegmenter())
+  {
+    throw InputError("this model is a segmenter: it labels the tumour (cdm segment, Model::Segment) and synthesizes "
+                     "no image; expected a synthesis model (kind cdm, unet or ddim)");
+  }
+}
+
+void
+Model::CheckSources(const SourceVolumes & sources, bool allowAbsentSources) const
 {
   const ModelConfig & config = m_Impl->Config;
   const std::string   expected = JoinNames(config.Sources);
@@ -32,7 +42,7 @@ Model::CheckSources(const SourceVolumes & sources) const
                        expected + (name == config.Target ? " (it is the model's target)" : ""));
     }
   }
-  if (!config.SourcesOptional)
+  if (!config.SourcesOptional && !allowAbsentSources)
   {
     for (const auto & name : config.Sources)
     {
@@ -62,6 +72,7 @@ std::string
 Model::ResolveTarget(const SourceVolumes & sources, const std::string & target) const
 {
   const ModelConfig &            config = m_Impl->Config;
+  RefuseSegmenter(config);
   const std::vector<std::string> targets = config.SynthesizedModalities();
   const std::string              list = JoinNames(targets);
   if (target.empty())

@@ -16,8 +16,32 @@ namespace cdm
 const std::vector<std::string> &
 KnownModalities()
 {
+  static const std::vector<std::string> modalities{ "t1n", "t1c", "t2w", "t2f", "pd" };
+  return modalities;
+}
+
+const std::vector<std::string> &
+BraTSModalities()
+{
   static const std::vector<std::string> modalities{ "t1n", "t1c", "t2w", "t2f" };
   return modalities;
+}
+
+std::vector<std::string>
+DefaultModalities(const std::vector<std::string> & targets)
+{
+  static const std::vector<std::string> ixi{ "t1n", "t2w", "pd" };
+  for (const std::vector<std::string> * set : { &BraTSModalities(), &ixi })
+  {
+    if (std::all_of(targets.begin(), targets.end(), [set](const std::string & t) {
+          return std::find(set->begin(), set->end(), t) != set->end();
+        }))
+    {
+      return *set;
+    }
+  }
+  throw InputError("targets " + JoinNames(targets) + " are not all in BraTS's set (" + JoinNames(BraTSModalities()) +
+                   ") or IXI's (" + JoinNames(ixi) + "); name the sources");
 }
 
 std::string
@@ -103,9 +127,9 @@ ModelConfig::Validate() const
   {
     fail("dimension " + std::to_string(Dimension) + " is not supported; expected 2 or 3");
   }
-  if (ModelKind != "cdm" && ModelKind != "unet" && ModelKind != "ddim")
+  if (ModelKind != "cdm" && ModelKind != "unet" && ModelKind != "ddim" && ModelKind != "segmenter")
   {
-    fail("model kind '" + ModelKind + "' is unknown; expected cdm, unet or ddim");
+    fail("model kind '" + ModelKind + "' is unknown; expected cdm, unet, ddim or segmenter");
   }
   if (SliceAxis < 0 || SliceAxis > 2)
   {
@@ -113,20 +137,24 @@ ModelConfig::Validate() const
   }
   const auto & known = KnownModalities();
   const auto   isKnown = [&](const std::string & m) { return std::find(known.begin(), known.end(), m) != known.end(); };
-  if (!isKnown(Target))
+  if (IsSegmenter() && Target != SegmentationName)
   {
-    fail("target modality '" + Target + "' is unknown; expected one of t1n, t1c, t2w, t2f");
+    fail("a segmenter's target is '" + std::string(SegmentationName) + "' (the tumour labels); got '" + Target + "'");
+  }
+  if (!IsSegmenter() && !isKnown(Target))
+  {
+    fail("target modality '" + Target + "' is unknown; expected one of " + JoinNames(known));
   }
   if (Sources.empty())
   {
-    fail("no source modality; expected at least one of t1n, t1c, t2w, t2f");
+    fail("no source modality; expected at least one of " + JoinNames(known));
   }
   std::set<std::string> seen;
   for (const auto & s : Sources)
   {
     if (!isKnown(s))
     {
-      fail("source modality '" + s + "' is unknown; expected one of t1n, t1c, t2w, t2f");
+      fail("source modality '" + s + "' is unknown; expected one of " + JoinNames(known));
     }
     if (s == Target && !IsUnified())
     {
@@ -275,6 +303,10 @@ ModelConfig::Stages() const
   {
     return { "ddim" };
   }
+  if (ModelKind == "segmenter")
+  {
+    return { "segment" };
+  }
   return { "mrm", "cunet", "mdn", "finetune" };
 }
 
@@ -324,7 +356,8 @@ ModelConfig::ToJson(int indent) const
   const NetworkConfig &   n = Network;
   const DiffusionConfig & d = Diffusion;
   nlohmann::json          j;
-  j["format_version"] = IsUnified() ? 2 : 1; // per-target files stay readable by version-1 readers
+  // Per-target synthesis files stay readable by version-1 readers; the kinds they do not know refuse by version.
+  j["format_version"] = IsUnified() || IsSegmenter() ? 2 : 1;
   j["model_kind"] = ModelKind;
   j["preset"] = Preset;
   j["dimension"] = Dimension;

@@ -172,6 +172,11 @@ Model::Impl::Impl(const ModelConfig & config, const c10::Device & device, std::o
   {
     UNet = nn::CrossConditionedUNet(dimension, SourceChannels(), 0, n); // no guidance: a plain UNet regressor
   }
+  else if (Config.IsSegmenter())
+  {
+    // The same UNet with one output channel per label: scores whose softmax is each label's probability.
+    UNet = nn::CrossConditionedUNet(dimension, SourceChannels(), 0, n, SegmentationClasses);
+  }
   else
   {
     // ddim: the same UNet over [noisy target, sources], conditioned on the timestep instead of z.
@@ -213,6 +218,10 @@ Model::Impl::ParameterCount(const ModelConfig & config)
   if (config.ModelKind == "unet")
   {
     return nn::CrossConditionedUNetParameters(dimension, sources, 0, n);
+  }
+  if (config.IsSegmenter())
+  {
+    return nn::CrossConditionedUNetParameters(dimension, sources, 0, n, SegmentationClasses);
   }
   return nn::CrossConditionedUNetParameters(dimension, 1 + sources, n.RepresentationDim, n) +
          nn::TimeEmbeddingParameters(n.RepresentationDim);
@@ -575,6 +584,12 @@ Model::Impl::ReconstructMasked(const at::Tensor & target, at::Generator & genera
     sizes.push_back(target.size(d));
   }
   return { CropTo(reconstruction, sizes), CropTo(mask, sizes) };
+}
+
+at::Tensor
+MostProbableLabels(const at::Tensor & scores)
+{
+  return scores.argmax(1, true).to(torch::kFloat32);
 }
 
 } // namespace cdm

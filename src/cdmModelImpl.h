@@ -210,6 +210,15 @@ private:
   c10::ScalarType m_PreviousType{ c10::ScalarType::Float };
 };
 
+/** A segmenter's prediction from its label scores [B, SegmentationClasses, ...]: the most probable label per voxel,
+ *  [B, 1, ...] as float. */
+at::Tensor
+MostProbableLabels(const at::Tensor & scores);
+
+/** Throws InputError when `config` is a segmenter's: the synthesis entry points call it. */
+void
+RefuseSegmenter(const ModelConfig & config);
+
 /** The torch device for "cpu" / "cuda" / "cuda:N" (after ResolveDevice). */
 c10::Device
 ToTorchDevice(const std::string & resolved);

@@ -381,7 +381,8 @@ DenoiserImpl::forward(const torch::Tensor & zt, const torch::Tensor & condition,
 CrossConditionedUNetImpl::CrossConditionedUNetImpl(int                   dimension,
                                                    int64_t               inChannels,
                                                    int64_t               conditionDim,
-                                                   const NetworkConfig & config)
+                                                   const NetworkConfig & config,
+                                                   int64_t               outChannels)
 {
   const auto           levels = static_cast<int>(config.UNetMultipliers.size());
   std::vector<int64_t> channels;
@@ -419,7 +420,7 @@ CrossConditionedUNetImpl::CrossConditionedUNetImpl(int                   dimensi
     }
   }
   m_OutNorm = register_module("out_norm", ChannelNorm(channels[0]));
-  m_Out = register_module("out", Conv(dimension, channels[0], 1, 3));
+  m_Out = register_module("out", Conv(dimension, channels[0], outChannels, 3));
 }
 
 torch::Tensor
@@ -540,7 +541,11 @@ TimeEmbeddingParameters(double dim)
 }
 
 double
-CrossConditionedUNetParameters(int dimension, double inChannels, double conditionDim, const NetworkConfig & config)
+CrossConditionedUNetParameters(int                   dimension,
+                               double                inChannels,
+                               double                conditionDim,
+                               const NetworkConfig & config,
+                               double                outChannels)
 {
   std::vector<double> c;
   for (const int multiplier : config.UNetMultipliers)
@@ -566,7 +571,7 @@ CrossConditionedUNetParameters(int dimension, double inChannels, double conditio
       count += ResidualBlockParameters(dimension, b == 0 ? 2 * c[level] : c[level], c[level], conditionDim);
     }
   }
-  return count + 2 * c[0] + ConvParameters(dimension, c[0], 1, 3);
+  return count + 2 * c[0] + ConvParameters(dimension, c[0], outChannels, 3);
 }
 
 } // namespace nn

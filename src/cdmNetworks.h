@@ -319,7 +319,12 @@ TORCH_MODULE(Denoiser);
 class CrossConditionedUNetImpl : public torch::nn::Module
 {
 public:
-  CrossConditionedUNetImpl(int dimension, int64_t inChannels, int64_t conditionDim, const NetworkConfig & config);
+  /** outChannels: 1 for a synthesized image, SegmentationClasses for a segmenter's label scores. */
+  CrossConditionedUNetImpl(int                   dimension,
+                           int64_t               inChannels,
+                           int64_t               conditionDim,
+                           const NetworkConfig & config,
+                           int64_t               outChannels = 1);
   /** x: [B, inChannels, ...] with sizes divisible by the alignment; z: [B, D] (ignored when conditionDim is 0). */
   torch::Tensor
   forward(const torch::Tensor & x, const torch::Tensor & z = {});
@@ -369,7 +374,11 @@ TimeEmbeddingParameters(double dim);
 double
 TargetEmbeddingParameters(double targets, double dim);
 double
-CrossConditionedUNetParameters(int dimension, double inChannels, double conditionDim, const NetworkConfig & config);
+CrossConditionedUNetParameters(int                   dimension,
+                               double                inChannels,
+                               double                conditionDim,
+                               const NetworkConfig & config,
+                               double                outChannels = 1);
 
 /** Nearest-neighbour upsampling by 2 along every spatial axis. */
 torch::Tensor

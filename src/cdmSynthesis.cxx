@@ -115,6 +115,7 @@ Model::SynthesizeRegion(const SourceVolumes &        sources,
                         const SynthesisDestination & destination,
                         SynthesisContinuation *      continuation) const
 {
+  RefuseSegmenter(m_Impl->Config);
   CheckSources(sources);
   c10::InferenceMode           guard;
   const ReducedPrecisionScope  precision(m_Impl->Device, options.NetworkPrecision);

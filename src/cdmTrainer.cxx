@@ -181,7 +181,9 @@ StagesToRun(const Dataset & data, const TrainingOptions & options, std::vector<s
   }
   // The stages of this model kind (validates the kind too).
   const std::vector<std::string> stageOrder =
-    ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c", options.ModelKind).Stages();
+    ModelConfig::FromPreset("tiny", 2, { "t1n" }, options.ModelKind == "segmenter" ? SegmentationName : "t1c",
+                            options.ModelKind)
+      .Stages();
   std::vector<std::string> stages;
   if (options.Stage == "all")
   {
@@ -227,6 +229,15 @@ StagesToRun(const Dataset & data, const TrainingOptions & options, std::vector<s
         throw InputError("training: case '" + c.Name + "' has no '" + name + "' image");
       }
     }
+    if (options.ModelKind == "segmenter")
+    {
+      if (c.Segmentation.StoredVoxels() == 0)
+      {
+        throw InputError("training a segmenter: case '" + c.Name + "' has no segmentation (a '" + c.Name +
+                         "-seg' file); expected one for every case");
+      }
+      continue;
+    }
     const std::vector<std::string> targets =
       options.Targets.empty() ? std::vector<std::string>{ options.Target } : options.Targets;
     for (const auto & name : targets)
@@ -259,6 +270,7 @@ TrainingStart
 StartModel(const Dataset & data, const TrainingOptions & options, const std::string & checkpoint)
 {
   nlohmann::json            state = { { "stage", "" }, { "iteration", 0 }, { "completed", nlohmann::json::object() } };
+  const std::string         target = options.ModelKind == "segmenter" ? SegmentationName : options.Target;
   safetensors::NamedTensors stored;
   std::shared_ptr<Model::Impl> implPointer;
   if (options.Resume)
@@ -270,7 +282,7 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
     safetensors::Header header;
     stored = safetensors::Read(checkpoint, &header);
     const ModelConfig config = ModelConfig::FromJson(header.Metadata.at("cdm"));
-    const bool        sameTask = options.Targets.empty() ? !config.IsUnified() && config.Target == options.Target
+    const bool        sameTask = options.Targets.empty() ? !config.IsUnified() && config.Target == target
                                                          : config.Targets == options.Targets;
     if (!sameTask || config.Sources != options.Sources || config.Dimension != options.Dimension ||
         config.Preset != options.Preset || config.ModelKind != options.ModelKind)
@@ -295,7 +307,7 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
   {
     ModelConfig config =
       options.Targets.empty()
-        ? ModelConfig::FromPreset(options.Preset, options.Dimension, options.Sources, options.Target, options.ModelKind)
+        ? ModelConfig::FromPreset(options.Preset, options.Dimension, options.Sources, target, options.ModelKind)
         : ModelConfig::UnifiedFromPreset(options.Preset, options.Dimension, options.Sources, options.Targets);
     config.SliceAxis = options.SliceAxis;
     config.SourcesOptional = config.IsUnified() || options.SourceDropout > 0.0;
@@ -308,7 +320,7 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
       config.Diffusion.BetaEnd = 2e-2;
     }
     config.Normalization = data.Rule();
-    for (const std::string & target : config.SynthesizedModalities())
+    for (const std::string & target : config.IsSegmenter() ? std::vector<std::string>{} : config.SynthesizedModalities())
     {
       std::vector<double> scales;
       for (const auto & c : data.Cases())
@@ -382,7 +394,7 @@ Train(const Dataset &                                       data,
     int64_t largest = 0;
     for (const auto & c : data.Cases())
     {
-      const Volume & v = c.Images.at(config.Target); // every modality of a case shares its grid
+      const Volume & v = c.Images.at(config.Sources.front()); // every modality of a case shares its grid
       for (int a = 0; a < 3; ++a)
       {
         if (a != config.SliceAxis)
@@ -409,6 +421,7 @@ Train(const Dataset &                                       data,
   const std::vector<Batch> validation = validationSampler.Fixed(8, 4);
 
   TrainingReport report;
+  if (!config.IsSegmenter()) // a label map has no constant-image baseline worth a PSNR
   {
     // The constant baseline: the mean foreground intensity everywhere.
     const auto constant = [](const Batch & b) { return torch::ones_like(b.Target) * MaskedMean(b.Target, b.Mask); };
@@ -500,13 +513,22 @@ Train(const Dataset &                                       data,
       {
         impl.SetTraining(false);
         torch::NoGradGuard      noGrad;
-        const ValidationFigures figures = Validate(validation, stage.Predict, impl.Device);
+        if (config.IsSegmenter())
+        {
+          line.HasDice = true;
+          line.ValidationDice = stageReport.ValidationDice =
+            ValidateSegmentation(validation, stage.Predict, impl.Device);
+        }
+        else
+        {
+          const ValidationFigures figures = Validate(validation, stage.Predict, impl.Device);
+          line.HasValidation = true;
+          line.ValidationPSNR = stageReport.ValidationPSNR = figures.PSNR;
+          line.ValidationSSIM = stageReport.ValidationSSIM = figures.SSIM;
+          line.HasTumourValidation = figures.TumourItems > 0;
+          line.ValidationTumourPSNR = stageReport.ValidationTumourPSNR = figures.TumourPSNR;
+        }
         impl.SetTraining(true);
-        line.HasValidation = true;
-        line.ValidationPSNR = stageReport.ValidationPSNR = figures.PSNR;
-        line.ValidationSSIM = stageReport.ValidationSSIM = figures.SSIM;
-        line.HasTumourValidation = figures.TumourItems > 0;
-        line.ValidationTumourPSNR = stageReport.ValidationTumourPSNR = figures.TumourPSNR;
       }
       if (progress)
       {
@@ -580,6 +602,13 @@ Train(const Dataset &                                       data,
     provenance["validation_psnr"] = report.Stages.back().ValidationPSNR;
     provenance["validation_ssim"] = report.Stages.back().ValidationSSIM;
     provenance["validation_tumour_psnr"] = report.Stages.back().ValidationTumourPSNR;
+    if (impl.Config.IsSegmenter())
+    {
+      const SegmentationDice & dice = report.Stages.back().ValidationDice;
+      provenance["validation_dice"] = { { "enhancing_tumour", dice.EnhancingTumour },
+                                        { "tumour_core", dice.TumourCore },
+                                        { "whole_tumour", dice.WholeTumour } };
+    }
   }
   impl.Config.ProvenanceJson = provenance.dump();
   Model(implPointer).Save(options.Output);

@@ -37,9 +37,15 @@ PatchSampler::PatchSampler(const Dataset &             data,
   const std::vector<std::string> targets = config.SynthesizedModalities();
   for (size_t entryIndex = 0; entryIndex < cases.size() * targets.size(); ++entryIndex)
   {
-    const TrainingCase &                              c = data.Cases()[cases[entryIndex / targets.size()]];
-    const std::string &                               targetName = targets[entryIndex % targets.size()];
-    const Volume &                                    target = c.Images.at(targetName);
+    const TrainingCase & c = data.Cases()[cases[entryIndex / targets.size()]];
+    const std::string &  targetName = targets[entryIndex % targets.size()];
+    // A segmenter's target is the case's label map (its masks then come from the first source).
+    const Volume & target = config.IsSegmenter() ? c.Segmentation : c.Images.at(targetName);
+    const Volume & anatomy = config.IsSegmenter() ? c.Images.at(config.Sources.front()) : target;
+    if (config.IsSegmenter() && target.StoredVoxels() != anatomy.NumberOfVoxels())
+    {
+      throw InputError("training a segmenter: case '" + c.Name + "' has no segmentation (a '-seg' file)");
+    }
     std::map<std::string, const std::vector<float> *> sources;
     for (const auto & name : config.Sources)
     {
@@ -56,9 +62,9 @@ PatchSampler::PatchSampler(const Dataset &             data,
     entry.TargetIndex = static_cast<int64_t>(entryIndex % targets.size());
     entry.Sources = layout(impl.SourceTensor(sources, target.Size));
     entry.Target = layout(torch::from_blob(const_cast<float *>(target.Voxels.data()), shape, torch::kFloat32));
-    const std::vector<uint8_t> mask = data.Rule().ForegroundMask(target);
+    const std::vector<uint8_t> mask = data.Rule().ForegroundMask(anatomy);
     entry.Mask = layout(torch::from_blob(const_cast<uint8_t *>(mask.data()), shape, torch::kUInt8));
-    if (c.Segmentation.Voxels.empty())
+    if (c.Segmentation.StoredVoxels() == 0)
     {
       entry.Tumour = torch::zeros_like(entry.Mask);
     }

@@ -29,6 +29,24 @@ SynthesisLoss(const at::Tensor & prediction, const Batch & batch, double tumourW
   return (error * weight).sum() / weight.sum();
 }
 
+at::Tensor
+SegmentationLoss(const at::Tensor & scores, const Batch & batch)
+{
+  const at::Tensor labels = batch.Target.squeeze(1).round().to(torch::kLong);
+  const at::Tensor crossEntropy = torch::nn::functional::cross_entropy(scores, labels);
+  const at::Tensor probabilities = scores.softmax(1);
+  const at::Tensor truth = torch::one_hot(labels, SegmentationClasses).movedim(-1, 1).to(probabilities.dtype());
+  std::vector<int64_t> sumOver{ 0 }; // the batch and every spatial axis: one Dice per class
+  for (int64_t d = 2; d < scores.dim(); ++d)
+  {
+    sumOver.push_back(d);
+  }
+  const at::Tensor both = (probabilities * truth).sum(sumOver);
+  const at::Tensor total = probabilities.sum(sumOver) + truth.sum(sumOver);
+  const at::Tensor dice = (2.0 * both + 1.0) / (total + 1.0);
+  return crossEntropy + (1.0 - dice.slice(0, 1)).mean(); // the tumour labels only: background is easy and large
+}
+
 std::map<std::string, StageDefinition>
 DefineStages(const Model::Impl & impl, const TrainingOptions & options)
 {
@@ -136,6 +154,14 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
                        return SynthesisLoss(impl.SynthesizeBatch(b.Sources, {}), b, tumourWeight, lossKind);
                      },
                      [&impl](const Batch & b) { return impl.SynthesizeBatch(b.Sources, {}); } };
+  // The segmenter: the same UNet, a label per voxel (BraSyn's second score).
+  stages["segment"] = { "segment",
+                        { "unet" },
+                        1.0,
+                        [&impl](const Batch & b, at::Generator &) {
+                          return SegmentationLoss(impl.SynthesizeBatch(b.Sources, {}), b);
+                        },
+                        [&impl](const Batch & b) { return MostProbableLabels(impl.SynthesizeBatch(b.Sources, {})); } };
   stages["ddim"] = { "ddim",
                      { "unet", "time_embedding" },
                      1.0,

@@ -28,7 +28,8 @@ struct StageDefinition
   std::function<at::Tensor(const Batch &)>                  Predict; ///< run under NoGradGuard, repeatable
 };
 
-/** The stages of every model kind by name (README.md, "The model"): mrm, cunet, mdn, finetune (cdm), unet, ddim. The
+/** The stages of every model kind by name (README.md, "The model"): mrm, cunet, mdn, finetune (cdm), unet, ddim,
+ *  segment (segmenter). The
  *  returned functions refer to `impl` and `options`, which must outlive them. */
 std::map<std::string, StageDefinition>
 DefineStages(const Model::Impl & impl, const TrainingOptions & options);
@@ -41,6 +42,12 @@ MaskedMean(const at::Tensor & values, const at::Tensor & mask);
  *  over normal tissue would otherwise drown the few tumour voxels), normalised by the total weight. */
 at::Tensor
 SynthesisLoss(const at::Tensor & prediction, const Batch & batch, double tumourWeight, const std::string & kind);
+
+/** A segmenter's loss on label scores [B, SegmentationClasses, ...] against the batch's label map (its Target):
+ *  cross-entropy plus the soft Dice loss of the tumour labels (nnU-Net's pairing: cross-entropy for every voxel,
+ *  Dice so that the small enhancing rim counts as much as the oedema). */
+at::Tensor
+SegmentationLoss(const at::Tensor & scores, const Batch & batch);
 
 } // namespace cdm
 

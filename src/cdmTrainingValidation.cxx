@@ -87,4 +87,24 @@ Validate(const std::vector<Batch> &                       batches,
   return figures;
 }
 
+SegmentationDice
+ValidateSegmentation(const std::vector<Batch> &                       batches,
+                     const std::function<at::Tensor(const Batch &)> & predict,
+                     const c10::Device &                              device)
+{
+  SegmentationOverlap overlap;
+  for (const auto & host : batches)
+  {
+    const at::Tensor prediction = predict(host.To(device)).to(torch::kCPU, torch::kFloat32).contiguous();
+    for (int64_t b = 0; b < prediction.size(0); ++b)
+    {
+      const std::vector<int64_t> & valid = host.ValidSizes[static_cast<size_t>(b)];
+      const at::Tensor             reference = ValidPart(host.Target[b], valid);
+      const at::Tensor             predicted = ValidPart(prediction[b], valid);
+      overlap.Add(reference.data_ptr<float>(), predicted.data_ptr<float>(), reference.numel(), "validation");
+    }
+  }
+  return overlap.Dice();
+}
+
 } // namespace cdm

@@ -6,6 +6,7 @@
 #define cdmTrainingValidation_h
 
 // Internal header of the core engine (src/ only): the validation figures a training stage reports.
+#include "cdmMetrics.h"
 #include "cdmTrainingBatch.h"
 
 #include <functional>
@@ -27,6 +28,12 @@ ValidationFigures
 Validate(const std::vector<Batch> &                       batches,
          const std::function<at::Tensor(const Batch &)> & predict,
          const c10::Device &                              device);
+
+/** A segmenter's Dice (BraTS's regions) of `predict` on the validation items, their voxels pooled. */
+SegmentationDice
+ValidateSegmentation(const std::vector<Batch> &                       batches,
+                     const std::function<at::Tensor(const Batch &)> & predict,
+                     const c10::Device &                              device);
 
 } // namespace cdm
 

@@ -9,6 +9,7 @@
 #include "cdmTrainer.h"
 
 #include "itkImage.h"
+#include "itkImageIOFactory.h"
 #include "itkImageFileWriter.h"
 
 #include <gtest/gtest.h>
@@ -391,6 +392,71 @@ TEST_F(CommandLine, CutShortFourDimensionalAndComplexImagesAreRefusedNamingTheFi
   EXPECT_FALSE(fs::exists(output)) << "a refused run left an output file";
 }
 
+TEST_F(CommandLine, SegmenterTrainsSegmentsAndEvaluateScoresItsDice)
+{
+  const std::string root = s_Root + "/segmentation";
+  for (int i = 0; i < 4; ++i)
+  {
+    cdm::Volume labels;
+    auto        images = cdm::testing::MakeCase(300 + i, { 32, 32, 6 }, &labels);
+    images["seg"] = labels;
+    WriteCase(root + "/data", "case" + std::to_string(i), images);
+  }
+  const std::string model = root + "/seg.cdm";
+  const Result      train = RunCdm("train --data " + root + "/data --model-kind segmenter --preset tiny --iterations 30 "
+                                   "--validation-interval 30 --seed 2 --device cpu --out " + model);
+  ASSERT_EQ(train.ExitCode, 0) << train.Output;
+  EXPECT_TRUE(Contains(train.Output, "tumour labels from t1n,t1c,t2w,t2f")) << train.Output;
+  EXPECT_TRUE(Contains(train.Output, "val Dice ET")) << train.Output;
+  EXPECT_TRUE(Contains(RunCdm("info " + model).Output, "-> tumour labels"));
+
+  const std::string labels = root + "/held-seg.nii.gz";
+  const std::string sources = AllSources() + " --source t1c=" + Held("t1c");
+  const Result      segment = RunCdm("segment --quiet --model " + model + " " + sources + " --output " + labels);
+  ASSERT_EQ(segment.ExitCode, 0) << segment.Output;
+  // Written as 8-bit labels on the sources' grid.
+  auto io = itk::ImageIOFactory::CreateImageIO(labels.c_str(), itk::IOFileModeEnum::ReadMode);
+  ASSERT_TRUE(io);
+  io->SetFileName(labels);
+  io->ReadImageInformation();
+  EXPECT_EQ(io->GetComponentType(), itk::IOComponentEnum::UCHAR);
+  EXPECT_EQ(cdm::ReadVolume(labels).Size, cdm::ReadVolume(Held("t1n")).Size);
+
+  const Result dice = RunCdm("evaluate --segmentation-reference " + Held("seg") + " --segmentation " + labels + " --json");
+  ASSERT_EQ(dice.ExitCode, 0) << dice.Output;
+  const nlohmann::json figures = nlohmann::json::parse(dice.Output);
+  for (const char * region : { "enhancing_tumour", "tumour_core", "whole_tumour" })
+  {
+    const double value = figures.at("dice").at(region);
+    EXPECT_TRUE(value >= 0.0 && value <= 1.0) << region << " " << value;
+  }
+  const Result same = RunCdm("evaluate --segmentation-reference " + Held("seg") + " --segmentation " + Held("seg"));
+  EXPECT_TRUE(Contains(same.Output, "Dice whole tumour (WT)     1.0000")) << same.Output;
+
+  // What each refuses: labels without a prediction, a synthesis model asked to segment, a segmenter given a target.
+  const Result noPrediction = RunCdm("evaluate --segmentation-reference " + Held("seg"));
+  EXPECT_EQ(noPrediction.ExitCode, 1);
+  EXPECT_TRUE(Contains(noPrediction.Output, "--segmentation")) << noPrediction.Output;
+  ASSERT_EQ(TrainedModel().ExitCode, 0) << s_Train.Output;
+  const Result notSegmenter = RunCdm("segment --quiet --model " + s_Model + " " + AllSources() + " --output " + root +
+                                     "/never.nii.gz");
+  EXPECT_EQ(notSegmenter.ExitCode, 1);
+  EXPECT_TRUE(Contains(notSegmenter.Output, "expected a segmenter")) << notSegmenter.Output;
+  EXPECT_FALSE(fs::exists(root + "/never.nii.gz"));
+  const Result target = RunCdm("train --data " + root + "/data --model-kind segmenter --target t1c --out " + root +
+                               "/never.cdm");
+  EXPECT_EQ(target.ExitCode, 1);
+  EXPECT_TRUE(Contains(target.Output, "a segmenter predicts the tumour labels")) << target.Output;
+  const Result missing = RunCdm("segment --quiet --model " + model + " " + AllSources() + " --output " + root +
+                                "/never.nii.gz");
+  EXPECT_EQ(missing.ExitCode, 1);
+  EXPECT_TRUE(Contains(missing.Output, "'t1c' is missing")) << missing.Output;
+  EXPECT_EQ(RunCdm("segment --quiet --missing-as-zero --model " + model + " " + AllSources() + " --output " + root +
+                   "/zeros.nii.gz")
+              .ExitCode,
+            0);
+}
+
 TEST_F(CommandLine, UsageErrorsExitWithTwoAndHelpWithZero)
 {
   EXPECT_EQ(RunCdm("").ExitCode, 2);
@@ -398,7 +464,7 @@ TEST_F(CommandLine, UsageErrorsExitWithTwoAndHelpWithZero)
   EXPECT_EQ(RunCdm("synthesize --model m.cdm").ExitCode, 2);
   EXPECT_EQ(RunCdm("train --data x --target t1c --out y --preset enormous").ExitCode, 2);
   EXPECT_EQ(RunCdm("frobnicate").ExitCode, 2);
-  for (const std::string command : { "train", "synthesize", "evaluate", "phantom", "montage", "info" })
+  for (const std::string command : { "train", "synthesize", "segment", "impute", "evaluate", "phantom", "montage", "info" })
   {
     const Result help = RunCdm(command + " --help");
     EXPECT_EQ(help.ExitCode, 0) << command;

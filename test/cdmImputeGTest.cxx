@@ -72,7 +72,7 @@ protected:
     for (const std::string target : { "t1c", "t2f" })
     {
       std::vector<std::string> sources;
-      for (const std::string & m : cdm::KnownModalities())
+      for (const std::string & m : cdm::BraTSModalities())
       {
         if (m != target)
         {
@@ -275,14 +275,14 @@ TEST(ImputeBraSynFolder, PhantomDropsOneModalityPerCaseAndImputeFillsEveryGap)
   ASSERT_EQ(phantom.ExitCode, 0) << phantom.Output;
   const std::string models = " --model " + root + "/unified.cdm";
   cdm::Model::Create(
-    cdm::ModelConfig::UnifiedFromPreset("tiny", 2, cdm::KnownModalities(), cdm::KnownModalities()), 1, "cpu")
+    cdm::ModelConfig::UnifiedFromPreset("tiny", 2, cdm::BraTSModalities(), cdm::BraTSModalities()), 1, "cpu")
     .Save(root + "/unified.cdm");
   std::map<std::string, std::string> dropped; // case -> modality
   for (const auto & entry : fs::directory_iterator(data))
   {
     const std::string caseName = entry.path().filename().string();
     int               present = 0;
-    for (const std::string & m : cdm::KnownModalities())
+    for (const std::string & m : cdm::BraTSModalities())
     {
       const bool here = fs::exists(data + "/" + caseName + "/" + caseName + "-" + m + ".nii.gz");
       const bool aside = fs::exists(root + "/held-out/" + caseName + "/" + caseName + "-" + m + ".nii.gz");

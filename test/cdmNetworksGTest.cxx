@@ -94,7 +94,7 @@ TEST(NetworkConfig, ParameterCountsEqualTheBuiltNetworks)
 {
   // Model files are checked against Impl::ParameterCount before any network is built: it must count what the
   // constructors build, for every kind, dimension and preset (and a source set of another size).
-  for (const std::string kind : { "cdm", "unet", "ddim" })
+  for (const std::string kind : { "cdm", "unet", "ddim", "segmenter" })
   {
     for (const unsigned int dimension : { 2u, 3u })
     {
@@ -103,8 +103,8 @@ TEST(NetworkConfig, ParameterCountsEqualTheBuiltNetworks)
         for (const std::vector<std::string> & sources :
              { std::vector<std::string>{ "t1n", "t2w", "t2f" }, std::vector<std::string>{ "t2w" } })
         {
-          cdm::ModelConfig config = cdm::ModelConfig::FromPreset(preset, dimension, sources, "t1c");
-          config.ModelKind = kind;
+          const cdm::ModelConfig config = cdm::ModelConfig::FromPreset(
+            preset, dimension, sources, kind == "segmenter" ? cdm::SegmentationName : "t1c", kind);
           const cdm::Model model = cdm::Model::Create(config, 1, "cpu");
           EXPECT_EQ(cdm::Model::Impl::ParameterCount(config), static_cast<double>(model.NumberOfParameters()))
             << kind << " " << dimension << "D " << preset << " with " << sources.size() << " source(s)";

@@ -127,6 +127,42 @@ TEST_P(Phantom, ASeedReproducesACaseBitForBit)
   EXPECT_EQ(a.ParametersJson, b.ParametersJson);
 }
 
+TEST_P(Phantom, ProtonDensityContrastIsFlatAndLeavesTheOtherContrastsAsTheyWere)
+{
+  cdm::PhantomOptions options = SmallOptions(GetParam());
+  const cdm::PhantomCase brats = cdm::PhantomGenerator(options).Generate(7);
+  options.Contrasts = { "t1n", "t1c", "t2w", "t2f", "pd" };
+  const cdm::PhantomCase all = cdm::PhantomGenerator(options).Generate(7);
+  // pd's draws come last: the BraTS contrasts of a seed are the same with it.
+  for (const std::string m : { "t1n", "t1c", "t2w", "t2f" })
+  {
+    EXPECT_EQ(all.Images.at(m).Voxels, brats.Images.at(m).Voxels) << m;
+  }
+  const auto & csf = all.TissueFractions.at("csf").Voxels;
+  const auto & grey = all.TissueFractions.at("grey").Voxels;
+  const auto & white = all.TissueFractions.at("white").Voxels;
+  const auto & seg = all.Segmentation.Voxels;
+  const auto   isCsf = [&](size_t i) { return csf[i] > 0.8f && seg[i] == 0.0f; };
+  const auto   isGrey = [&](size_t i) { return grey[i] > 0.8f && seg[i] == 0.0f; };
+  const auto   isWhite = [&](size_t i) { return white[i] > 0.8f && seg[i] == 0.0f; };
+  const auto & pd = all.Images.at("pd");
+  const auto & t2w = all.Images.at("t2w");
+  // Long TR, short TE: the tissues differ by their proton density (grey above white) far less than on T2.
+  EXPECT_GT(MeanWhere(pd, isGrey), MeanWhere(pd, isWhite));
+  const double pdSpread = std::max({ MeanWhere(pd, isCsf), MeanWhere(pd, isGrey), MeanWhere(pd, isWhite) }) /
+                          std::min({ MeanWhere(pd, isCsf), MeanWhere(pd, isGrey), MeanWhere(pd, isWhite) });
+  EXPECT_LT(pdSpread, 1.4);
+  EXPECT_GT(MeanWhere(t2w, isCsf) / MeanWhere(t2w, isWhite), 2.0 * pdSpread);
+  EXPECT_TRUE(nlohmann::json::parse(all.ParametersJson)["sequences"].contains("pd"));
+  // The IXI set alone.
+  options.Contrasts = { "t1n", "t2w", "pd" };
+  const cdm::PhantomCase ixi = cdm::PhantomGenerator(options).Generate(7);
+  ASSERT_EQ(ixi.Images.size(), 3u);
+  EXPECT_EQ(ixi.Images.at("pd").Voxels, pd.Voxels);
+  options.Contrasts = { "t1n", "dwi" };
+  EXPECT_THROW(cdm::PhantomGenerator{ options }, cdm::InputError);
+}
+
 TEST_P(Phantom, AFixedDoseChangesOnlyTheContrastEnhancedImageInsideTheTumour)
 {
   cdm::PhantomOptions options = SmallOptions(GetParam());
@@ -241,6 +277,36 @@ TEST(PhantomCommandLine, WritesTheBraTSLayoutThatTrainingAccepts)
                                  "/unet-t1c.nii.gz >> " + root + "/log.txt 2>&1";
   EXPECT_EQ(std::system(synthesize.c_str()), 0);
   EXPECT_EQ(cdm::ReadVolume(root + "/unet-t1c.nii.gz").Size, t1n.Size);
+  fs::remove_all(root);
+}
+
+TEST(PhantomCommandLine, TheIXISetTrainsAPDModelFromT1AndT2)
+{
+  const std::string root = cdm::testing::MakeTemporaryDirectory("phantom-ixi");
+  const auto        run = [&](const std::string & arguments) {
+    return cdm::testing::RunCommand(std::string(CDM_EXECUTABLE) + " " + arguments);
+  };
+  const cdm::testing::CommandResult phantom = run("phantom --out " + root + "/ixi --cases 3 --seed 6 --anatomy "
+                                                  "procedural --size 40,40,8 --spacing 5 --contrasts t1n,t2w,pd");
+  ASSERT_EQ(phantom.ExitCode, 0) << phantom.Output;
+  const std::string c = root + "/ixi/PHANTOM-00002/PHANTOM-00002";
+  EXPECT_TRUE(fs::exists(c + "-pd.nii.gz"));
+  EXPECT_FALSE(fs::exists(c + "-t1c.nii.gz"));
+  // pd's default sources are IXI's others: t1n and t2w.
+  const cdm::testing::CommandResult train = run("train --data " + root + "/ixi --target pd --preset tiny --iterations "
+                                                "2 --validation-interval 2 --device cpu --out " + root + "/pd.cdm");
+  ASSERT_EQ(train.ExitCode, 0) << train.Output;
+  EXPECT_NE(train.Output.find("target pd from t1n,t2w"), std::string::npos) << train.Output;
+  const cdm::testing::CommandResult synthesize = run("synthesize --quiet --model " + root + "/pd.cdm --source t1n=" +
+                                                     c + "-t1n.nii.gz --source t2w=" + c + "-t2w.nii.gz --output " +
+                                                     root + "/pd.nii.gz");
+  ASSERT_EQ(synthesize.ExitCode, 0) << synthesize.Output;
+  EXPECT_EQ(cdm::ReadVolume(root + "/pd.nii.gz").Size, cdm::ReadVolume(c + "-pd.nii.gz").Size);
+  // A drop among contrasts not written is refused by name.
+  const cdm::testing::CommandResult drop =
+    run("phantom --out " + root + "/bad --cases 1 --anatomy procedural --contrasts t1n,t2w,pd --drop t1c");
+  EXPECT_EQ(drop.ExitCode, 1);
+  EXPECT_NE(drop.Output.find("--drop t1c"), std::string::npos) << drop.Output;
   fs::remove_all(root);
 }
 } // namespace

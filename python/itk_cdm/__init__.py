@@ -32,7 +32,7 @@ del _torch
 
 
 def known_modalities():
-    """The modality names the engine knows (BraTS 2023 names: t1n, t1c, t2w, t2f)."""
+    """The modality names the engine knows (BraTS 2023's t1n, t1c, t2w, t2f, and pd: with t1n and t2w the IXI set)."""
     return list(_engine.KnownModalityNames())
 
 
@@ -45,8 +45,8 @@ class Model:
     """A loaded ``.cdm`` model. Attributes: ``path``, ``device``, ``target``, ``targets`` (what it synthesizes: a
     unified model's several, or ``(target,)``), ``sources`` (the modalities it reads),
     ``dimension`` (2 or 3: the networks' dimension; a 2D model runs slice by slice on volumes), ``preset``,
-    ``kind`` (``cdm``, or a baseline ``unet`` / ``ddim``), ``sources_optional``, ``parameters``, ``config``
-    (the whole configuration with its training provenance, a dict)."""
+    ``kind`` (``cdm``, a baseline ``unet`` / ``ddim``, or ``segmenter``), ``sources_optional``, ``parameters``,
+    ``config`` (the whole configuration with its training provenance, a dict)."""
 
     def __init__(self, handle):
         self._handle = handle
@@ -200,6 +200,18 @@ def sample_representation(model, sources, samples=1, seed=None, eta=None, target
     return Representation(
         model._handle.SampleRepresentation(image_set, int(samples), _seed(seed), -1.0 if eta is None else float(eta),
                                            "" if target is None else str(target)))
+
+
+def segment(model, sources, precision="fp32", missing_as_zero=False):
+    """A segmenter's tumour labels (``cdm train --model-kind segmenter``; as ``cdm segment``) from ``sources``, a
+    mapping of modality names (``model.sources``) to ``itk.Image`` objects or NumPy arrays of one shared grid.
+    ``missing_as_zero``: let modalities be absent even for a model not trained for it (they enter as zeros).
+    Returns the labels (0 background, 1 necrotic core, 2 oedema, 3 enhancing tumour) as 8-bit values, an
+    ``itk.Image`` like the sources or a NumPy array. Raises ``ValueError`` for a model that is not a segmenter and
+    for a missing, unknown or mismatched source."""
+    image_set, reference, as_itk = _image_set(sources)
+    result = model._handle.Segment(image_set, str(precision), bool(missing_as_zero))
+    return _to_output(result.TakeImage().astype(_np.uint8), reference, as_itk)
 
 
 from ._training import impute, phantom, train  # noqa: E402  (they use the helpers above)

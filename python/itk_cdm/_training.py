@@ -43,10 +43,16 @@ class _Observer(_engine.TrainingObserver):
                 postfix = {"loss": "{:.4f}".format(p.Loss)}
                 if p.HasValidation:
                     postfix["val PSNR"] = "{:.2f} dB".format(p.ValidationPSNR)
+                if p.HasDice:
+                    postfix["val Dice WT"] = "{:.3f}".format(p.ValidationDice.WholeTumour)
                 bar.set_postfix(postfix)
             if self.callback is not None:
+                dice = p.ValidationDice
                 self.callback({"stage": p.Stage, "iteration": p.Iteration, "iterations": p.Iterations,
-                               "loss": p.Loss, "validation_psnr": p.ValidationPSNR if p.HasValidation else None})
+                               "loss": p.Loss, "validation_psnr": p.ValidationPSNR if p.HasValidation else None,
+                               "validation_dice": {"enhancing_tumour": dice.EnhancingTumour,
+                                                   "tumour_core": dice.TumourCore,
+                                                   "whole_tumour": dice.WholeTumour} if p.HasDice else None})
             return True
         except KeyboardInterrupt:
             self.interrupted = True
@@ -88,8 +94,10 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
           callback=None):
     """Trains a model on a folder of BraTS-layout cases (``<case>/<case>-<modality>.nii.gz``), as ``cdm train``.
 
-    ``target``: the modality to synthesize; ``sources``: the ones it reads (default: the other three);
-    ``preset``: ``tiny``, ``small`` or ``paper``; ``model_kind``: ``cdm`` or a baseline ``unet`` / ``ddim``;
+    ``target``: the modality to synthesize (a list or ``"any"``: one unified model); ``sources``: the ones it reads
+    (default: the other three); ``preset``: ``tiny``, ``small`` or ``paper``; ``model_kind``: ``cdm``, a baseline
+    ``unet`` / ``ddim``, or ``segmenter`` (``target`` ``"seg"``: it learns the cases' ``-seg`` labels from all four
+    modalities by default; its report's stages carry ``validation_dice``);
     ``iterations`` per stage, ``stage_iterations`` a dict of per-stage overrides (e.g. ``{"cunet": 450}``).
     ``tumour_fraction``, ``tumour_loss_weight``, ``synthesis_loss``, ``teacher_encoder``, ``representation_noise``,
     ``mdn_schedule``, ``film_init``: as ``cdm train``'s options of those names (None: the engine's default).
@@ -101,16 +109,22 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
     if isinstance(target, (list, tuple)):
         targets = [str(t) for t in target]
     elif str(target) == "any":
-        targets = list(_engine.KnownModalityNames())
+        targets = list(_engine.BraTSModalityNames())
     else:
         targets = [t for t in str(target).split(",") if t] if "," in str(target) else []
     target = targets[0] if targets else str(target)
-    if targets:
-        source_list = list(sources) if sources is not None else list(_engine.KnownModalityNames())
+    if str(model_kind) == "segmenter":
+        if target != "seg":
+            raise ValueError("target '{}': a segmenter learns the tumour labels; give target='seg'".format(target))
+        source_list = list(sources) if sources is not None else list(_engine.BraTSModalityNames())
+        modalities = source_list  # the -seg files are read with every case
+    elif targets:
+        source_list = list(sources) if sources is not None else list(
+            _engine.DefaultModalityNames(_engine.StringVector(targets)))
         modalities = source_list
     else:
-        source_list = list(sources) if sources is not None else [m for m in _engine.KnownModalityNames()
-                                                                 if m != target]
+        source_list = list(sources) if sources is not None else [
+            m for m in _engine.DefaultModalityNames(_engine.StringVector([target])) if m != target]
         modalities = source_list + [target]
     reader = _ImageFileReader()
     data = _engine.TrainingData()
@@ -167,16 +181,19 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
 
 
 def phantom(out_dir, cases, seed=0, anatomy="colin27", size=(128, 128, 96), spacing=1.5, prefix="PHANTOM",
-            tumour_slab=0, drop="none", held_out=None):
+            tumour_slab=0, drop="none", held_out=None, contrasts=None):
     """Writes ``cases`` BraTS-like phantom cases (t1n, t1c, t2w, t2f, seg) to ``out_dir``, as ``cdm phantom``
     (deterministic for a seed). ``drop="random"`` (or a modality name) removes one modality per case as in BraSyn,
-    moving it to ``held_out`` (default ``<out_dir>-held-out``) for scoring. Returns the case folders."""
+    moving it to ``held_out`` (default ``<out_dir>-held-out``) for scoring. ``contrasts``: the contrasts to write
+    (default the BraTS four; ``["t1n", "t2w", "pd"]`` is the IXI set). Returns the case folders."""
     command = [_command_line.find_executable(), "phantom", "--out", os.fspath(out_dir), "--cases", str(int(cases)), "--seed",
                str(int(seed)), "--anatomy", str(anatomy), "--size", ",".join(str(int(s)) for s in size),
                "--spacing", str(float(spacing)), "--prefix", str(prefix), "--tumour-slab", str(int(tumour_slab)),
                "--drop", str(drop)]
     if held_out is not None:
         command += ["--held-out", os.fspath(held_out)]
+    if contrasts is not None:
+        command += ["--contrasts", ",".join(str(c) for c in contrasts)]
     done = subprocess.run(command, capture_output=True, text=True, env=_command_line.environment())
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip()

@@ -253,6 +253,47 @@ def test_one_unified_model_synthesizes_any_target(data_dir, tmp_path):
     assert itk_cdm.sample_representation(model, three).values.shape[0] == 1  # the one gap, t1c, by itself
 
 
+def test_the_ixi_set_trains_a_pd_model_from_t1_and_t2(cdm, tmp_path):
+    assert "pd" in itk_cdm.known_modalities()
+    cases = itk_cdm.phantom(tmp_path / "ixi", 3, seed=2, anatomy="procedural", size=(32, 32, 8), spacing=5.0,
+                            contrasts=["t1n", "t2w", "pd"])
+    assert sorted(os.listdir(cases[0])) == sorted("PHANTOM-00000-{}.nii.gz".format(m)
+                                                  for m in ("pd", "seg", "t1n", "t2w"))
+    out = tmp_path / "pd.cdm"
+    itk_cdm.train(str(tmp_path / "ixi"), "pd", str(out), preset="tiny", iterations=2, validation_interval=2,
+                  device="cpu", progress=False)
+    model = itk_cdm.load_model(str(out), device="cpu")
+    assert model.target == "pd" and model.sources == ("t1n", "t2w")
+
+
+def test_segmenter_trains_and_labels_like_the_command_line(data_dir, model_path, cdm, tmp_path):
+    out = tmp_path / "seg.cdm"
+    dice = []
+    report = itk_cdm.train(str(data_dir), "seg", str(out), model_kind="segmenter", preset="tiny", iterations=4,
+                           validation_interval=4, seed=5, device="cpu", progress=False,
+                           callback=lambda line: dice.append(line["validation_dice"]))
+    assert report["stages"][0]["stage"] == "segment" and "whole_tumour" in report["stages"][0]["validation_dice"]
+    assert dice[-1] is not None and set(dice[-1]) == {"enhancing_tumour", "tumour_core", "whole_tumour"}
+    model = itk_cdm.load_model(str(out), device="cpu")
+    assert model.kind == "segmenter"
+    files = case_files(data_dir, 2)
+    sources = {m: itk.imread(files[m], itk.F) for m in ("t1n", "t1c", "t2w", "t2f")}
+    labels = itk_cdm.segment(model, sources)
+    assert isinstance(labels, itk.Image) and labels.GetSpacing() == sources["t1n"].GetSpacing()
+    array = itk.array_from_image(labels)
+    assert array.dtype == np.uint8 and set(np.unique(array)) <= {0, 1, 2, 3}
+    written = tmp_path / "seg.nii.gz"
+    subprocess.run([cdm, "segment", "--quiet", "--model", str(out), "--output", str(written)]
+                   + ["--source={}={}".format(m, files[m]) for m in sources], check=True, capture_output=True)
+    assert np.array_equal(itk.array_from_image(itk.imread(str(written))), array)
+    with pytest.raises(ValueError, match="expected a segmenter"):
+        itk_cdm.segment(itk_cdm.load_model(model_path, device="cpu"), sources)
+    with pytest.raises(ValueError, match="'t1c' is missing"):
+        itk_cdm.segment(model, {m: sources[m] for m in ("t1n", "t2w", "t2f")})
+    assert itk_cdm.segment(model, {m: sources[m] for m in ("t1n", "t2w", "t2f")}, missing_as_zero=True).GetSpacing() \
+        == sources["t1n"].GetSpacing()
+
+
 def test_module_command_line(data_dir, model_path, tmp_path):
     files = case_files(data_dir, 2)
     output = tmp_path / "out.nii.gz"
