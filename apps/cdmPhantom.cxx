@@ -675,8 +675,8 @@ PhantomGenerator::Generate(uint64_t seed) const
   }
   if (signal.count("pd"))
   {
-    const double trPD = 3000.0 * Uniform(random, 1 - jitter, 1 + jitter);
-    const double tePD = 15.0 * Uniform(random, 1 - jitter, 1 + jitter);
+    const double trPD = 5000.0 * Uniform(random, 1 - jitter, 1 + jitter);
+    const double tePD = 10.0 * Uniform(random, 1 - jitter, 1 + jitter);
     parameters["sequences"]["pd"] = { { "TR", trPD }, { "TE", tePD } };
     std::array<double, TissueCount> values{};
     for (int k = 0; k < TissueCount; ++k)

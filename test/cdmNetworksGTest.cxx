@@ -87,7 +87,7 @@ TEST(NetworkConfig, PresetsGrowAndUnknownNamesAreRefused)
   EXPECT_THROW(cdm::ModelConfig::FromPreset("huge", 2, { "t1n" }, "t1c"), cdm::InputError);
   EXPECT_THROW(cdm::ModelConfig::FromPreset("tiny", 4, { "t1n" }, "t1c"), cdm::InputError);
   EXPECT_THROW(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t1c" }, "t1c"), cdm::InputError);
-  EXPECT_THROW(cdm::ModelConfig::FromPreset("tiny", 2, { "pd" }, "t1c"), cdm::InputError);
+  EXPECT_THROW(cdm::ModelConfig::FromPreset("tiny", 2, { "dwi" }, "t1c"), cdm::InputError);
 }
 
 TEST(NetworkConfig, ParameterCountsEqualTheBuiltNetworks)

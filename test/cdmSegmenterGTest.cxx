@@ -167,9 +167,9 @@ TEST(Segmenter, TrainingLowersItsLossAndLearnsTheTumour)
   options.ModelKind = "segmenter";
   options.Output = directory + "/seg.cdm";
   options.Sources = AllModalities;
-  options.Iterations = 80;
-  options.ValidationInterval = 80;
-  options.CheckpointInterval = 80;
+  options.Iterations = 200; // it finds the tumour from about 120 on (all background before)
+  options.ValidationInterval = 200;
+  options.CheckpointInterval = 200;
   options.ValidationFraction = 0.34;
   options.LearningRate = 3e-3;
   options.Device = cdm::testing::TestDevice();
