@@ -105,13 +105,14 @@ RunTrain(const TrainArguments & arguments)
   const bool           segmenter = options.ModelKind == "segmenter";
   if (segmenter && arguments.TargetGiven && options.Target != cdm::SegmentationName)
   {
-    throw cdm::InputError("--target " + options.Target + ": a segmenter predicts the tumour labels (the cases' -seg "
+    throw cdm::InputError("--target " + options.Target +
+                          ": a segmenter predicts the tumour labels (the cases' -seg "
                           "files); leave --target out, or give seg");
   }
   if (!segmenter && !arguments.TargetGiven)
   {
-    throw cdm::InputError("--target is required: the modality to synthesize (" + cdm::JoinNames(cdm::KnownModalities()) +
-                          "), a list, or any");
+    throw cdm::InputError("--target is required: the modality to synthesize (" +
+                          cdm::JoinNames(cdm::KnownModalities()) + "), a list, or any");
   }
   if (segmenter)
   {
@@ -200,8 +201,8 @@ RunTrain(const TrainArguments & arguments)
     throw cdm::InputError("no usable case in '" + arguments.Data + "'; expected <case>/<case>-<modality>.nii.gz for " +
                           std::to_string(modalities.size()) + " modalities");
   }
-  std::string task = (segmenter ? "tumour labels" : "target " + options.Target) + " from " +
-                     cdm::JoinNames(options.Sources, ",");
+  std::string task =
+    (segmenter ? "tumour labels" : "target " + options.Target) + " from " + cdm::JoinNames(options.Sources, ",");
   if (!options.Targets.empty())
   {
     task = "targets " + cdm::JoinNames(options.Targets, ",") + " (one unified model) from the others of " +
@@ -325,7 +326,7 @@ RunSynthesize(const SynthesizeArguments & arguments)
   const auto               start = std::chrono::steady_clock::now();
   const cdm::Model         model = cdm::Model::Load(arguments.Model, arguments.Device);
   const cdm::SourceVolumes sources = ReadSources(arguments.Sources, model, arguments.Model);
-  cdm::SynthesisOptions options = arguments.Options;
+  cdm::SynthesisOptions    options = arguments.Options;
   options.TileSize = { arguments.Tile, arguments.Tile, arguments.Tile };
   options.NetworkPrecision = cdm::ParsePrecision(arguments.Precision, "--precision");
   const auto progress = [&](double fraction, const std::string & what) {
@@ -426,8 +427,8 @@ RunSegment(const SegmentArguments & arguments)
     ++counts[static_cast<size_t>(label)];
   }
   std::cout << "[cdm segment] wrote " << arguments.Output << " (" << labels.Size[0] << "x" << labels.Size[1] << "x"
-            << labels.Size[2] << "; voxels: necrotic core " << counts[1] << ", oedema " << counts[2]
-            << ", enhancing " << counts[3] << "; " << model.DeviceName() << ") in "
+            << labels.Size[2] << "; voxels: necrotic core " << counts[1] << ", oedema " << counts[2] << ", enhancing "
+            << counts[3] << "; " << model.DeviceName() << ") in "
             << FormatSeconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count())
             << std::endl;
   return 0;
@@ -522,8 +523,8 @@ RunEvaluateSegmentation(const EvaluateArguments & arguments)
     throw cdm::InputError("--segmentation-reference scores labels; --reference and --prediction score images: "
                           "run cdm evaluate once for each");
   }
-  const cdm::SegmentationDice dice =
-    cdm::CompareSegmentations(cdm::ReadVolume(arguments.SegmentationReference), cdm::ReadVolume(arguments.Segmentation));
+  const cdm::SegmentationDice dice = cdm::CompareSegmentations(cdm::ReadVolume(arguments.SegmentationReference),
+                                                               cdm::ReadVolume(arguments.Segmentation));
   if (arguments.Json)
   {
     const nlohmann::json j = { { "dice",
@@ -815,8 +816,8 @@ RunInfo(const std::string & path)
             << "kind           " << c.ModelKind << ", preset " << c.Preset << ", " << c.Dimension << "D"
             << (c.Dimension == 2 ? ", slices along axis " + std::to_string(c.SliceAxis) : std::string()) << "\n"
             << "task           "
-            << (c.IsUnified()     ? "unified: synthesizes any of " + cdm::JoinNames(c.Targets, ",") +
-                                    " from whichever others of " + sources + " are present"
+            << (c.IsUnified() ? "unified: synthesizes any of " + cdm::JoinNames(c.Targets, ",") +
+                                  " from whichever others of " + sources + " are present"
                 : c.IsSegmenter() ? sources + " -> tumour labels (0 background, 1 necrotic core, 2 oedema, 3 " +
                                       "enhancing tumour)" + (c.SourcesOptional ? " (sources optional)" : "")
                                   : sources + " -> " + c.Target + (c.SourcesOptional ? " (sources optional)" : ""))
@@ -867,10 +868,9 @@ main(int argc, char ** argv)
     ->check(CLI::IsMember({ "cdm", "unet", "ddim", "segmenter" }))
     ->capture_default_str();
   trainCommand
-    ->add_option(
-      "--stage",
-      train.Options.Stage,
-      "Stage(s) to train (cdm: mrm, cunet, mdn, finetune; unet: unet; ddim: ddim; segmenter: segment)")
+    ->add_option("--stage",
+                 train.Options.Stage,
+                 "Stage(s) to train (cdm: mrm, cunet, mdn, finetune; unet: unet; ddim: ddim; segmenter: segment)")
     ->check(CLI::IsMember({ "all", "mrm", "cunet", "mdn", "finetune", "unet", "ddim", "segment" }))
     ->capture_default_str();
   trainCommand->add_option("--iterations", train.Options.Iterations, "Iterations per stage")
@@ -1015,8 +1015,11 @@ main(int argc, char ** argv)
     app.add_subcommand("segment", "Label the tumour of a case with a segmenter (cdm train --model-kind segmenter)");
   segmentCommand->add_option("--model", segment.Model, "Segmenter model file (.cdm)")->required();
   segmentCommand->add_option("--source", segment.Sources, "NAME=FILE, once per modality")->required();
-  segmentCommand->add_option("--output", segment.Output, "Label image to write (8-bit: 0 background, 1 necrotic "
-                                                         "core, 2 oedema, 3 enhancing tumour)")
+  segmentCommand
+    ->add_option("--output",
+                 segment.Output,
+                 "Label image to write (8-bit: 0 background, 1 necrotic "
+                 "core, 2 oedema, 3 enhancing tumour)")
     ->required();
   segmentCommand->add_flag("--missing-as-zero",
                            segment.Options.MissingSourcesAsZero,
@@ -1064,10 +1067,10 @@ main(int argc, char ** argv)
   imputeCommand->add_flag("--json", impute.Json, "Print the report as JSON on stdout (progress on stderr)");
 
   EvaluateArguments evaluate;
-  auto * evaluateCommand = app.add_subcommand(
+  auto *            evaluateCommand = app.add_subcommand(
     "evaluate",
     "PSNR, SSIM and MAE of a prediction against a reference; or, with --segmentation-reference, the Dice of a "
-    "predicted segmentation in BraTS's regions");
+               "predicted segmentation in BraTS's regions");
   evaluateCommand->add_option("--reference", evaluate.Reference, "Reference image");
   evaluateCommand->add_option("--prediction", evaluate.Prediction, "Predicted image");
   evaluateCommand->add_option("--mask", evaluate.Mask, "Mask image (nonzero = inside)");

@@ -227,7 +227,8 @@ Impute(const ImputeOptions & options, const std::function<void(const std::string
     models.push_back({ path, FileSha256Hex(path), Model::Load(path, options.Device) });
     if (models.back().Network.Config().IsSegmenter())
     {
-      throw InputError("--model '" + path + "' is a segmenter; impute fills gaps with synthesis models (segment the "
+      throw InputError("--model '" + path +
+                       "' is a segmenter; impute fills gaps with synthesis models (segment the "
                        "filled cases afterwards with cdm segment)");
     }
   }

@@ -35,8 +35,8 @@ struct PhantomOptions
   std::vector<std::string> Contrasts{ "t1n", "t1c", "t2w", "t2f" };
 };
 
-/** \brief One generated case: its contrasts (t1n, t1c, t2w, t2f by default; float) and the BraTS labels (1 necrotic core, 2 oedema,
- *  3 enhancing tumour), plus the case's drawn parameters as JSON. */
+/** \brief One generated case: its contrasts (t1n, t1c, t2w, t2f by default; float) and the BraTS labels (1 necrotic
+ * core, 2 oedema, 3 enhancing tumour), plus the case's drawn parameters as JSON. */
 struct PhantomCase
 {
   std::map<std::string, Volume> Images;

@@ -50,7 +50,7 @@ struct ModelConfig
    *  as version 1, so that readers from before version 2 keep reading it; they refuse a unified model's file. */
   static constexpr int CurrentFormatVersion = 2;
 
-  int                      FormatVersion{ CurrentFormatVersion };
+  int FormatVersion{ CurrentFormatVersion };
   /** cdm | unet (C-UNet without guidance) | ddim (image-space diffusion) | segmenter (the UNet with a tumour-label
    *  head: Target is SegmentationName, the output SegmentationClasses label probabilities) */
   std::string              ModelKind{ "cdm" };

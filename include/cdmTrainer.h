@@ -80,34 +80,34 @@ struct TrainingOptions
 /** \brief One progress report (a line of `cdm train`). */
 struct TrainingProgress
 {
-  std::string Stage;
-  int         Iteration{ 0 };
-  int         Iterations{ 0 };
-  double      Loss{ 0.0 };
-  double      IterationsPerSecond{ 0.0 };
-  double      EtaSeconds{ 0.0 };
-  bool        HasValidation{ false };
-  double      ValidationPSNR{ 0.0 };
-  double      ValidationSSIM{ 0.0 };
-  bool        HasTumourValidation{ false }; ///< some validation item shows a tumour
-  double      ValidationTumourPSNR{ 0.0 };  ///< inside the tumour, over the items that show one
-  bool        HasDice{ false };             ///< a segmenter's validation: Dice instead of PSNR/SSIM
+  std::string      Stage;
+  int              Iteration{ 0 };
+  int              Iterations{ 0 };
+  double           Loss{ 0.0 };
+  double           IterationsPerSecond{ 0.0 };
+  double           EtaSeconds{ 0.0 };
+  bool             HasValidation{ false };
+  double           ValidationPSNR{ 0.0 };
+  double           ValidationSSIM{ 0.0 };
+  bool             HasTumourValidation{ false }; ///< some validation item shows a tumour
+  double           ValidationTumourPSNR{ 0.0 };  ///< inside the tumour, over the items that show one
+  bool             HasDice{ false };             ///< a segmenter's validation: Dice instead of PSNR/SSIM
   SegmentationDice ValidationDice;
 };
 
 /** \brief What a stage did: its loss at the start and the end (means over a few iterations) and validation. */
 struct StageReport
 {
-  std::string Stage;
-  int         FirstIteration{ 0 };
-  int         LastIteration{ 0 };
-  double      FirstLoss{ 0.0 };
-  double      LastLoss{ 0.0 };
-  double      ValidationPSNR{ 0.0 };
-  double      ValidationSSIM{ 0.0 };
-  double      ValidationTumourPSNR{ 0.0 };
+  std::string      Stage;
+  int              FirstIteration{ 0 };
+  int              LastIteration{ 0 };
+  double           FirstLoss{ 0.0 };
+  double           LastLoss{ 0.0 };
+  double           ValidationPSNR{ 0.0 };
+  double           ValidationSSIM{ 0.0 };
+  double           ValidationTumourPSNR{ 0.0 };
   SegmentationDice ValidationDice; ///< a segmenter's (its PSNR fields stay 0)
-  double      Seconds{ 0.0 };
+  double           Seconds{ 0.0 };
 };
 
 struct TrainingReport

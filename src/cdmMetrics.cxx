@@ -381,18 +381,21 @@ CompareUncertainty(const Volume & reference,
 }
 
 void
-SegmentationOverlap::Add(const float * reference, const float * prediction, int64_t count, const std::string & description)
+SegmentationOverlap::Add(const float *       reference,
+                         const float *       prediction,
+                         int64_t             count,
+                         const std::string & description)
 {
   // Bit r of a label's mask: the label belongs to region r (ET, TC, WT).
   static constexpr std::array<unsigned, 4> regions{ { 0u, 0b110u, 0b100u, 0b111u } };
-  const auto                                 label = [&](float value, const char * which) {
+  const auto                               label = [&](float value, const char * which) {
     const float rounded = std::round(value);
     if (!(std::abs(value - rounded) < 1e-3f) || rounded < 0.0f || rounded > 3.0f)
     {
       throw InputError("'" + description + "': the " + which + " segmentation holds the value " +
                        std::to_string(value) + "; expected labels 0 to 3 (BraTS 2023: 1 necrotic core, 2 oedema, " +
-                       "3 enhancing tumour" + (rounded == 4.0f ? "; BraTS 2021 marked enhancing tumour 4: relabel it 3" : "") +
-                       ")");
+                       "3 enhancing tumour" +
+                       (rounded == 4.0f ? "; BraTS 2021 marked enhancing tumour 4: relabel it 3" : "") + ")");
     }
     return regions[static_cast<size_t>(rounded)];
   };

@@ -71,7 +71,7 @@ Model::CheckSources(const SourceVolumes & sources, bool allowAbsentSources) cons
 std::string
 Model::ResolveTarget(const SourceVolumes & sources, const std::string & target) const
 {
-  const ModelConfig &            config = m_Impl->Config;
+  const ModelConfig & config = m_Impl->Config;
   RefuseSegmenter(config);
   const std::vector<std::string> targets = config.SynthesizedModalities();
   const std::string              list = JoinNames(targets);

@@ -27,8 +27,8 @@ Model::Segment(const SourceVolumes &       sources,
                      " and labels no tumour; expected a segmenter (cdm train --model-kind segmenter)");
   }
   CheckSources(sources, options.MissingSourcesAsZero);
-  c10::InferenceMode          guard;
-  const ReducedPrecisionScope precision(impl.Device, options.NetworkPrecision);
+  c10::InferenceMode            guard;
+  const ReducedPrecisionScope   precision(impl.Device, options.NetworkPrecision);
   std::map<std::string, double> scales;
   CompleteSourceScales(config, sources, scales);
   const Volume & first = sources.begin()->second;
@@ -50,14 +50,12 @@ Model::Segment(const SourceVolumes &       sources,
     window.Size = first.Size;
     window.Index[axis] = start;
     window.Size[axis] = std::min(perCall, extent - start);
-    const at::Tensor input = impl.ToNetworkLayout(impl.SourceWindow(sources, scales, window)).to(impl.Device);
+    const at::Tensor           input = impl.ToNetworkLayout(impl.SourceWindow(sources, scales, window)).to(impl.Device);
     const std::vector<int64_t> valid(input.sizes().begin() + 2, input.sizes().end());
-    const at::Tensor           scores =
-      CropTo(impl.SynthesizeBatch(PadToMultiple(input, config.UNetAlignment()), {}), valid);
+    const at::Tensor scores = CropTo(impl.SynthesizeBatch(PadToMultiple(input, config.UNetAlignment()), {}), valid);
     // [1, Z', Y', X'] of the window: the most probable label per voxel.
-    const at::Tensor best =
-      impl.FromNetworkLayout(MostProbableLabels(scores)).cpu().contiguous();
-    const float * from = best.data_ptr<float>();
+    const at::Tensor best = impl.FromNetworkLayout(MostProbableLabels(scores)).cpu().contiguous();
+    const float *    from = best.data_ptr<float>();
     for (int64_t z = 0; z < window.Size[2]; ++z)
     {
       for (int64_t y = 0; y < window.Size[1]; ++y)

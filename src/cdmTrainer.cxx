@@ -181,8 +181,8 @@ StagesToRun(const Dataset & data, const TrainingOptions & options, std::vector<s
   }
   // The stages of this model kind (validates the kind too).
   const std::vector<std::string> stageOrder =
-    ModelConfig::FromPreset("tiny", 2, { "t1n" }, options.ModelKind == "segmenter" ? SegmentationName : "t1c",
-                            options.ModelKind)
+    ModelConfig::FromPreset(
+      "tiny", 2, { "t1n" }, options.ModelKind == "segmenter" ? SegmentationName : "t1c", options.ModelKind)
       .Stages();
   std::vector<std::string> stages;
   if (options.Stage == "all")
@@ -282,8 +282,8 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
     safetensors::Header header;
     stored = safetensors::Read(checkpoint, &header);
     const ModelConfig config = ModelConfig::FromJson(header.Metadata.at("cdm"));
-    const bool        sameTask = options.Targets.empty() ? !config.IsUnified() && config.Target == target
-                                                         : config.Targets == options.Targets;
+    const bool        sameTask =
+      options.Targets.empty() ? !config.IsUnified() && config.Target == target : config.Targets == options.Targets;
     if (!sameTask || config.Sources != options.Sources || config.Dimension != options.Dimension ||
         config.Preset != options.Preset || config.ModelKind != options.ModelKind)
     {
@@ -320,7 +320,8 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
       config.Diffusion.BetaEnd = 2e-2;
     }
     config.Normalization = data.Rule();
-    for (const std::string & target : config.IsSegmenter() ? std::vector<std::string>{} : config.SynthesizedModalities())
+    for (const std::string & target :
+         config.IsSegmenter() ? std::vector<std::string>{} : config.SynthesizedModalities())
     {
       std::vector<double> scales;
       for (const auto & c : data.Cases())
@@ -512,7 +513,7 @@ Train(const Dataset &                                       data,
       if ((iteration + 1) % std::max(1, options.ValidationInterval) == 0 || last)
       {
         impl.SetTraining(false);
-        torch::NoGradGuard      noGrad;
+        torch::NoGradGuard noGrad;
         if (config.IsSegmenter())
         {
           line.HasDice = true;

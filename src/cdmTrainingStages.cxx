@@ -32,10 +32,10 @@ SynthesisLoss(const at::Tensor & prediction, const Batch & batch, double tumourW
 at::Tensor
 SegmentationLoss(const at::Tensor & scores, const Batch & batch)
 {
-  const at::Tensor labels = batch.Target.squeeze(1).round().to(torch::kLong);
-  const at::Tensor crossEntropy = torch::nn::functional::cross_entropy(scores, labels);
-  const at::Tensor probabilities = scores.softmax(1);
-  const at::Tensor truth = torch::one_hot(labels, SegmentationClasses).movedim(-1, 1).to(probabilities.dtype());
+  const at::Tensor     labels = batch.Target.squeeze(1).round().to(torch::kLong);
+  const at::Tensor     crossEntropy = torch::nn::functional::cross_entropy(scores, labels);
+  const at::Tensor     probabilities = scores.softmax(1);
+  const at::Tensor     truth = torch::one_hot(labels, SegmentationClasses).movedim(-1, 1).to(probabilities.dtype());
   std::vector<int64_t> sumOver{ 0 }; // the batch and every spatial axis: one Dice per class
   for (int64_t d = 2; d < scores.dim(); ++d)
   {

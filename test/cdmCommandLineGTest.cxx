@@ -403,8 +403,10 @@ TEST_F(CommandLine, SegmenterTrainsSegmentsAndEvaluateScoresItsDice)
     WriteCase(root + "/data", "case" + std::to_string(i), images);
   }
   const std::string model = root + "/seg.cdm";
-  const Result      train = RunCdm("train --data " + root + "/data --model-kind segmenter --preset tiny --iterations 30 "
-                                   "--validation-interval 30 --seed 2 --device cpu --out " + model);
+  const Result      train = RunCdm("train --data " + root +
+                              "/data --model-kind segmenter --preset tiny --iterations 30 "
+                                   "--validation-interval 30 --seed 2 --device cpu --out " +
+                              model);
   ASSERT_EQ(train.ExitCode, 0) << train.Output;
   EXPECT_TRUE(Contains(train.Output, "tumour labels from t1n,t1c,t2w,t2f")) << train.Output;
   EXPECT_TRUE(Contains(train.Output, "val Dice ET")) << train.Output;
@@ -422,7 +424,8 @@ TEST_F(CommandLine, SegmenterTrainsSegmentsAndEvaluateScoresItsDice)
   EXPECT_EQ(io->GetComponentType(), itk::IOComponentEnum::UCHAR);
   EXPECT_EQ(cdm::ReadVolume(labels).Size, cdm::ReadVolume(Held("t1n")).Size);
 
-  const Result dice = RunCdm("evaluate --segmentation-reference " + Held("seg") + " --segmentation " + labels + " --json");
+  const Result dice =
+    RunCdm("evaluate --segmentation-reference " + Held("seg") + " --segmentation " + labels + " --json");
   ASSERT_EQ(dice.ExitCode, 0) << dice.Output;
   const nlohmann::json figures = nlohmann::json::parse(dice.Output);
   for (const char * region : { "enhancing_tumour", "tumour_core", "whole_tumour" })
@@ -438,17 +441,17 @@ TEST_F(CommandLine, SegmenterTrainsSegmentsAndEvaluateScoresItsDice)
   EXPECT_EQ(noPrediction.ExitCode, 1);
   EXPECT_TRUE(Contains(noPrediction.Output, "--segmentation")) << noPrediction.Output;
   ASSERT_EQ(TrainedModel().ExitCode, 0) << s_Train.Output;
-  const Result notSegmenter = RunCdm("segment --quiet --model " + s_Model + " " + AllSources() + " --output " + root +
-                                     "/never.nii.gz");
+  const Result notSegmenter =
+    RunCdm("segment --quiet --model " + s_Model + " " + AllSources() + " --output " + root + "/never.nii.gz");
   EXPECT_EQ(notSegmenter.ExitCode, 1);
   EXPECT_TRUE(Contains(notSegmenter.Output, "expected a segmenter")) << notSegmenter.Output;
   EXPECT_FALSE(fs::exists(root + "/never.nii.gz"));
-  const Result target = RunCdm("train --data " + root + "/data --model-kind segmenter --target t1c --out " + root +
-                               "/never.cdm");
+  const Result target =
+    RunCdm("train --data " + root + "/data --model-kind segmenter --target t1c --out " + root + "/never.cdm");
   EXPECT_EQ(target.ExitCode, 1);
   EXPECT_TRUE(Contains(target.Output, "a segmenter predicts the tumour labels")) << target.Output;
-  const Result missing = RunCdm("segment --quiet --model " + model + " " + AllSources() + " --output " + root +
-                                "/never.nii.gz");
+  const Result missing =
+    RunCdm("segment --quiet --model " + model + " " + AllSources() + " --output " + root + "/never.nii.gz");
   EXPECT_EQ(missing.ExitCode, 1);
   EXPECT_TRUE(Contains(missing.Output, "'t1c' is missing")) << missing.Output;
   EXPECT_EQ(RunCdm("segment --quiet --missing-as-zero --model " + model + " " + AllSources() + " --output " + root +
@@ -464,7 +467,8 @@ TEST_F(CommandLine, UsageErrorsExitWithTwoAndHelpWithZero)
   EXPECT_EQ(RunCdm("synthesize --model m.cdm").ExitCode, 2);
   EXPECT_EQ(RunCdm("train --data x --target t1c --out y --preset enormous").ExitCode, 2);
   EXPECT_EQ(RunCdm("frobnicate").ExitCode, 2);
-  for (const std::string command : { "train", "synthesize", "segment", "impute", "evaluate", "phantom", "montage", "info" })
+  for (const std::string command :
+       { "train", "synthesize", "segment", "impute", "evaluate", "phantom", "montage", "info" })
   {
     const Result help = RunCdm(command + " --help");
     EXPECT_EQ(help.ExitCode, 0) << command;

@@ -129,7 +129,7 @@ TEST_P(Phantom, ASeedReproducesACaseBitForBit)
 
 TEST_P(Phantom, ProtonDensityContrastIsFlatAndLeavesTheOtherContrastsAsTheyWere)
 {
-  cdm::PhantomOptions options = SmallOptions(GetParam());
+  cdm::PhantomOptions    options = SmallOptions(GetParam());
   const cdm::PhantomCase brats = cdm::PhantomGenerator(options).Generate(7);
   options.Contrasts = { "t1n", "t1c", "t2w", "t2f", "pd" };
   const cdm::PhantomCase all = cdm::PhantomGenerator(options).Generate(7);
@@ -292,20 +292,23 @@ TEST(PhantomCommandLine, TheIXISetTrainsAPDModelFromT1AndT2)
   const auto        run = [&](const std::string & arguments) {
     return cdm::testing::RunCommand(std::string(CDM_EXECUTABLE) + " " + arguments);
   };
-  const cdm::testing::CommandResult phantom = run("phantom --out " + root + "/ixi --cases 3 --seed 6 --anatomy "
+  const cdm::testing::CommandResult phantom = run("phantom --out " + root +
+                                                  "/ixi --cases 3 --seed 6 --anatomy "
                                                   "procedural --size 40,40,8 --spacing 5 --contrasts t1n,t2w,pd");
   ASSERT_EQ(phantom.ExitCode, 0) << phantom.Output;
   const std::string c = root + "/ixi/PHANTOM-00002/PHANTOM-00002";
   EXPECT_TRUE(fs::exists(c + "-pd.nii.gz"));
   EXPECT_FALSE(fs::exists(c + "-t1c.nii.gz"));
   // pd's default sources are IXI's others: t1n and t2w.
-  const cdm::testing::CommandResult train = run("train --data " + root + "/ixi --target pd --preset tiny --iterations "
-                                                "2 --validation-interval 2 --device cpu --out " + root + "/pd.cdm");
+  const cdm::testing::CommandResult train = run("train --data " + root +
+                                                "/ixi --target pd --preset tiny --iterations "
+                                                "2 --validation-interval 2 --device cpu --out " +
+                                                root + "/pd.cdm");
   ASSERT_EQ(train.ExitCode, 0) << train.Output;
   EXPECT_NE(train.Output.find("target pd from t1n,t2w"), std::string::npos) << train.Output;
-  const cdm::testing::CommandResult synthesize = run("synthesize --quiet --model " + root + "/pd.cdm --source t1n=" +
-                                                     c + "-t1n.nii.gz --source t2w=" + c + "-t2w.nii.gz --output " +
-                                                     root + "/pd.nii.gz");
+  const cdm::testing::CommandResult synthesize =
+    run("synthesize --quiet --model " + root + "/pd.cdm --source t1n=" + c + "-t1n.nii.gz --source t2w=" + c +
+        "-t2w.nii.gz --output " + root + "/pd.nii.gz");
   ASSERT_EQ(synthesize.ExitCode, 0) << synthesize.Output;
   EXPECT_EQ(cdm::ReadVolume(root + "/pd.nii.gz").Size, cdm::ReadVolume(c + "-pd.nii.gz").Size);
   // A drop among contrasts not written is refused by name.

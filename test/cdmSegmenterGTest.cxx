@@ -33,26 +33,12 @@ Labels(const std::vector<float> & labels, const std::string & description)
   return volume;
 }
 
-template <typename TWork>
-std::string
-InputErrorOf(TWork && work)
-{
-  try
-  {
-    work();
-  }
-  catch (const cdm::InputError & e)
-  {
-    return e.what();
-  }
-  return {};
-}
 
 TEST(SegmentationDice, BraTSRegionsOnKnownMasks)
 {
   //                                  0  1  2  3  4  5  6  7  8  9
-  const cdm::Volume reference = Labels({ 0, 1, 1, 2, 2, 2, 3, 3, 0, 0 }, "reference");
-  const cdm::Volume prediction = Labels({ 0, 1, 3, 2, 2, 0, 3, 1, 2, 0 }, "prediction");
+  const cdm::Volume           reference = Labels({ 0, 1, 1, 2, 2, 2, 3, 3, 0, 0 }, "reference");
+  const cdm::Volume           prediction = Labels({ 0, 1, 3, 2, 2, 0, 3, 1, 2, 0 }, "prediction");
   const cdm::SegmentationDice dice = cdm::CompareSegmentations(reference, prediction);
   // ET (3): reference {6, 7}, prediction {2, 6}: 2 * 1 / 4.
   EXPECT_DOUBLE_EQ(dice.EnhancingTumour, 0.5);
@@ -78,24 +64,28 @@ TEST(SegmentationDice, BraTSRegionsOnKnownMasks)
 TEST(SegmentationDice, NamesWhatItCannotScore)
 {
   const cdm::Volume reference = Labels({ 0, 1, 2, 3, 0, 0, 0, 0, 0, 0 }, "case-seg.nii.gz");
-  const std::string brats2021 =
-    InputErrorOf([&] { cdm::CompareSegmentations(reference, Labels({ 0, 1, 2, 4, 0, 0, 0, 0, 0, 0 }, "old.nii.gz")); });
+  const std::string brats2021 = cdm::testing::InputErrorOf([&] {
+    cdm::CompareSegmentations(reference, Labels({ 0, 1, 2, 4, 0, 0, 0, 0, 0, 0 }, "old.nii.gz"));
+  });
   EXPECT_NE(brats2021.find("old.nii.gz"), std::string::npos) << brats2021;
   EXPECT_NE(brats2021.find("relabel it 3"), std::string::npos) << brats2021;
-  const std::string image =
-    InputErrorOf([&] { cdm::CompareSegmentations(reference, Labels({ 0.5f, 1, 2, 3, 0, 0, 0, 0, 0, 0 }, "t1c.nii")); });
+  const std::string image = cdm::testing::InputErrorOf([&] {
+    cdm::CompareSegmentations(reference, Labels({ 0.5f, 1, 2, 3, 0, 0, 0, 0, 0, 0 }, "t1c.nii"));
+  });
   EXPECT_NE(image.find("expected labels 0 to 3"), std::string::npos) << image;
-  const std::string grid = InputErrorOf([&] { cdm::CompareSegmentations(reference, Labels({ 0, 1 }, "short.nii")); });
+  const std::string grid = cdm::testing::InputErrorOf([&] {
+    cdm::CompareSegmentations(reference, Labels({ 0, 1 }, "short.nii"));
+  });
   EXPECT_NE(grid.find("different grids"), std::string::npos) << grid;
 }
 
 cdm::Model
 TinySegmenter(unsigned int dimension = 2)
 {
-  return cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", dimension, AllModalities, cdm::SegmentationName,
-                                                         "segmenter"),
-                            5,
-                            cdm::testing::TestDevice());
+  return cdm::Model::Create(
+    cdm::ModelConfig::FromPreset("tiny", dimension, AllModalities, cdm::SegmentationName, "segmenter"),
+    5,
+    cdm::testing::TestDevice());
 }
 
 TEST(Segmenter, LabelsTheSourcesGridIn2DAnd3D)
@@ -124,24 +114,27 @@ TEST(Segmenter, RefusesWhatItCannotDo)
   const cdm::Model segmenter = TinySegmenter();
   const auto       images = cdm::testing::MakeCase(33, { 16, 16, 3 });
   // It synthesizes nothing, and a synthesis model labels nothing.
-  const std::string synthesize = InputErrorOf([&] { segmenter.Synthesize(images); });
+  const std::string synthesize = cdm::testing::InputErrorOf([&] { segmenter.Synthesize(images); });
   EXPECT_NE(synthesize.find("segmenter"), std::string::npos) << synthesize;
-  const cdm::Model  synthesis = cdm::Model::Create(
+  const cdm::Model synthesis = cdm::Model::Create(
     cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 1, cdm::testing::TestDevice());
-  const std::string segment = InputErrorOf([&] { synthesis.Segment(images); });
+  const std::string segment = cdm::testing::InputErrorOf([&] { synthesis.Segment(images); });
   EXPECT_NE(segment.find("expected a segmenter"), std::string::npos) << segment;
   // A gap is refused unless asked for as zeros.
   auto three = images;
   three.erase("t1c");
-  const std::string missing = InputErrorOf([&] { segmenter.Segment(three); });
+  const std::string missing = cdm::testing::InputErrorOf([&] { segmenter.Segment(three); });
   EXPECT_NE(missing.find("'t1c' is missing"), std::string::npos) << missing;
   cdm::SegmentationOptions zeros;
   zeros.MissingSourcesAsZero = true;
   EXPECT_EQ(segmenter.Segment(three, zeros).Size, images.at("t1n").Size);
   // A segmenter's target is the labels, and a synthesis model's is a modality.
-  EXPECT_FALSE(InputErrorOf([] { cdm::ModelConfig::FromPreset("tiny", 2, AllModalities, "t1c", "segmenter"); }).empty());
-  EXPECT_FALSE(
-    InputErrorOf([] { cdm::ModelConfig::FromPreset("tiny", 2, { "t1n" }, cdm::SegmentationName, "cdm"); }).empty());
+  EXPECT_FALSE(cdm::testing::InputErrorOf([] {
+                 cdm::ModelConfig::FromPreset("tiny", 2, AllModalities, "t1c", "segmenter");
+               }).empty());
+  EXPECT_FALSE(cdm::testing::InputErrorOf([] {
+                 cdm::ModelConfig::FromPreset("tiny", 2, { "t1n" }, cdm::SegmentationName, "cdm");
+               }).empty());
 }
 
 TEST(Segmenter, ModelFileKeepsItsKindAndIsRefusedByVersion1Readers)
@@ -184,7 +177,8 @@ TEST(Segmenter, TrainingLowersItsLossAndLearnsTheTumour)
   EXPECT_TRUE(model.Config().IsSegmenter());
   EXPECT_NE(model.Config().ProvenanceJson.find("validation_dice"), std::string::npos);
   // A case without a segmentation cannot train a segmenter.
-  const std::string unlabelled = InputErrorOf([&] { cdm::Train(cdm::testing::MakeDataset(2, 710), options); });
+  const std::string unlabelled =
+    cdm::testing::InputErrorOf([&] { cdm::Train(cdm::testing::MakeDataset(2, 710), options); });
   EXPECT_NE(unlabelled.find("no segmentation"), std::string::npos) << unlabelled;
   fs::remove_all(directory);
 }

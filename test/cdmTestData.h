@@ -7,6 +7,7 @@
 
 #include "cdmDataset.h"
 #include "cdmModel.h"
+#include "cdmError.h"
 #include "cdmVolume.h"
 
 #include <array>
@@ -55,6 +56,22 @@ struct CommandResult
 /** Runs a shell command line (stderr joined to stdout) and waits for it. */
 CommandResult
 RunCommand(const std::string & commandLine);
+
+/** InputError's message when `work` throws one (empty otherwise). */
+template <typename TWork>
+std::string
+InputErrorOf(TWork && work)
+{
+  try
+  {
+    work();
+  }
+  catch (const cdm::InputError & e)
+  {
+    return e.what();
+  }
+  return {};
+}
 
 /** The largest voxel-wise |a - b| of two volumes of one size. */
 double

@@ -32,21 +32,6 @@ TinyUnifiedModel()
   return model;
 }
 
-/** InputError's message when `work` throws one (empty otherwise). */
-template <typename TWork>
-std::string
-InputErrorOf(TWork && work)
-{
-  try
-  {
-    work();
-  }
-  catch (const cdm::InputError & e)
-  {
-    return e.what();
-  }
-  return {};
-}
 
 TEST(UnifiedModel, SynthesizesTheTargetTheSourcesLackAndTheOneAskedFor)
 {
@@ -83,13 +68,17 @@ TEST(UnifiedModel, RefusesATargetItCannotSynthesizeOrThatIsGiven)
   sources.erase("t1c");
   cdm::SynthesisOptions options;
   options.Target = "pd";
-  EXPECT_NE(InputErrorOf([&] { model.Synthesize(sources, options); }).find("'pd' is not one this model synthesizes"),
+  EXPECT_NE(cdm::testing::InputErrorOf([&] {
+              model.Synthesize(sources, options);
+            }).find("'pd' is not one this model synthesizes"),
             std::string::npos);
   options.Target = "t2w";
-  EXPECT_NE(InputErrorOf([&] { model.Synthesize(sources, options); }).find("'t2w' is also given as a source"),
-            std::string::npos);
+  EXPECT_NE(
+    cdm::testing::InputErrorOf([&] { model.Synthesize(sources, options); }).find("'t2w' is also given as a source"),
+    std::string::npos);
   sources.erase("t2f"); // two gaps: the target must be named
-  EXPECT_NE(InputErrorOf([&] { model.Synthesize(sources, {}); }).find("name the target"), std::string::npos);
+  EXPECT_NE(cdm::testing::InputErrorOf([&] { model.Synthesize(sources, {}); }).find("name the target"),
+            std::string::npos);
 
   // A per-target model takes only its own target.
   const cdm::Model single = cdm::Model::Create(
@@ -97,7 +86,8 @@ TEST(UnifiedModel, RefusesATargetItCannotSynthesizeOrThatIsGiven)
   cdm::SourceVolumes three = images;
   three.erase("t1c");
   options.Target = "t2f";
-  EXPECT_NE(InputErrorOf([&] { single.SampleRepresentation(three, options); }).find("expected t1c"), std::string::npos);
+  EXPECT_NE(cdm::testing::InputErrorOf([&] { single.SampleRepresentation(three, options); }).find("expected t1c"),
+            std::string::npos);
   options.Target = "t1c";
   EXPECT_EQ(single.SampleRepresentation(three, options).Target, "t1c");
   // Unified configurations that make no sense are refused.
