@@ -22,6 +22,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -102,6 +103,11 @@ RunTrain(const TrainArguments & arguments)
 {
   ConfigureThreads(arguments.Threads);
   cdm::TrainingOptions options = arguments.Options;
+  // Under torchrun every rank runs this; rank 0 alone reports (errors still come from every rank).
+  const char *  rankVariable = std::getenv("RANK");
+  std::ostream  silent(nullptr);
+  std::ostream & out =
+    options.DistributedBackend != "off" && rankVariable && std::string(rankVariable) != "0" ? silent : std::cout;
   const bool           segmenter = options.ModelKind == "segmenter";
   if (segmenter && arguments.TargetGiven && options.Target != cdm::SegmentationName)
   {
@@ -189,7 +195,7 @@ RunTrain(const TrainArguments & arguments)
   }
 
   const cdm::DatasetScan scan = cdm::ScanBraTSFolder(arguments.Data, modalities);
-  std::cout << "[cdm train] reading " << scan.Cases.size() << " case(s) from " << arguments.Data << std::endl;
+  out << "[cdm train] reading " << scan.Cases.size() << " case(s) from " << arguments.Data << std::endl;
   const cdm::Dataset data =
     cdm::Dataset::Load(scan, cdm::ReadVolume, cdm::NormalizationRule::Named(arguments.IntensityRule));
   for (const auto & skipped : data.Skipped())
@@ -208,7 +214,7 @@ RunTrain(const TrainArguments & arguments)
     task = "targets " + cdm::JoinNames(options.Targets, ",") + " (one unified model) from the others of " +
            cdm::JoinNames(options.Sources, ",");
   }
-  std::cout << "[cdm train] " << data.Cases().size() << " case(s), " << task << ", " << options.Dimension << "D '"
+  out << "[cdm train] " << data.Cases().size() << " case(s), " << task << ", " << options.Dimension << "D '"
             << options.Preset << "' model on " << cdm::ResolveDevice(options.Device) << std::endl;
 
   std::signal(SIGINT, RequestStop);
@@ -221,24 +227,24 @@ RunTrain(const TrainArguments & arguments)
       return;
     }
     lastPrint = now;
-    std::cout << "[cdm train] stage " << std::left << std::setw(8) << p.Stage << std::right << " iter " << p.Iteration
+    out << "[cdm train] stage " << std::left << std::setw(8) << p.Stage << std::right << " iter " << p.Iteration
               << "/" << p.Iterations << "  loss " << std::fixed << std::setprecision(5) << p.Loss << "  "
               << std::setprecision(2) << p.IterationsPerSecond << " it/s  ETA " << FormatSeconds(p.EtaSeconds);
     if (p.HasValidation)
     {
-      std::cout << "  | val PSNR " << std::setprecision(2) << p.ValidationPSNR << " dB  SSIM " << std::setprecision(4)
+      out << "  | val PSNR " << std::setprecision(2) << p.ValidationPSNR << " dB  SSIM " << std::setprecision(4)
                 << p.ValidationSSIM;
       if (p.HasTumourValidation)
       {
-        std::cout << "  tumour PSNR " << std::setprecision(2) << p.ValidationTumourPSNR << " dB";
+        out << "  tumour PSNR " << std::setprecision(2) << p.ValidationTumourPSNR << " dB";
       }
     }
     if (p.HasDice)
     {
-      std::cout << "  | val Dice ET " << std::setprecision(3) << p.ValidationDice.EnhancingTumour << " TC "
+      out << "  | val Dice ET " << std::setprecision(3) << p.ValidationDice.EnhancingTumour << " TC "
                 << p.ValidationDice.TumourCore << " WT " << p.ValidationDice.WholeTumour;
     }
-    std::cout << std::defaultfloat << std::endl;
+    out << std::defaultfloat << std::endl;
   };
   const cdm::TrainingReport report = cdm::Train(data, options, progress, &g_StopRequested);
   if (report.Interrupted)
@@ -250,26 +256,31 @@ RunTrain(const TrainArguments & arguments)
   }
   for (const auto & stage : report.Stages)
   {
-    std::cout << "[cdm train] stage " << stage.Stage << ": loss " << stage.FirstLoss << " -> " << stage.LastLoss
+    out << "[cdm train] stage " << stage.Stage << ": loss " << stage.FirstLoss << " -> " << stage.LastLoss
               << " (iterations " << stage.FirstIteration << "-" << stage.LastIteration << ", "
               << FormatSeconds(stage.Seconds) << "), validation ";
     if (segmenter)
     {
-      std::cout << "Dice ET " << stage.ValidationDice.EnhancingTumour << " TC " << stage.ValidationDice.TumourCore
+      out << "Dice ET " << stage.ValidationDice.EnhancingTumour << " TC " << stage.ValidationDice.TumourCore
                 << " WT " << stage.ValidationDice.WholeTumour << std::endl;
     }
     else
     {
-      std::cout << "PSNR " << stage.ValidationPSNR << " dB SSIM " << stage.ValidationSSIM << ", tumour PSNR "
+      out << "PSNR " << stage.ValidationPSNR << " dB SSIM " << stage.ValidationSSIM << ", tumour PSNR "
                 << stage.ValidationTumourPSNR << " dB" << std::endl;
     }
   }
   if (!segmenter)
   {
-    std::cout << "[cdm train] constant-image baseline: PSNR " << report.ConstantBaselinePSNR << " dB SSIM "
+    out << "[cdm train] constant-image baseline: PSNR " << report.ConstantBaselinePSNR << " dB SSIM "
               << report.ConstantBaselineSSIM << std::endl;
   }
-  std::cout << "[cdm train] wrote " << options.Output << " in " << FormatSeconds(report.Seconds) << std::endl;
+  if (report.WorldSize > 1)
+  {
+    out << "[cdm train] " << report.WorldSize << " ranks; this rank spent " << FormatSeconds(report.CommunicationSeconds)
+        << " in collectives" << std::endl;
+  }
+  out << "[cdm train] wrote " << options.Output << " in " << FormatSeconds(report.Seconds) << std::endl;
   return 0;
 }
 
@@ -960,6 +971,20 @@ main(int argc, char ** argv)
     ->check(CLI::IsMember({ "zero", "small" }))
     ->capture_default_str();
   trainCommand->add_option("--threads", train.Threads, "CPU threads (default: ITK's global default)");
+  trainCommand
+    ->add_option("--dist-backend",
+                 train.Options.DistributedBackend,
+                 "Data-parallel training under torchrun (WORLD_SIZE > 1): auto (gloo on the CPU, nccl on CUDA), "
+                 "gloo, nccl, or off (ignore torchrun's environment)")
+    ->check(CLI::IsMember({ "auto", "gloo", "nccl", "off" }))
+    ->capture_default_str();
+  trainCommand
+    ->add_option("--dist-timeout",
+                 train.Options.DistributedTimeoutSeconds,
+                 "Seconds a rank waits for the others (rendezvous, each all-reduce) before the run stops with an "
+                 "error: a rank that died or fell behind")
+    ->check(CLI::PositiveNumber)
+    ->capture_default_str();
 
   SynthesizeArguments synthesize;
   auto * synthesizeCommand = app.add_subcommand("synthesize", "Synthesize the target modality from source images");

@@ -32,6 +32,14 @@ public:
   using Error::Error;
 };
 
+/** A distributed training run lost its process group: the rendezvous or a collective timed out or failed (another
+ *  rank stopped or died). The message names this rank and the world size. */
+class DistributedError : public Error
+{
+public:
+  using Error::Error;
+};
+
 } // namespace cdm
 
 #endif

@@ -67,6 +67,14 @@ struct TrainingOptions
    *  weights have grown) or "small" (uniform in +-0.1/sqrt(D): z, and a teacher encoder, get a gradient from the
    *  first step). */
   std::string FilmInit{ "zero" };
+  /** Data-parallel training across processes (torchrun: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT):
+   *  "auto" joins a c10d process group when WORLD_SIZE > 1 (Gloo on the CPU, NCCL on CUDA), "gloo" or "nccl" choose,
+   *  "off" ignores the environment. BatchSize is the global batch, split evenly over the ranks; each item's draws
+   *  depend on (seed, stage, iteration, item) only, so any world size trains the same model to float rounding. */
+  std::string DistributedBackend{ "auto" };
+  /** Seconds a rendezvous or collective may wait for the other ranks before the run stops with DistributedError
+   *  (a rank that died, or one that fell behind). */
+  int DistributedTimeoutSeconds{ 300 };
 
   /** The iterations of one stage: its override, else Iterations. */
   int
@@ -118,6 +126,9 @@ struct TrainingReport
   /** Validation PSNR/SSIM of predicting the mean foreground intensity everywhere (the constant baseline). */
   double ConstantBaselinePSNR{ 0.0 };
   double ConstantBaselineSSIM{ 0.0 };
+  int    Rank{ 0 };                   ///< this process's rank (0 without distributed training)
+  int    WorldSize{ 1 };              ///< processes that trained together
+  double CommunicationSeconds{ 0.0 }; ///< time in c10d collectives (waiting included)
 };
 
 /** The checkpoint a training run writes beside its output (weights, optimiser state, progress). */
@@ -126,8 +137,10 @@ CheckpointPath(const std::string & output);
 
 /** Trains the stages asked for, checkpointing every CheckpointInterval iterations, at the end of each stage and
  *  when `stopRequested` becomes true (then it returns with Interrupted set). With Resume, it continues from the
- *  checkpoint: the per-iteration random streams depend only on (seed, stage, iteration), so an interrupted and
- *  resumed run ends with the same weights as an uninterrupted one on the same device. */
+ *  checkpoint: the random draws depend only on (seed, stage, iteration, item), so an interrupted and resumed run
+ *  ends with the same weights as an uninterrupted one on the same device, whatever the world size of either.
+ *  Distributed (TrainingOptions::DistributedBackend): rank 0 alone writes checkpoints and the model file and
+ *  reports progress; a lost rank makes the others throw DistributedError within DistributedTimeoutSeconds. */
 TrainingReport
 Train(const Dataset &                                       data,
       const TrainingOptions &                               options,

@@ -259,6 +259,9 @@ Train(const TrainingData & data, const TrainingOptions & options, TrainingObserv
   nlohmann::json json;
   json["interrupted"] = report.Interrupted;
   json["seconds"] = report.Seconds;
+  json["rank"] = report.Rank;
+  json["world_size"] = report.WorldSize;
+  json["communication_seconds"] = report.CommunicationSeconds;
   json["constant_baseline"] = { { "psnr", report.ConstantBaselinePSNR }, { "ssim", report.ConstantBaselineSSIM } };
   json["stages"] = nlohmann::json::array();
   for (const auto & stage : report.Stages)

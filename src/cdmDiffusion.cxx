@@ -74,6 +74,18 @@ DiffusionSchedule::QSample(const at::Tensor & z0, int t, const at::Tensor & nois
 }
 
 at::Tensor
+DiffusionSchedule::QSample(const at::Tensor & z0, const at::Tensor & t, const at::Tensor & noise) const
+{
+  std::vector<int64_t> shape(static_cast<size_t>(z0.dim()), 1);
+  shape[0] = z0.size(0);
+  const at::Tensor abar = torch::tensor(m_AlphaBars, torch::kFloat64)
+                            .index_select(0, t.cpu())
+                            .to(z0.device(), torch::kFloat32)
+                            .view(shape);
+  return abar.sqrt() * z0 + (1.0 - abar).sqrt() * noise;
+}
+
+at::Tensor
 DiffusionSchedule::Step(const at::Tensor & zt,
                         const at::Tensor & z0Estimate,
                         int                t,

@@ -49,6 +49,9 @@ public:
   /** sqrt(abar_t) z0 + sqrt(1 - abar_t) noise. */
   at::Tensor
   QSample(const at::Tensor & z0, int t, const at::Tensor & noise) const;
+  /** QSample with a timestep per item: `t` [B] (long), z0 and noise [B, ...]. */
+  at::Tensor
+  QSample(const at::Tensor & z0, const at::Tensor & t, const at::Tensor & noise) const;
 
   /** One DDIM step from t to tPrevious given the network's z0 estimate; `noise` is used only when eta > 0. */
   at::Tensor

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <stdexcept>
 
 namespace cdm
 {
@@ -113,6 +114,60 @@ at::Tensor
 Noise(at::IntArrayRef shape, at::Generator & generator, const c10::Device & device)
 {
   return torch::randn(shape, generator, torch::kFloat32).to(device);
+}
+
+ItemGenerators::ItemGenerators(const std::vector<uint64_t> & seeds)
+{
+  for (const uint64_t seed : seeds)
+  {
+    m_Generators.push_back(NewGenerator(seed));
+  }
+}
+
+namespace
+{
+/** [items, ...] from one draw per item of shape [1, ...]. */
+template <typename TDraw>
+at::Tensor
+PerItem(at::IntArrayRef shape, int64_t items, const c10::Device & device, TDraw && draw)
+{
+  if (shape.empty() || shape[0] != items)
+  {
+    throw std::logic_error("random draws per item: expected " + std::to_string(items) + " items");
+  }
+  std::vector<int64_t> itemShape = shape.vec();
+  itemShape[0] = 1;
+  std::vector<at::Tensor> parts;
+  for (int64_t i = 0; i < items; ++i)
+  {
+    parts.push_back(draw(itemShape, static_cast<size_t>(i)));
+  }
+  return torch::cat(parts, 0).to(device);
+}
+} // namespace
+
+at::Tensor
+ItemGenerators::Normal(at::IntArrayRef shape, const c10::Device & device)
+{
+  return PerItem(shape, Size(), device, [this](const std::vector<int64_t> & itemShape, size_t i) {
+    return torch::randn(itemShape, m_Generators[i], torch::kFloat32);
+  });
+}
+
+at::Tensor
+ItemGenerators::Uniform(at::IntArrayRef shape, const c10::Device & device)
+{
+  return PerItem(shape, Size(), device, [this](const std::vector<int64_t> & itemShape, size_t i) {
+    return torch::rand(itemShape, m_Generators[i], torch::kFloat32);
+  });
+}
+
+at::Tensor
+ItemGenerators::Integers(int64_t high, const c10::Device & device)
+{
+  return PerItem({ Size() }, Size(), device, [this, high](const std::vector<int64_t> & itemShape, size_t i) {
+    return torch::randint(high, itemShape, m_Generators[i], torch::kLong);
+  });
 }
 
 at::Tensor
@@ -560,7 +615,7 @@ Model::Impl::SampleImage(const at::Tensor &                     sources,
 }
 
 std::pair<at::Tensor, at::Tensor>
-Model::Impl::ReconstructMasked(const at::Tensor & target, at::Generator & generator) const
+Model::Impl::ReconstructMasked(const at::Tensor & target, ItemGenerators & generators) const
 {
   const int64_t        alignment = int64_t{ 1 } << Config.Network.EncoderLevels;
   const at::Tensor     padded = PadToMultiple(target, alignment);
@@ -570,8 +625,7 @@ Model::Impl::ReconstructMasked(const at::Tensor & target, at::Generator & genera
   {
     cells.push_back((padded.size(d) + patch - 1) / patch);
   }
-  at::Tensor mask =
-    (torch::rand(cells, generator, torch::kFloat32) < Config.Network.MaskRatio).to(padded.device(), torch::kFloat32);
+  at::Tensor mask = (generators.Uniform(cells, padded.device()) < Config.Network.MaskRatio).to(torch::kFloat32);
   for (int64_t d = 2; d < padded.dim(); ++d)
   {
     mask = mask.repeat_interleave(patch, d).narrow(d, 0, padded.size(d));

@@ -24,6 +24,36 @@
 namespace cdm
 {
 
+/** \brief The random draws of a training batch, item by item: item i draws from a generator of its own seeded with
+ *  its seed, so that a batch split over several processes draws, item for item, what it draws whole in one (the
+ *  equivalence of distributed and single-process training rests on it). */
+class ItemGenerators
+{
+public:
+  explicit ItemGenerators(const std::vector<uint64_t> & seeds);
+
+  int64_t
+  Size() const
+  {
+    return static_cast<int64_t>(m_Generators.size());
+  }
+
+  /** Standard-normal values of shape [items, ...]: item i's slice from generator i, drawn on the CPU, then moved. */
+  at::Tensor
+  Normal(at::IntArrayRef shape, const c10::Device & device);
+
+  /** Uniform values in [0, 1) of shape [items, ...], as Normal. */
+  at::Tensor
+  Uniform(at::IntArrayRef shape, const c10::Device & device);
+
+  /** One integer in [0, high) per item: [items] long. */
+  at::Tensor
+  Integers(int64_t high, const c10::Device & device);
+
+private:
+  std::vector<at::Generator> m_Generators;
+};
+
 struct Model::Impl
 {
   /** Builds the networks of `config` on `device`. With `initialSeed`, their initial weights are drawn from a generator
@@ -160,9 +190,9 @@ struct Model::Impl
   at::Tensor
   PredictNoise(const at::Tensor & sources, const at::Tensor & xt, const at::Tensor & t) const;
 
-  /** MRM reconstruction of a masked target: {prediction, mask}; the mask is drawn from `generator`. */
+  /** MRM reconstruction of a masked target: {prediction, mask}; each item's mask is drawn from its generator. */
   std::pair<at::Tensor, at::Tensor>
-  ReconstructMasked(const at::Tensor & target, at::Generator & generator) const;
+  ReconstructMasked(const at::Tensor & target, ItemGenerators & generators) const;
 };
 
 /** Zero-pads the high end of every spatial axis of a [B, C, ...] tensor to a multiple of `multiple`. */

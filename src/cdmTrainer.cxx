@@ -3,6 +3,7 @@
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
 #include "cdmTrainer.h"
+#include "cdmDistributed.h"
 #include "cdmError.h"
 #include "cdmModelImpl.h"
 #include "cdmTrainingBatch.h"
@@ -267,7 +268,10 @@ struct TrainingStart
 };
 
 TrainingStart
-StartModel(const Dataset & data, const TrainingOptions & options, const std::string & checkpoint)
+StartModel(const Dataset &         data,
+           const TrainingOptions & options,
+           const std::string &     checkpoint,
+           const c10::Device &     device)
 {
   nlohmann::json            state = { { "stage", "" }, { "iteration", 0 }, { "completed", nlohmann::json::object() } };
   const std::string         target = options.ModelKind == "segmenter" ? SegmentationName : options.Target;
@@ -292,7 +296,7 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
                        "; the options ask for another");
     }
     state = ReadTrainingState(header, checkpoint);
-    implPointer = std::make_shared<Model::Impl>(config, ToTorchDevice(ResolveDevice(options.Device)));
+    implPointer = std::make_shared<Model::Impl>(config, device);
     safetensors::NamedTensors weights;
     for (const auto & item : stored)
     {
@@ -334,7 +338,7 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
     {
       config.TargetScale = config.TargetScales.at(config.Target);
     }
-    implPointer = std::make_shared<Model::Impl>(config, ToTorchDevice(ResolveDevice(options.Device)), options.Seed);
+    implPointer = std::make_shared<Model::Impl>(config, device, options.Seed);
     if (options.FilmInit == "small")
     {
       torch::NoGradGuard noGrad;
@@ -352,6 +356,59 @@ StartModel(const Dataset & data, const TrainingOptions & options, const std::str
   return { implPointer, state, stored };
 }
 
+/** The device of this rank: a CUDA run's ranks each take their own GPU (LOCAL_RANK), as torchrun expects. */
+c10::Device
+RankDevice(const TrainingOptions & options, const DistributedEnvironment & environment)
+{
+  const std::string resolved = ResolveDevice(options.Device);
+  const bool        chosen = options.Device.find(':') != std::string::npos; // cuda:N names one GPU for every rank
+  if (environment.WorldSize > 1 && resolved.rfind("cuda", 0) == 0 && !chosen)
+  {
+    return ToTorchDevice("cuda:" + std::to_string(environment.LocalRank));
+  }
+  return ToTorchDevice(resolved);
+}
+
+/** Backpropagates a batch's loss and returns its value. Distributed, the ranks first add their sums (the whole
+ *  batch's), then each backpropagates the first-order part of the whole batch's loss that its own sums carry:
+ *  d loss / d sums at the whole batch's sums, times its sums. The ranks' gradients then add up to the whole batch's
+ *  (AllReduceSum), exactly, whatever the loss does with its sums (a ratio, a Dice). */
+double
+Backpropagate(const LossTerms & terms, ProcessGroup * group)
+{
+  if (!group)
+  {
+    const at::Tensor loss = terms.Value();
+    loss.backward();
+    return loss.item<double>();
+  }
+  std::vector<at::Tensor> sums;
+  for (const at::Tensor & sum : terms.Sums)
+  {
+    sums.push_back(sum.detach().clone());
+  }
+  group->AllReduceSum(sums);
+  for (at::Tensor & sum : sums)
+  {
+    sum.requires_grad_(true);
+  }
+  const at::Tensor                 loss = terms.Combine(sums);
+  const std::vector<at::Tensor>    slopes = torch::autograd::grad({ loss }, sums, {}, false, false, true);
+  at::Tensor                       share = torch::zeros({}, loss.options().requires_grad(false));
+  for (size_t k = 0; k < sums.size(); ++k)
+  {
+    if (slopes[k].defined() && terms.Sums[k].requires_grad())
+    {
+      share = share + (slopes[k].detach() * terms.Sums[k]).sum();
+    }
+  }
+  if (share.requires_grad())
+  {
+    share.backward();
+  }
+  return loss.item<double>();
+}
+
 } // namespace
 
 TrainingReport
@@ -364,7 +421,9 @@ Train(const Dataset &                                       data,
   std::vector<std::string>           stageOrder;
   const std::vector<std::string>     stages = StagesToRun(data, options, &stageOrder);
   const std::string                  checkpoint = CheckpointPath(options.Output);
-  TrainingStart                      start = StartModel(data, options, checkpoint);
+  const DistributedEnvironment environment =
+    options.DistributedBackend == "off" ? DistributedEnvironment{} : DistributedEnvironment::FromProcess();
+  TrainingStart start = StartModel(data, options, checkpoint, RankDevice(options, environment));
   nlohmann::json &                   state = start.State;
   const safetensors::NamedTensors &  stored = start.Stored;
   const std::shared_ptr<Model::Impl> implPointer = start.Impl;
@@ -415,6 +474,31 @@ Train(const Dataset &                                       data,
     CheckResumeFingerprint(state["fingerprint"], fingerprint, checkpoint);
   }
   state["fingerprint"] = fingerprint;
+
+  // Distributed: the ranks join one process group, start from rank 0's weights and split each global batch evenly.
+  std::unique_ptr<ProcessGroup> group;
+  if (environment.WorldSize > 1)
+  {
+    if (batchSize % environment.WorldSize != 0)
+    {
+      throw InputError("distributed training: the batch size " + std::to_string(batchSize) +
+                       " (the global batch) is not a multiple of WORLD_SIZE " + std::to_string(environment.WorldSize) +
+                       "; expected --batch-size N x " + std::to_string(environment.WorldSize));
+    }
+    group = std::make_unique<ProcessGroup>(environment,
+                                           options.DistributedBackend,
+                                           impl.Device,
+                                           std::chrono::seconds(std::max(1, options.DistributedTimeoutSeconds)));
+    std::vector<at::Tensor> weights;
+    for (auto & [name, tensor] : impl.NamedParameters())
+    {
+      weights.push_back(tensor.detach());
+    }
+    group->Broadcast(weights);
+  }
+  const int  rank = environment.Rank;
+  const int  rankBatch = batchSize / environment.WorldSize;
+  const bool writer = rank == 0; // checkpoints, the model file and progress lines
 
   const PatchSampler trainSampler(data, trainCases, impl, patch, options.TumourFraction);
   const PatchSampler validationSampler(
@@ -489,17 +573,32 @@ Train(const Dataset &                                       data,
     int iteration = firstIteration;
     for (; iteration < iterations; ++iteration)
     {
-      const uint64_t  seed = MixSeed(options.Seed, stageIndex, static_cast<uint64_t>(iteration));
-      std::mt19937_64 random(seed);
-      at::Generator   generator = NewGenerator(seed); // the iteration's draws in the losses (noise, steps, masks)
-      Batch           batch = trainSampler.Sample(random, batchSize);
-      DropSources(batch, options.SourceDropout, random);
-      batch = batch.To(impl.Device);
+      // Item g of the global batch draws its crop from (seed, g, 1) and its noise, steps and masks from (seed, g, 2):
+      // this rank's items are [rank * rankBatch, (rank + 1) * rankBatch).
+      const uint64_t        seed = MixSeed(options.Seed, stageIndex, static_cast<uint64_t>(iteration));
+      std::vector<uint64_t> cropSeeds, drawSeeds;
+      for (int item = rank * rankBatch; item < (rank + 1) * rankBatch; ++item)
+      {
+        cropSeeds.push_back(MixSeed(seed, static_cast<uint64_t>(item), 1));
+        drawSeeds.push_back(MixSeed(seed, static_cast<uint64_t>(item), 2));
+      }
+      const Batch    batch = trainSampler.Sample(cropSeeds, options.SourceDropout).To(impl.Device);
+      ItemGenerators generators(drawSeeds);
       optimizer.zero_grad();
-      const at::Tensor loss = stage.Loss(batch, generator);
-      loss.backward();
+      losses.push_back(Backpropagate(stage.Loss(batch, generators), group.get()));
+      if (group)
+      {
+        std::vector<at::Tensor> gradients;
+        for (const auto & [name, parameter] : parameters)
+        {
+          if (parameter.grad().defined())
+          {
+            gradients.push_back(parameter.mutable_grad());
+          }
+        }
+        group->AllReduceSum(gradients);
+      }
       optimizer.step();
-      losses.push_back(loss.item<double>());
 
       TrainingProgress line;
       line.Stage = stageName;
@@ -531,14 +630,17 @@ Train(const Dataset &                                       data,
         }
         impl.SetTraining(true);
       }
-      if (progress)
+      if (progress && writer)
       {
         progress(line);
       }
       const bool stop = stopRequested && stopRequested->load();
       if (stop || (!last && (iteration + 1) % std::max(1, options.CheckpointInterval) == 0))
       {
-        SaveCheckpoint(impl, checkpoint, checkpointState(iteration + 1, true), &optimizer, parameters);
+        if (writer)
+        {
+          SaveCheckpoint(impl, checkpoint, checkpointState(iteration + 1, true), &optimizer, parameters);
+        }
       }
       if (stop)
       {
@@ -561,11 +663,16 @@ Train(const Dataset &                                       data,
     if (iteration < iterations)
     {
       report.Interrupted = true;
+      report.Rank = rank;
+      report.WorldSize = environment.WorldSize;
       report.Seconds = std::chrono::duration<double>(Clock::now() - runStart).count();
       return report;
     }
     state = checkpointState(iterations, false);
-    SaveCheckpoint(impl, checkpoint, state, nullptr, {});
+    if (writer)
+    {
+      SaveCheckpoint(impl, checkpoint, state, nullptr, {});
+    }
   }
 
   // The model file: weights and the configuration with its provenance.
@@ -611,8 +718,19 @@ Train(const Dataset &                                       data,
                                         { "whole_tumour", dice.WholeTumour } };
     }
   }
+  provenance["world_size"] = environment.WorldSize;
+  if (group)
+  {
+    provenance["distributed_backend"] = group->BackendName();
+  }
   impl.Config.ProvenanceJson = provenance.dump();
-  Model(implPointer).Save(options.Output);
+  if (writer)
+  {
+    Model(implPointer).Save(options.Output);
+  }
+  report.Rank = rank;
+  report.WorldSize = environment.WorldSize;
+  report.CommunicationSeconds = group ? group->CommunicationSeconds() : 0.0;
   report.Seconds = std::chrono::duration<double>(Clock::now() - runStart).count();
   return report;
 }

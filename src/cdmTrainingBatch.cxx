@@ -100,13 +100,48 @@ PatchSampler::PatchSampler(const Dataset &             data,
   }
 }
 
+namespace
+{
+/** Zeroes whole sources of an item (image and availability channels [2S, ...]) at random, among those present (a
+ *  unified model's target is absent already), keeping at least one. */
+void
+DropSources(at::Tensor & sources, double probability, std::mt19937_64 & random)
+{
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  std::vector<int64_t>                   present, dropped;
+  for (int64_t s = 0; s < sources.size(0) / 2; ++s)
+  {
+    if (sources[2 * s + 1].max().item<float>() > 0.0f)
+    {
+      present.push_back(s);
+    }
+  }
+  for (const int64_t s : present)
+  {
+    if (uniform(random) < probability)
+    {
+      dropped.push_back(s);
+    }
+  }
+  if (!dropped.empty() && dropped.size() == present.size())
+  {
+    dropped.pop_back();
+  }
+  for (const int64_t s : dropped)
+  {
+    sources.narrow(0, 2 * s, 2).zero_();
+  }
+}
+} // namespace
+
 Batch
-PatchSampler::Sample(std::mt19937_64 & random, int64_t batchSize) const
+PatchSampler::Sample(const std::vector<uint64_t> & itemSeeds, double dropProbability) const
 {
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   std::vector<Item>                      items;
-  for (int64_t i = 0; i < batchSize; ++i)
+  for (const uint64_t seed : itemSeeds)
   {
+    std::mt19937_64 random(seed);
     // The draw is made for every item, so the random stream does not depend on which cases have tumours.
     const bool onTumour = uniform(random) < m_TumourFraction && !m_TumourEntries.empty();
     if (onTumour)
@@ -120,6 +155,11 @@ PatchSampler::Sample(std::mt19937_64 & random, int64_t batchSize) const
       const Entry & entry = m_Entries[random() % m_Entries.size()];
       const int64_t slice = entry.Slices[random() % entry.Slices.size()];
       items.push_back(Crop(entry, slice, &random, nullptr));
+    }
+    if (dropProbability > 0.0)
+    {
+      items.back().Sources = items.back().Sources.clone(); // a view of the case's tensor before this
+      DropSources(items.back().Sources, dropProbability, random);
     }
   }
   return Stack(items);
@@ -233,44 +273,6 @@ PatchSampler::Stack(const std::vector<Item> & items)
   batch.Tumour = torch::stack(tumours);
   batch.TargetIndex = torch::tensor(targetIndices, torch::kLong);
   return batch;
-}
-
-void
-DropSources(Batch & batch, double probability, std::mt19937_64 & random)
-{
-  if (probability <= 0.0)
-  {
-    return;
-  }
-  const int64_t                          sources = batch.Sources.size(1) / 2;
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
-  for (int64_t b = 0; b < batch.Sources.size(0); ++b)
-  {
-    // Among the sources present (a unified model's target is absent already); at least one stays.
-    std::vector<int64_t> present, dropped;
-    for (int64_t s = 0; s < sources; ++s)
-    {
-      if (batch.Sources[b][2 * s + 1].max().item<float>() > 0.0f)
-      {
-        present.push_back(s);
-      }
-    }
-    for (const int64_t s : present)
-    {
-      if (uniform(random) < probability)
-      {
-        dropped.push_back(s);
-      }
-    }
-    if (!dropped.empty() && dropped.size() == present.size())
-    {
-      dropped.pop_back();
-    }
-    for (const int64_t s : dropped)
-    {
-      batch.Sources[b].narrow(0, 2 * s, 2).zero_();
-    }
-  }
 }
 
 } // namespace cdm

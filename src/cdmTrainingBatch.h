@@ -45,9 +45,11 @@ public:
                int64_t                     patch,
                double                      tumourFraction);
 
-  /** A random batch, cropped and padded to the patch size. */
+  /** A random batch, cropped and padded to the patch size: item i is drawn by a generator seeded with itemSeeds[i]
+   *  (where it lies and, with `dropProbability` > 0, which of its sources are hidden, at least one staying), so that
+   *  a seed gives the same item in any batch (distributed training splits a batch's items over processes). */
   Batch
-  Sample(std::mt19937_64 & random, int64_t batchSize) const;
+  Sample(const std::vector<uint64_t> & itemSeeds, double dropProbability = 0.0) const;
 
   /** Up to `count` whole slices (2D) or centred patches (3D), spread evenly over the cases, every second one
    *  through the middle of a tumour when the cases have one: for validation. */
@@ -96,10 +98,6 @@ private:
   std::vector<Entry>  m_Entries;
   std::vector<size_t> m_TumourEntries; // entries with at least one tumour voxel
 };
-
-/** Zeroes whole sources (image and availability channels) at random, keeping at least one per item. */
-void
-DropSources(Batch & batch, double probability, std::mt19937_64 & random);
 
 } // namespace cdm
 

@@ -16,24 +16,52 @@ MaskedMean(const at::Tensor & values, const at::Tensor & mask)
   return (values * mask).sum() / mask.sum().clamp_min(1.0);
 }
 
-at::Tensor
+LossTerms
+MeanLoss(const at::Tensor & values)
+{
+  return { { values.sum(), torch::full({}, static_cast<double>(values.numel()), values.options()) },
+           [](const std::vector<at::Tensor> & sums) { return sums[0] / sums[1]; } };
+}
+
+LossTerms
+WeightedMeanLoss(const at::Tensor & values, const at::Tensor & weights)
+{
+  return { { (values * weights).sum(), weights.sum().detach() },
+           [](const std::vector<at::Tensor> & sums) { return sums[0] / sums[1].clamp_min(1.0); } };
+}
+
+LossTerms
+operator+(const LossTerms & a, const LossTerms & b)
+{
+  LossTerms  sum;
+  const auto split = static_cast<std::ptrdiff_t>(a.Sums.size());
+  sum.Sums = a.Sums;
+  sum.Sums.insert(sum.Sums.end(), b.Sums.begin(), b.Sums.end());
+  sum.Combine = [split, first = a.Combine, second = b.Combine](const std::vector<at::Tensor> & sums) {
+    return first(std::vector<at::Tensor>(sums.begin(), sums.begin() + split)) +
+           second(std::vector<at::Tensor>(sums.begin() + split, sums.end()));
+  };
+  return sum;
+}
+
+LossTerms
 SynthesisLoss(const at::Tensor & prediction, const Batch & batch, double tumourWeight, const std::string & kind)
 {
   const at::Tensor difference = prediction - batch.Target;
   const at::Tensor error = kind == "l2" ? difference.pow(2) : difference.abs();
   if (tumourWeight <= 0.0)
   {
-    return error.mean();
+    return MeanLoss(error);
   }
-  const at::Tensor weight = 1.0 + tumourWeight * batch.Tumour;
-  return (error * weight).sum() / weight.sum();
+  return WeightedMeanLoss(error, 1.0 + tumourWeight * batch.Tumour);
 }
 
-at::Tensor
+LossTerms
 SegmentationLoss(const at::Tensor & scores, const Batch & batch)
 {
-  const at::Tensor     labels = batch.Target.squeeze(1).round().to(torch::kLong);
-  const at::Tensor     crossEntropy = torch::nn::functional::cross_entropy(scores, labels);
+  const at::Tensor labels = batch.Target.squeeze(1).round().to(torch::kLong);
+  const at::Tensor crossEntropy = torch::nn::functional::cross_entropy(
+    scores, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
   const at::Tensor     probabilities = scores.softmax(1);
   const at::Tensor     truth = torch::one_hot(labels, SegmentationClasses).movedim(-1, 1).to(probabilities.dtype());
   std::vector<int64_t> sumOver{ 0 }; // the batch and every spatial axis: one Dice per class
@@ -41,10 +69,12 @@ SegmentationLoss(const at::Tensor & scores, const Batch & batch)
   {
     sumOver.push_back(d);
   }
-  const at::Tensor both = (probabilities * truth).sum(sumOver);
-  const at::Tensor total = probabilities.sum(sumOver) + truth.sum(sumOver);
-  const at::Tensor dice = (2.0 * both + 1.0) / (total + 1.0);
-  return crossEntropy + (1.0 - dice.slice(0, 1)).mean(); // the tumour labels only: background is easy and large
+  const LossTerms dice{ { (probabilities * truth).sum(sumOver), probabilities.sum(sumOver) + truth.sum(sumOver) },
+                        [](const std::vector<at::Tensor> & sums) {
+                          // The tumour labels only: background is easy and large.
+                          return (1.0 - (2.0 * sums[0] + 1.0) / (sums[1] + 1.0)).slice(0, 1).mean();
+                        } };
+  return MeanLoss(crossEntropy) + dice;
 }
 
 std::map<std::string, StageDefinition>
@@ -59,18 +89,17 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   }
   const std::string lossKind = options.SynthesisLoss;
   // z_hat during training. DiffIR: unroll every reverse step from q(z_{T-1} | z) with gradients; long schedules:
-  // one random step.
+  // one random step per item.
   const auto trainingRepresentation =
-    [&impl, trainSteps, unrolled](const at::Tensor & condition, const at::Tensor & z, at::Generator & generator) {
+    [&impl, trainSteps, unrolled](const at::Tensor & condition, const at::Tensor & z, ItemGenerators & generators) {
       if (unrolled)
       {
-        const at::Tensor start = impl.Schedule->QSample(z, trainSteps - 1, Noise(z.sizes(), generator, z.device()));
+        const at::Tensor start = impl.Schedule->QSample(z, trainSteps - 1, generators.Normal(z.sizes(), z.device()));
         return impl.SampleRepresentation(condition, start, 0.0, {});
       }
-      const int        t = static_cast<int>(torch::randint(trainSteps, { 1 }, generator).item<int64_t>());
-      const at::Tensor zt = impl.Schedule->QSample(z, t, Noise(z.sizes(), generator, z.device()));
-      return impl.Denoiser->forward(
-        zt, condition, torch::full({ z.size(0) }, static_cast<double>(t) / trainSteps, z.options()));
+      const at::Tensor t = generators.Integers(trainSteps, z.device());
+      const at::Tensor zt = impl.Schedule->QSample(z, t, generators.Normal(z.sizes(), z.device()));
+      return impl.Denoiser->forward(zt, condition, t.to(torch::kFloat32) / trainSteps);
     };
   // A unified model's MDN condition and C-UNet guidance carry each item's target (unchanged for a per-target model).
   const auto condition = [&impl](const Batch & b) {
@@ -85,7 +114,7 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   // The C-UNet stage's z: the target's encoding, trained with the C-UNet when the encoder is a teacher (DiffIR's
   // stage 1: z learns what the synthesis needs and the sources do not show), with optional noise so that the
   // C-UNet tolerates the MDN's estimate.
-  const auto teacherRepresentation = [&impl, &options](const Batch & b, at::Generator & generator) {
+  const auto teacherRepresentation = [&impl, &options](const Batch & b, ItemGenerators & generators) {
     at::Tensor z = impl.EncodeTarget(b.Target);
     if (!options.TeacherEncoder)
     {
@@ -93,7 +122,14 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
     }
     if (options.RepresentationNoise > 0.0)
     {
-      z = z + options.RepresentationNoise * z.detach().std() * Noise(z.sizes(), generator, z.device());
+      // Relative to each item's own spread, so that an item's noise does not depend on the rest of the batch.
+      std::vector<int64_t> itemAxes;
+      for (int64_t d = 1; d < z.dim(); ++d)
+      {
+        itemAxes.push_back(d);
+      }
+      z = z + options.RepresentationNoise * z.detach().std(itemAxes, true, true) *
+                generators.Normal(z.sizes(), z.device());
     }
     return z;
   };
@@ -102,13 +138,14 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   stages["mrm"] = { "mrm",
                     { "mrm_encoder", "mrm_decoder" },
                     1.0,
-                    [&impl](const Batch & b, at::Generator & generator) {
-                      const auto [prediction, mask] = impl.ReconstructMasked(b.Target, generator);
-                      return MaskedMean((prediction - b.Target).pow(2), mask);
+                    [&impl](const Batch & b, ItemGenerators & generators) {
+                      const auto [prediction, mask] = impl.ReconstructMasked(b.Target, generators);
+                      return WeightedMeanLoss((prediction - b.Target).pow(2), mask);
                     },
                     [&impl, &options](const Batch & b) {
-                      at::Generator generator = NewGenerator(options.Seed + 29);
-                      return impl.ReconstructMasked(b.Target, generator).first;
+                      ItemGenerators generators(
+                        std::vector<uint64_t>(static_cast<size_t>(b.Target.size(0)), options.Seed + 29));
+                      return impl.ReconstructMasked(b.Target, generators).first;
                     } };
   // "target_embedding" (a unified model's only) trains wherever the condition or the guidance does.
   stages["cunet"] = {
@@ -116,9 +153,9 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
     options.TeacherEncoder ? std::vector<std::string>{ "unet", "target_embedding", "mrm_encoder" }
                            : std::vector<std::string>{ "unet", "target_embedding" },
     1.0,
-    [&impl, teacherRepresentation, guidance, tumourWeight, lossKind](const Batch & b, at::Generator & generator) {
+    [&impl, teacherRepresentation, guidance, tumourWeight, lossKind](const Batch & b, ItemGenerators & generators) {
       return SynthesisLoss(
-        impl.SynthesizeBatch(b.Sources, guidance(b, teacherRepresentation(b, generator))), b, tumourWeight, lossKind);
+        impl.SynthesizeBatch(b.Sources, guidance(b, teacherRepresentation(b, generators))), b, tumourWeight, lossKind);
     },
     [&impl, guidance](const Batch & b) {
       return impl.SynthesizeBatch(b.Sources, guidance(b, impl.EncodeTarget(b.Target)));
@@ -127,9 +164,9 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   stages["mdn"] = { "mdn",
                     { "source_encoder", "denoiser", "target_embedding" },
                     1.0,
-                    [&impl, trainingRepresentation, condition](const Batch & b, at::Generator & generator) {
+                    [&impl, trainingRepresentation, condition](const Batch & b, ItemGenerators & generators) {
                       const at::Tensor z = impl.EncodeTarget(b.Target).detach();
-                      return (trainingRepresentation(condition(b), z, generator) - z).abs().mean();
+                      return MeanLoss((trainingRepresentation(condition(b), z, generators) - z).abs());
                     },
                     [&impl, sampledRepresentation, guidance](const Batch & b) {
                       return impl.SynthesizeBatch(b.Sources, guidance(b, sampledRepresentation(b)));
@@ -138,19 +175,19 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
                          { "source_encoder", "denoiser", "unet", "target_embedding" },
                          0.2,
                          [&impl, trainingRepresentation, condition, guidance, tumourWeight, lossKind](
-                           const Batch & b, at::Generator & generator) {
+                           const Batch & b, ItemGenerators & generators) {
                            const at::Tensor z = impl.EncodeTarget(b.Target).detach();
-                           const at::Tensor zHat = trainingRepresentation(condition(b), z, generator);
+                           const at::Tensor zHat = trainingRepresentation(condition(b), z, generators);
                            return SynthesisLoss(
                                     impl.SynthesizeBatch(b.Sources, guidance(b, zHat)), b, tumourWeight, lossKind) +
-                                  (zHat - z).abs().mean();
+                                  MeanLoss((zHat - z).abs());
                          },
                          stages["mdn"].Predict };
   // The baselines, trained by the same loop: a UNet regressor, and image-space diffusion predicting noise.
   stages["unet"] = { "unet",
                      { "unet" },
                      1.0,
-                     [&impl, tumourWeight, lossKind](const Batch & b, at::Generator &) {
+                     [&impl, tumourWeight, lossKind](const Batch & b, ItemGenerators &) {
                        return SynthesisLoss(impl.SynthesizeBatch(b.Sources, {}), b, tumourWeight, lossKind);
                      },
                      [&impl](const Batch & b) { return impl.SynthesizeBatch(b.Sources, {}); } };
@@ -158,25 +195,19 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
   stages["segment"] = { "segment",
                         { "unet" },
                         1.0,
-                        [&impl](const Batch & b, at::Generator &) {
+                        [&impl](const Batch & b, ItemGenerators &) {
                           return SegmentationLoss(impl.SynthesizeBatch(b.Sources, {}), b);
                         },
                         [&impl](const Batch & b) { return MostProbableLabels(impl.SynthesizeBatch(b.Sources, {})); } };
   stages["ddim"] = { "ddim",
                      { "unet", "time_embedding" },
                      1.0,
-                     [&impl, trainSteps](const Batch & b, at::Generator & generator) {
-                       const int64_t    batch = b.Target.size(0);
-                       const at::Tensor t = torch::randint(trainSteps, { batch }, generator, torch::kLong);
-                       const at::Tensor alphaBars =
-                         torch::tensor(impl.Schedule->AlphaBars(), torch::kFloat64).index_select(0, t);
-                       std::vector<int64_t> shape(static_cast<size_t>(b.Target.dim()), 1);
-                       shape[0] = batch;
-                       const at::Tensor abar = alphaBars.to(torch::kFloat32).view(shape).to(impl.Device);
-                       const at::Tensor noise = Noise(b.Target.sizes(), generator, b.Target.device());
-                       const at::Tensor xt = abar.sqrt() * b.Target + (1.0 - abar).sqrt() * noise;
-                       const at::Tensor fraction = (t.to(torch::kFloat32) / trainSteps).to(impl.Device);
-                       return (impl.PredictNoise(b.Sources, xt, fraction) - noise).pow(2).mean();
+                     [&impl, trainSteps](const Batch & b, ItemGenerators & generators) {
+                       const at::Tensor t = generators.Integers(trainSteps, b.Target.device());
+                       const at::Tensor noise = generators.Normal(b.Target.sizes(), b.Target.device());
+                       const at::Tensor xt = impl.Schedule->QSample(b.Target, t, noise);
+                       const at::Tensor fraction = t.to(torch::kFloat32) / trainSteps;
+                       return MeanLoss((impl.PredictNoise(b.Sources, xt, fraction) - noise).pow(2));
                      },
                      [&impl, &options](const Batch & b) {
                        const std::vector<int64_t> shape = b.Target.sizes().vec();

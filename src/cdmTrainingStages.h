@@ -17,14 +17,42 @@
 namespace cdm
 {
 
+/** \brief A training loss as a function of sums over a batch's items. A batch split over several processes then has
+ *  the loss, and the gradient, of the whole batch: the processes add their sums before combining them
+ *  (TrainingStep). Every loss of the engine is written so. */
+struct LossTerms
+{
+  std::vector<at::Tensor>                                    Sums;    ///< differentiable sums over the items
+  std::function<at::Tensor(const std::vector<at::Tensor> &)> Combine; ///< the loss from (the whole batch's) sums
+
+  /** The loss of these sums alone (one process). */
+  at::Tensor
+  Value() const
+  {
+    return Combine(Sums);
+  }
+};
+
+/** The mean of every element of `values`: sums {values, count}. */
+LossTerms
+MeanLoss(const at::Tensor & values);
+
+/** sum(values * weights) / max(sum(weights), 1): a weighted (or masked) mean. */
+LossTerms
+WeightedMeanLoss(const at::Tensor & values, const at::Tensor & weights);
+
+/** The sum of two losses. */
+LossTerms
+operator+(const LossTerms & a, const LossTerms & b);
+
 /** One training stage: which networks it trains, its loss, and its prediction for validation. */
 struct StageDefinition
 {
   std::string              Name;
   std::vector<std::string> Networks; ///< parameter prefixes in the model file
   double                   LearningRateFactor{ 1.0 };
-  /** The training loss of a batch; its random draws come from the iteration's generator. */
-  std::function<at::Tensor(const Batch &, at::Generator &)> Loss;
+  /** The training loss of a batch; each item's random draws come from its own generator. */
+  std::function<LossTerms(const Batch &, ItemGenerators &)> Loss;
   std::function<at::Tensor(const Batch &)>                  Predict; ///< run under NoGradGuard, repeatable
 };
 
@@ -40,13 +68,13 @@ MaskedMean(const at::Tensor & values, const at::Tensor & mask);
 
 /** The synthesis loss L_Syn: L1 or L2 (`kind` "l1" or "l2"), weighted 1 + tumourWeight inside the tumour (a mean
  *  over normal tissue would otherwise drown the few tumour voxels), normalised by the total weight. */
-at::Tensor
+LossTerms
 SynthesisLoss(const at::Tensor & prediction, const Batch & batch, double tumourWeight, const std::string & kind);
 
 /** A segmenter's loss on label scores [B, SegmentationClasses, ...] against the batch's label map (its Target):
  *  cross-entropy plus the soft Dice loss of the tumour labels (nnU-Net's pairing: cross-entropy for every voxel,
  *  Dice so that the small enhancing rim counts as much as the oedema). */
-at::Tensor
+LossTerms
 SegmentationLoss(const at::Tensor & scores, const Batch & batch);
 
 } // namespace cdm

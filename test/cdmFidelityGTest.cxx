@@ -30,7 +30,12 @@ ShareCentredOnTumour(const cdm::PatchSampler & sampler, int batches, uint64_t se
   int64_t         hits = 0, items = 0;
   for (int b = 0; b < batches; ++b)
   {
-    const cdm::Batch batch = sampler.Sample(random, 8);
+    std::vector<uint64_t> seeds;
+    for (int i = 0; i < 8; ++i)
+    {
+      seeds.push_back(random());
+    }
+    const cdm::Batch batch = sampler.Sample(seeds);
     for (int64_t i = 0; i < batch.Tumour.size(0); ++i)
     {
       const at::Tensor tumour = batch.Tumour[i][0];
@@ -73,11 +78,11 @@ TEST(Fidelity, SynthesisLossWeighsTheTumourAndSquaresWhenAsked)
   batch.Target = torch::zeros({ 1, 1, 2, 2 });
   batch.Tumour = torch::tensor({ 1.0f, 0.0f, 0.0f, 0.0f }).view({ 1, 1, 2, 2 });
   const at::Tensor prediction = batch.Tumour * 2.0;
-  EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 0.0, "l1").item<float>(), 0.5f);
-  EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 0.0, "l2").item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 0.0, "l1").Value().item<float>(), 0.5f);
+  EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 0.0, "l2").Value().item<float>(), 1.0f);
   // Weight 3: the tumour voxel counts 4 times among 7.
-  EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 3.0, "l1").item<float>(), 8.0f / 7.0f);
-  EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 3.0, "l2").item<float>(), 16.0f / 7.0f);
+  EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 3.0, "l1").Value().item<float>(), 8.0f / 7.0f);
+  EXPECT_FLOAT_EQ(cdm::SynthesisLoss(prediction, batch, 3.0, "l2").Value().item<float>(), 16.0f / 7.0f);
   // An unknown loss is refused by name when the stages are defined.
   const cdm::Model model =
     cdm::Model::Create(cdm::ModelConfig::FromPreset("tiny", 2, { "t1n" }, "t1c"), 1, cdm::testing::TestDevice());

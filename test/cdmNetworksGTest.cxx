@@ -31,7 +31,6 @@ TEST_P(NetworkShapes, EveryNetworkGivesTheDocumentedShape)
   // Seeded: the MRM mask is random, and on a 3D `paper` grid of few mask patches an unseeded draw can fall outside
   // the bounds below (it did once in about ten runs).
   cdm::Model::Impl     impl(config, torch::kCPU, 7);
-  at::Generator        maskGenerator = cdm::NewGenerator(7);
   c10::InferenceMode   guard;
   const int64_t        batch = 2;
   const int64_t        edge = param.Dimension == 2 ? 32 : 16;
@@ -49,7 +48,8 @@ TEST_P(NetworkShapes, EveryNetworkGivesTheDocumentedShape)
   EXPECT_EQ(z.sizes(), (std::vector<int64_t>{ batch, d }));
   const at::Tensor c = impl.EncodeSources(sources);
   EXPECT_EQ(c.sizes(), (std::vector<int64_t>{ batch, d }));
-  const auto reconstruction = impl.ReconstructMasked(target, maskGenerator);
+  cdm::ItemGenerators maskGenerators(std::vector<uint64_t>(static_cast<size_t>(batch), 7));
+  const auto          reconstruction = impl.ReconstructMasked(target, maskGenerators);
   EXPECT_EQ(reconstruction.first.sizes(), target.sizes());
   EXPECT_EQ(reconstruction.second.sizes(), target.sizes());
   const double masked = reconstruction.second.mean().item<double>();

@@ -91,7 +91,7 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
           learning_rate=0.0, validation_interval=50, checkpoint_interval=50, validation_fraction=0.2,
           source_dropout=0.0, tumour_fraction=None, tumour_loss_weight=None, teacher_encoder=None,
           representation_noise=None, mdn_schedule=None, film_init=None, synthesis_loss=None, progress=None,
-          callback=None):
+          callback=None, dist_backend=None, dist_timeout=None):
     """Trains a model on a folder of BraTS-layout cases (``<case>/<case>-<modality>.nii.gz``), as ``cdm train``.
 
     ``target``: the modality to synthesize (a list or ``"any"``: one unified model); ``sources``: the ones it reads
@@ -101,6 +101,9 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
     ``iterations`` per stage, ``stage_iterations`` a dict of per-stage overrides (e.g. ``{"cunet": 450}``).
     ``tumour_fraction``, ``tumour_loss_weight``, ``synthesis_loss``, ``teacher_encoder``, ``representation_noise``,
     ``mdn_schedule``, ``film_init``: as ``cdm train``'s options of those names (None: the engine's default).
+    Under ``torchrun`` (WORLD_SIZE > 1) the ranks train one model together (``dist_backend``: ``"auto"``, ``"gloo"``,
+    ``"nccl"`` or ``"off"``; ``dist_timeout`` in seconds; as ``cdm train --dist-backend/--dist-timeout``):
+    ``batch_size`` is the global batch, rank 0 writes the files and shows the progress.
     Writes ``out`` (the ``.cdm`` file) and a resumable checkpoint ``out + ".ckpt"`` (``resume=True`` continues it).
     Shows a progress bar in a terminal or notebook (``progress``: True / False / None = auto); ``callback`` gets
     each progress line as a dict. Returns the run's report (a dict: stages with losses and validation PSNR/SSIM).
@@ -166,6 +169,8 @@ def train(data_dir, target, out, sources=None, preset="small", model_kind="cdm",
                                ("RepresentationNoise", representation_noise, float),
                                ("MdnSchedule", mdn_schedule, str),
                                ("FilmInit", film_init, str),
+                               ("DistributedBackend", dist_backend, str),
+                               ("DistributedTimeoutSeconds", dist_timeout, int),
                                ("SynthesisLoss", synthesis_loss, str)):
         if value is not None:
             setattr(options, field, kind(value))

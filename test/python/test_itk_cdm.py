@@ -294,6 +294,34 @@ def test_segmenter_trains_and_labels_like_the_command_line(data_dir, model_path,
         == sources["t1n"].GetSpacing()
 
 
+def test_torchrun_launches_two_ranks_from_python_and_the_command_line(data_dir, cdm, tmp_path):
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun (the torch wheel's launcher) is not on PATH")
+    script = tmp_path / "train.py"
+    script.write_text("import itk_cdm, json, sys\n"
+                      "report = itk_cdm.train(sys.argv[1], 't1c', sys.argv[2], model_kind='unet', preset='tiny', "
+                      "iterations=2, validation_interval=2, batch_size=4, device='cpu', progress=False)\n"
+                      "print(json.dumps({'rank': report['rank'], 'world_size': report['world_size']}))\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    port = str(21000 + os.getpid() % 20000)
+    done = subprocess.run([torchrun, "--nproc-per-node", "2", "--master-port", port, str(script), str(data_dir),
+                           str(tmp_path / "python.cdm")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ranks = sorted(json.loads(line)["rank"] for line in done.stdout.splitlines() if line.startswith("{"))
+    assert ranks == [0, 1]
+    model = itk_cdm.load_model(str(tmp_path / "python.cdm"), device="cpu")
+    assert model.config["provenance"]["world_size"] == 2
+    # The command line as is: torchrun --no-python runs the executable once per rank.
+    done = subprocess.run([torchrun, "--no-python", "--nproc-per-node", "2", "--master-port", str(int(port) + 1), cdm,
+                           "train", "--data", str(data_dir), "--target", "t1c", "--model-kind", "unet", "--preset",
+                           "tiny", "--iterations", "2", "--batch-size", "4", "--threads", "1", "--device", "cpu",
+                           "--out", str(tmp_path / "cli.cdm")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "2 ranks" in done.stdout
+    assert itk_cdm.load_model(str(tmp_path / "cli.cdm"), device="cpu").config["provenance"]["world_size"] == 2
+
+
 def test_module_command_line(data_dir, model_path, tmp_path):
     files = case_files(data_dir, 2)
     output = tmp_path / "out.nii.gz"
