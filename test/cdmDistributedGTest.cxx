@@ -10,6 +10,8 @@
 #include "cdmTestData.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
 
 #include <chrono>
 #include <cmath>
@@ -201,12 +203,17 @@ TEST_F(DistributedTraining, ALostRankStopsTheOtherWithinTheTimeoutAndAResumeFini
   EXPECT_FALSE(fs::exists(output));
 
   // The checkpoint is whole: one rank resumes it (the global batch, not the world size, shapes the run) and ends
-  // with the weights of an uninterrupted run.
+  // with the weights of an uninterrupted run. A few steps past the checkpoint: Adam magnifies the float rounding by
+  // which two ranks' summed gradients differ from one rank's (1e-4 after 40 steps on this tiny model).
+  const cdm::safetensors::Header header = cdm::safetensors::ReadHeader(checkpoint);
+  const int                saved = nlohmann::json::parse(header.Metadata.at("training")).value("iteration", 0);
+  ASSERT_GE(saved, 2);
+  const std::string        total = std::to_string(saved + 6);
   std::vector<std::string> resume = Train(options, output);
-  resume.insert(resume.end(), { "--iterations", "40", "--resume" });
+  resume.insert(resume.end(), { "--iterations", total, "--resume" });
   ASSERT_EQ(Wait(Launch(resume, 0, 0, 0, m_Root + "/resume.log")), 0) << Read(m_Root + "/resume.log");
   std::vector<std::string> straight = Train(options, m_Root + "/straight.cdm");
-  straight.insert(straight.end(), { "--iterations", "40" });
+  straight.insert(straight.end(), { "--iterations", total });
   ASSERT_EQ(Wait(Launch(straight, 0, 0, 0, m_Root + "/straight.log")), 0) << Read(m_Root + "/straight.log");
   EXPECT_LE(LargestRelativeDifference(m_Root + "/straight.cdm", output), 1e-5);
 }
