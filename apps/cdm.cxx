@@ -104,11 +104,11 @@ RunTrain(const TrainArguments & arguments)
   ConfigureThreads(arguments.Threads);
   cdm::TrainingOptions options = arguments.Options;
   // Under torchrun every rank runs this; rank 0 alone reports (errors still come from every rank).
-  const char *  rankVariable = std::getenv("RANK");
-  std::ostream  silent(nullptr);
+  const char *   rankVariable = std::getenv("RANK");
+  std::ostream   silent(nullptr);
   std::ostream & out =
     options.DistributedBackend != "off" && rankVariable && std::string(rankVariable) != "0" ? silent : std::cout;
-  const bool           segmenter = options.ModelKind == "segmenter";
+  const bool segmenter = options.ModelKind == "segmenter";
   if (segmenter && arguments.TargetGiven && options.Target != cdm::SegmentationName)
   {
     throw cdm::InputError("--target " + options.Target +
@@ -215,7 +215,7 @@ RunTrain(const TrainArguments & arguments)
            cdm::JoinNames(options.Sources, ",");
   }
   out << "[cdm train] " << data.Cases().size() << " case(s), " << task << ", " << options.Dimension << "D '"
-            << options.Preset << "' model on " << cdm::ResolveDevice(options.Device) << std::endl;
+      << options.Preset << "' model on " << cdm::ResolveDevice(options.Device) << std::endl;
 
   std::signal(SIGINT, RequestStop);
   std::signal(SIGTERM, RequestStop);
@@ -227,13 +227,13 @@ RunTrain(const TrainArguments & arguments)
       return;
     }
     lastPrint = now;
-    out << "[cdm train] stage " << std::left << std::setw(8) << p.Stage << std::right << " iter " << p.Iteration
-              << "/" << p.Iterations << "  loss " << std::fixed << std::setprecision(5) << p.Loss << "  "
-              << std::setprecision(2) << p.IterationsPerSecond << " it/s  ETA " << FormatSeconds(p.EtaSeconds);
+    out << "[cdm train] stage " << std::left << std::setw(8) << p.Stage << std::right << " iter " << p.Iteration << "/"
+        << p.Iterations << "  loss " << std::fixed << std::setprecision(5) << p.Loss << "  " << std::setprecision(2)
+        << p.IterationsPerSecond << " it/s  ETA " << FormatSeconds(p.EtaSeconds);
     if (p.HasValidation)
     {
       out << "  | val PSNR " << std::setprecision(2) << p.ValidationPSNR << " dB  SSIM " << std::setprecision(4)
-                << p.ValidationSSIM;
+          << p.ValidationSSIM;
       if (p.HasTumourValidation)
       {
         out << "  tumour PSNR " << std::setprecision(2) << p.ValidationTumourPSNR << " dB";
@@ -242,7 +242,7 @@ RunTrain(const TrainArguments & arguments)
     if (p.HasDice)
     {
       out << "  | val Dice ET " << std::setprecision(3) << p.ValidationDice.EnhancingTumour << " TC "
-                << p.ValidationDice.TumourCore << " WT " << p.ValidationDice.WholeTumour;
+          << p.ValidationDice.TumourCore << " WT " << p.ValidationDice.WholeTumour;
     }
     out << std::defaultfloat << std::endl;
   };
@@ -257,28 +257,28 @@ RunTrain(const TrainArguments & arguments)
   for (const auto & stage : report.Stages)
   {
     out << "[cdm train] stage " << stage.Stage << ": loss " << stage.FirstLoss << " -> " << stage.LastLoss
-              << " (iterations " << stage.FirstIteration << "-" << stage.LastIteration << ", "
-              << FormatSeconds(stage.Seconds) << "), validation ";
+        << " (iterations " << stage.FirstIteration << "-" << stage.LastIteration << ", " << FormatSeconds(stage.Seconds)
+        << "), validation ";
     if (segmenter)
     {
-      out << "Dice ET " << stage.ValidationDice.EnhancingTumour << " TC " << stage.ValidationDice.TumourCore
-                << " WT " << stage.ValidationDice.WholeTumour << std::endl;
+      out << "Dice ET " << stage.ValidationDice.EnhancingTumour << " TC " << stage.ValidationDice.TumourCore << " WT "
+          << stage.ValidationDice.WholeTumour << std::endl;
     }
     else
     {
       out << "PSNR " << stage.ValidationPSNR << " dB SSIM " << stage.ValidationSSIM << ", tumour PSNR "
-                << stage.ValidationTumourPSNR << " dB" << std::endl;
+          << stage.ValidationTumourPSNR << " dB" << std::endl;
     }
   }
   if (!segmenter)
   {
     out << "[cdm train] constant-image baseline: PSNR " << report.ConstantBaselinePSNR << " dB SSIM "
-              << report.ConstantBaselineSSIM << std::endl;
+        << report.ConstantBaselineSSIM << std::endl;
   }
   if (report.WorldSize > 1)
   {
-    out << "[cdm train] " << report.WorldSize << " ranks; this rank spent " << FormatSeconds(report.CommunicationSeconds)
-        << " in collectives" << std::endl;
+    out << "[cdm train] " << report.WorldSize << " ranks; this rank spent "
+        << FormatSeconds(report.CommunicationSeconds) << " in collectives" << std::endl;
   }
   out << "[cdm train] wrote " << options.Output << " in " << FormatSeconds(report.Seconds) << std::endl;
   return 0;

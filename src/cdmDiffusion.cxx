@@ -78,10 +78,8 @@ DiffusionSchedule::QSample(const at::Tensor & z0, const at::Tensor & t, const at
 {
   std::vector<int64_t> shape(static_cast<size_t>(z0.dim()), 1);
   shape[0] = z0.size(0);
-  const at::Tensor abar = torch::tensor(m_AlphaBars, torch::kFloat64)
-                            .index_select(0, t.cpu())
-                            .to(z0.device(), torch::kFloat32)
-                            .view(shape);
+  const at::Tensor abar =
+    torch::tensor(m_AlphaBars, torch::kFloat64).index_select(0, t.cpu()).to(z0.device(), torch::kFloat32).view(shape);
   return abar.sqrt() * z0 + (1.0 - abar).sqrt() * noise;
 }
 

@@ -118,7 +118,7 @@ ProcessGroup::ProcessGroup(const DistributedEnvironment & environment,
                            const std::string &            backend,
                            const c10::Device &            device,
                            std::chrono::milliseconds      timeout)
-  : m_Impl(std::make_unique<Impl>())
+    : m_Impl(std::make_unique<Impl>())
 {
   Impl & impl = *m_Impl;
   impl.Rank = environment.Rank;

@@ -392,9 +392,9 @@ Backpropagate(const LossTerms & terms, ProcessGroup * group)
   {
     sum.requires_grad_(true);
   }
-  const at::Tensor                 loss = terms.Combine(sums);
-  const std::vector<at::Tensor>    slopes = torch::autograd::grad({ loss }, sums, {}, false, false, true);
-  at::Tensor                       share = torch::zeros({}, loss.options().requires_grad(false));
+  const at::Tensor              loss = terms.Combine(sums);
+  const std::vector<at::Tensor> slopes = torch::autograd::grad({ loss }, sums, {}, false, false, true);
+  at::Tensor                    share = torch::zeros({}, loss.options().requires_grad(false));
   for (size_t k = 0; k < sums.size(); ++k)
   {
     if (slopes[k].defined() && terms.Sums[k].requires_grad())
@@ -417,13 +417,13 @@ Train(const Dataset &                                       data,
       const std::function<void(const TrainingProgress &)> & progress,
       const std::atomic<bool> *                             stopRequested)
 {
-  const auto                         runStart = Clock::now();
-  std::vector<std::string>           stageOrder;
-  const std::vector<std::string>     stages = StagesToRun(data, options, &stageOrder);
-  const std::string                  checkpoint = CheckpointPath(options.Output);
-  const DistributedEnvironment environment =
+  const auto                     runStart = Clock::now();
+  std::vector<std::string>       stageOrder;
+  const std::vector<std::string> stages = StagesToRun(data, options, &stageOrder);
+  const std::string              checkpoint = CheckpointPath(options.Output);
+  const DistributedEnvironment   environment =
     options.DistributedBackend == "off" ? DistributedEnvironment{} : DistributedEnvironment::FromProcess();
-  TrainingStart start = StartModel(data, options, checkpoint, RankDevice(options, environment));
+  TrainingStart                      start = StartModel(data, options, checkpoint, RankDevice(options, environment));
   nlohmann::json &                   state = start.State;
   const safetensors::NamedTensors &  stored = start.Stored;
   const std::shared_ptr<Model::Impl> implPointer = start.Impl;

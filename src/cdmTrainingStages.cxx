@@ -128,8 +128,8 @@ DefineStages(const Model::Impl & impl, const TrainingOptions & options)
       {
         itemAxes.push_back(d);
       }
-      z = z + options.RepresentationNoise * z.detach().std(itemAxes, true, true) *
-                generators.Normal(z.sizes(), z.device());
+      z = z +
+          options.RepresentationNoise * z.detach().std(itemAxes, true, true) * generators.Normal(z.sizes(), z.device());
     }
     return z;
   };

@@ -133,9 +133,10 @@ protected:
   std::vector<std::string>
   Train(const std::vector<std::string> & options, const std::string & output) const
   {
-    std::vector<std::string> arguments{ "train",   "--data", m_Root + "/data", "--preset", "tiny", "--batch-size",
-                                        "4",       "--threads", "1",        "--device", "cpu",  "--seed",
-                                        "5",       "--out",    output };
+    std::vector<std::string> arguments{
+      "train",    "--data", m_Root + "/data", "--preset", "tiny",  "--batch-size", "4", "--threads", "1",
+      "--device", "cpu",    "--seed",         "5",        "--out", output
+    };
     arguments.insert(arguments.end(), options.begin(), options.end());
     return arguments;
   }
@@ -149,8 +150,19 @@ TEST_F(DistributedTraining, TwoRanksWithHalfTheBatchEndWithTheWeightsOfOneRankWi
   // dropout, noise on z, the unrolled MDN, the MRM's masks, the segmenter's Dice, the ddim baseline's timesteps.
   const std::map<std::string, std::vector<std::string>> kinds{
     { "cdm",
-      { "--target", "t1c", "--stage-iterations", "mrm=3,cunet=3,mdn=3,finetune=3", "--tumour-loss-weight", "3",
-        "--source-dropout", "0.3", "--representation-noise", "0.2", "--film-init", "small", "--teacher-encoder",
+      { "--target",
+        "t1c",
+        "--stage-iterations",
+        "mrm=3,cunet=3,mdn=3,finetune=3",
+        "--tumour-loss-weight",
+        "3",
+        "--source-dropout",
+        "0.3",
+        "--representation-noise",
+        "0.2",
+        "--film-init",
+        "small",
+        "--teacher-encoder",
         "true" } },
     { "segmenter", { "--model-kind", "segmenter", "--iterations", "4" } },
     { "ddim", { "--model-kind", "ddim", "--target", "t2f", "--iterations", "4" } }
@@ -176,8 +188,8 @@ TEST_F(DistributedTraining, TwoRanksWithHalfTheBatchEndWithTheWeightsOfOneRankWi
 
 TEST_F(DistributedTraining, ALostRankStopsTheOtherWithinTheTimeoutAndAResumeFinishes)
 {
-  const std::vector<std::string> options{ "--model-kind", "unet",          "--target", "t1c", "--checkpoint-interval",
-                                          "2",            "--dist-timeout", "20" };
+  const std::vector<std::string> options{ "--model-kind",          "unet", "--target",       "t1c",
+                                          "--checkpoint-interval", "2",    "--dist-timeout", "20" };
   const std::string              output = m_Root + "/lost.cdm";
   std::vector<std::string>       run = Train(options, output);
   run.insert(run.end(), { "--iterations", "100000" });
@@ -206,7 +218,7 @@ TEST_F(DistributedTraining, ALostRankStopsTheOtherWithinTheTimeoutAndAResumeFini
   // with the weights of an uninterrupted run. A few steps past the checkpoint: Adam magnifies the float rounding by
   // which two ranks' summed gradients differ from one rank's (1e-4 after 40 steps on this tiny model).
   const cdm::safetensors::Header header = cdm::safetensors::ReadHeader(checkpoint);
-  const int                saved = nlohmann::json::parse(header.Metadata.at("training")).value("iteration", 0);
+  const int                      saved = nlohmann::json::parse(header.Metadata.at("training")).value("iteration", 0);
   ASSERT_GE(saved, 2);
   const std::string        total = std::to_string(saved + 6);
   std::vector<std::string> resume = Train(options, output);
