@@ -214,20 +214,30 @@ TEST_F(DistributedTraining, ALostRankStopsTheOtherWithinTheTimeoutAndAResumeFini
   EXPECT_NE(log.find("another rank stopped, died"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(output));
 
-  // The checkpoint is whole: one rank resumes it (the global batch, not the world size, shapes the run) and ends
-  // with the weights of an uninterrupted run. A few steps past the checkpoint: Adam magnifies the float rounding by
-  // which two ranks' summed gradients differ from one rank's (1e-4 after 40 steps on this tiny model).
+  // The checkpoint is whole: two ranks resume it, and so does one rank (the global batch, not the world size, shapes
+  // the run); both end with the weights of an uninterrupted run. A few steps past the checkpoint: Adam magnifies the
+  // float rounding by which two ranks' summed gradients differ from one rank's (1e-4 after 40 steps on this model).
   const cdm::safetensors::Header header = cdm::safetensors::ReadHeader(checkpoint);
   const int                      saved = nlohmann::json::parse(header.Metadata.at("training")).value("iteration", 0);
   ASSERT_GE(saved, 2);
-  const std::string        total = std::to_string(saved + 6);
-  std::vector<std::string> resume = Train(options, output);
+  const std::string total = std::to_string(saved + 6);
+  const std::string alone = m_Root + "/alone.cdm";
+  fs::copy_file(checkpoint, alone + ".ckpt");
+  std::vector<std::string> together = Train(options, output);
+  together.insert(together.end(), { "--iterations", total, "--resume" });
+  const int   resumePort = FreePort(8);
+  const pid_t again0 = Launch(together, 0, 2, resumePort, m_Root + "/again0.log");
+  const pid_t again1 = Launch(together, 1, 2, resumePort, m_Root + "/again1.log");
+  ASSERT_EQ(Wait(again0), 0) << Read(m_Root + "/again0.log");
+  ASSERT_EQ(Wait(again1), 0) << Read(m_Root + "/again1.log");
+  std::vector<std::string> resume = Train(options, alone);
   resume.insert(resume.end(), { "--iterations", total, "--resume" });
   ASSERT_EQ(Wait(Launch(resume, 0, 0, 0, m_Root + "/resume.log")), 0) << Read(m_Root + "/resume.log");
   std::vector<std::string> straight = Train(options, m_Root + "/straight.cdm");
   straight.insert(straight.end(), { "--iterations", total });
   ASSERT_EQ(Wait(Launch(straight, 0, 0, 0, m_Root + "/straight.log")), 0) << Read(m_Root + "/straight.log");
   EXPECT_LE(LargestRelativeDifference(m_Root + "/straight.cdm", output), 1e-5);
+  EXPECT_LE(LargestRelativeDifference(m_Root + "/straight.cdm", alone), 1e-5);
 }
 
 TEST_F(DistributedTraining, AGlobalBatchThatDoesNotSplitEvenlyIsRefused)
