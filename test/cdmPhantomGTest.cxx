@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 
 namespace
 {
@@ -39,6 +40,15 @@ MeanWhere(const cdm::Volume & image, TSelector selector)
   return sum / std::max(count, 1.0);
 }
 
+/** Selects the voxels of a case that are mostly `tissue` (fraction above 0.8) and outside the tumour. */
+std::function<bool(size_t)>
+PureTissue(const cdm::PhantomCase & c, const std::string & tissue)
+{
+  const std::vector<float> * fraction = &c.TissueFractions.at(tissue).Voxels;
+  const std::vector<float> * labels = &c.Segmentation.Voxels;
+  return [fraction, labels](size_t i) { return (*fraction)[i] > 0.8f && (*labels)[i] == 0.0f; };
+}
+
 cdm::PhantomOptions
 SmallOptions(const std::string & anatomy)
 {
@@ -56,13 +66,10 @@ TEST_P(Phantom, ContrastsFollowMRPhysicsAndLabelsMarkTheTumour)
 {
   const cdm::PhantomGenerator generator(SmallOptions(GetParam()));
   const cdm::PhantomCase      c = generator.Generate(3);
-  const auto &                csf = c.TissueFractions.at("csf").Voxels;
-  const auto &                grey = c.TissueFractions.at("grey").Voxels;
-  const auto &                white = c.TissueFractions.at("white").Voxels;
   const auto &                seg = c.Segmentation.Voxels;
-  const auto                  isCsf = [&](size_t i) { return csf[i] > 0.8f && seg[i] == 0.0f; };
-  const auto                  isGrey = [&](size_t i) { return grey[i] > 0.8f && seg[i] == 0.0f; };
-  const auto                  isWhite = [&](size_t i) { return white[i] > 0.8f && seg[i] == 0.0f; };
+  const auto                  isCsf = PureTissue(c, "csf");
+  const auto                  isGrey = PureTissue(c, "grey");
+  const auto                  isWhite = PureTissue(c, "white");
   const auto                  isRim = [&](size_t i) { return seg[i] == 3.0f; };
   const auto &                t1n = c.Images.at("t1n");
   const auto &                t1c = c.Images.at("t1c");
@@ -138,13 +145,9 @@ TEST_P(Phantom, ProtonDensityContrastIsFlatAndLeavesTheOtherContrastsAsTheyWere)
   {
     EXPECT_EQ(all.Images.at(m).Voxels, brats.Images.at(m).Voxels) << m;
   }
-  const auto & csf = all.TissueFractions.at("csf").Voxels;
-  const auto & grey = all.TissueFractions.at("grey").Voxels;
-  const auto & white = all.TissueFractions.at("white").Voxels;
-  const auto & seg = all.Segmentation.Voxels;
-  const auto   isCsf = [&](size_t i) { return csf[i] > 0.8f && seg[i] == 0.0f; };
-  const auto   isGrey = [&](size_t i) { return grey[i] > 0.8f && seg[i] == 0.0f; };
-  const auto   isWhite = [&](size_t i) { return white[i] > 0.8f && seg[i] == 0.0f; };
+  const auto   isCsf = PureTissue(all, "csf");
+  const auto   isGrey = PureTissue(all, "grey");
+  const auto   isWhite = PureTissue(all, "white");
   const auto & pd = all.Images.at("pd");
   const auto & t2w = all.Images.at("t2w");
   // Long TR, short TE: the tissues differ by their proton density only (grey about 10 % above white, less than the
