@@ -32,7 +32,6 @@ Model::Segment(const SourceVolumes &       sources,
   std::map<std::string, double> scales;
   CompleteSourceScales(config, sources, scales);
   const Volume & first = sources.begin()->second;
-  Volume         labels = first.EmptyCopy("tumour labels");
 
   // A 2D model's slices a few at a time; a 3D model's whole volume in one call.
   const int     axis = config.Dimension == 2 ? config.SliceAxis : 2;
@@ -44,6 +43,7 @@ Model::Segment(const SourceVolumes &       sources,
     budget.VoxelsPerCall = options.VoxelsPerCall;
     perCall = impl.SlicesPerCall(budget, first.Size);
   }
+  std::vector<at::Tensor> parts; // the most probable label per voxel, window by window, in network layout
   for (int64_t start = 0; start < extent; start += perCall)
   {
     Region window;
@@ -53,24 +53,16 @@ Model::Segment(const SourceVolumes &       sources,
     const at::Tensor           input = impl.ToNetworkLayout(impl.SourceWindow(sources, scales, window)).to(impl.Device);
     const std::vector<int64_t> valid(input.sizes().begin() + 2, input.sizes().end());
     const at::Tensor scores = CropTo(impl.SynthesizeBatch(PadToMultiple(input, config.UNetAlignment()), {}), valid);
-    // [1, Z', Y', X'] of the window: the most probable label per voxel.
-    const at::Tensor best = impl.FromNetworkLayout(MostProbableLabels(scores)).cpu().contiguous();
-    const float *    from = best.data_ptr<float>();
-    for (int64_t z = 0; z < window.Size[2]; ++z)
-    {
-      for (int64_t y = 0; y < window.Size[1]; ++y)
-      {
-        float * into = labels.Data() + ((window.Index[2] + z) * first.Size[1] + window.Index[1] + y) * first.Size[0] +
-                       window.Index[0];
-        std::copy(from, from + window.Size[0], into);
-        from += window.Size[0];
-      }
-    }
+    parts.push_back(MostProbableLabels(scores).cpu());
     if (progress)
     {
       progress(static_cast<double>(start + window.Size[axis]) / static_cast<double>(extent), "segmenting");
     }
   }
+  // The windows follow one another along the network layout's first axis (a 2D model's slices; one 3D volume).
+  const at::Tensor zyx = impl.FromNetworkLayout(torch::cat(parts, 0)).contiguous();
+  Volume           labels = first.GeometryCopy("tumour labels");
+  labels.Voxels.assign(zyx.data_ptr<float>(), zyx.data_ptr<float>() + zyx.numel());
   return labels;
 }
 

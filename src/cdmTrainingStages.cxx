@@ -10,12 +10,6 @@
 namespace cdm
 {
 
-at::Tensor
-MaskedMean(const at::Tensor & values, const at::Tensor & mask)
-{
-  return (values * mask).sum() / mask.sum().clamp_min(1.0);
-}
-
 LossTerms
 MeanLoss(const at::Tensor & values)
 {
@@ -28,6 +22,12 @@ WeightedMeanLoss(const at::Tensor & values, const at::Tensor & weights)
 {
   return { { (values * weights).sum(), weights.sum().detach() },
            [](const std::vector<at::Tensor> & sums) { return sums[0] / sums[1].clamp_min(1.0); } };
+}
+
+at::Tensor
+MaskedMean(const at::Tensor & values, const at::Tensor & mask)
+{
+  return WeightedMeanLoss(values, mask).Value();
 }
 
 LossTerms
