@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The streaming benchmark (issue 12): peak memory, wall time, updates of the filter and runs of the sampler when
-# itk::CDMImageFilter's output is pulled through itk::StreamingImageFilter in 1, 3 and 8 divisions, for a 2D and a 3D
-# `small` model, on one BraTS-sized phantom case (240x240x155 at 1 mm). Each run is its own process
-# (examples/cdmStreamingExample.cxx), so each peak resident memory is its own; every streamed output is checked
-# against the unstreamed one. Prints a Markdown table and writes <work>/results.json.
+# itk::CDMImageFilter's output is streamed in 1, 3 and 8 divisions, for a 2D and a 3D `small` model, on one
+# BraTS-sized phantom case (240x240x155 at 1 mm), through two pipelines (examples/cdmStreamingExample.cxx):
+#   gather: the sources read whole (itk::ReadImage), the pieces gathered whole by itk::StreamingImageFilter;
+#   files:  MetaImage readers -> the filter -> a MetaImage writer in stream divisions (no image is ever whole).
+# Each run is its own process, so each peak resident memory is its own; every output is checked against the
+# gathered unstreamed one. Prints a Markdown table and writes <work>/results.json.
 #
-#   bench/memory.sh [--work DIR] [--divisions 1,3,8] [--models 2d,3d] [--size 240,240,155] [--tile N]
+#   bench/memory.sh [--work DIR] [--divisions 1,3,8] [--models 2d,3d] [--pipelines gather,files]
+#                   [--size 240,240,155] [--tile N]
 #
 # The 2D model is the bundled examples/models/t1c-small.cdm; the 3D model is a `small` 3D CDM trained for one step
 # per stage (its weights do not change what a pass costs). --tile N passes a C-UNet tile edge to the filter.
@@ -16,6 +19,7 @@ DIVISIONS=1,3,8
 MODELS=2d,3d
 SIZE=240,240,155
 TILE=""
+PIPELINES=gather,files
 while (($#)); do
   case "$1" in
     --work) WORK="$2"; shift ;;
@@ -23,7 +27,8 @@ while (($#)); do
     --models) MODELS="$2"; shift ;;
     --size) SIZE="$2"; shift ;;
     --tile) TILE="$2"; shift ;;
-    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
+    --pipelines) PIPELINES="$2"; shift ;;
+    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
     *) echo "bench/memory.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -40,6 +45,12 @@ case_dir="$WORK/data/MEMORY-00000"
 if [[ ! -f "$case_dir/MEMORY-00000-t2f.nii.gz" ]]; then
   "$CDM" phantom --out "$WORK/data" --cases 1 --seed 21 --size "$SIZE" --spacing 1 --prefix MEMORY >/dev/null
 fi
+# The files pipeline reads MetaImage, which ITK reads piece by piece (its NIfTI reader decompresses .nii.gz whole).
+# The geometry is left out (unit direction, zero origin): the filter's arithmetic does not depend on it.
+for m in t1n t2w t2f; do
+  mha="$case_dir/MEMORY-00000-$m.mha"
+  [[ -f "$mha" ]] || python3 bench/nifti_to_mha.py "$case_dir/MEMORY-00000-$m.nii.gz" "$mha"
+done
 models=()
 [[ ",$MODELS," == *",2d,"* ]] && models+=("2d:examples/models/t1c-small.cdm")
 if [[ ",$MODELS," == *",3d,"* ]]; then
@@ -52,16 +63,21 @@ if [[ ",$MODELS," == *",3d,"* ]]; then
 fi
 
 IFS=, read -r -a division_list <<<"$DIVISIONS"
+IFS=, read -r -a pipeline_list <<<"$PIPELINES"
 results="$WORK/results.jsonl"
 : >"$results"
 for entry in "${models[@]}"; do
   name="${entry%%:*}" model="${entry#*:}"
-  for d in "${division_list[@]}"; do
-    out="$WORK/$name-$d.mha"
-    line=$("$STREAM" "$model" "$case_dir/MEMORY-00000-t1n.nii.gz" "$case_dir/MEMORY-00000-t2w.nii.gz" \
-      "$case_dir/MEMORY-00000-t2f.nii.gz" "$out" "$d" cpu ${TILE:+"$TILE"} | tail -n 1)
-    echo "{\"model\": \"$name\", \"result\": $line}" >>"$results"
-    echo "$name, $d divisions: $line" >&2
+  for pipeline in "${pipeline_list[@]}"; do
+    extension=nii.gz
+    [[ "$pipeline" == files ]] && extension=mha
+    for d in "${division_list[@]}"; do
+      out="$WORK/$name-$pipeline-$d.mha"
+      line=$("$STREAM" "$model" "$case_dir/MEMORY-00000-t1n.$extension" "$case_dir/MEMORY-00000-t2w.$extension" \
+        "$case_dir/MEMORY-00000-t2f.$extension" "$out" "$d" cpu "${TILE:-0}" "$pipeline" | tail -n 1)
+      echo "{\"model\": \"$name\", \"result\": $line}" >>"$results"
+      echo "$name, $pipeline, $d divisions: $line" >&2
+    done
   done
 done
 
@@ -78,25 +94,28 @@ def read_mha(path):
     voxels.frombytes(data[end:])
     return voxels
 
-print(f"Streaming through itk::StreamingImageFilter, {size} voxels, CPU ({cores} cores):\n")
-print("| model | divisions | updates | sampler runs | continued pieces | wall s | peak RSS MB | peak vs 1 division | pipeline MB (peak - base) | pipeline vs 1 division | wall vs 1 division | max diff vs 1 division / its range |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+print(f"itk::CDMImageFilter streamed, {size} voxels, CPU ({cores} cores). Ratios are to the model's unstreamed gather "
+      "run (whole sources, one piece):\n")
+print("| model | pipeline | divisions | updates | sampler runs | continued pieces | wall s | peak RSS MB | peak vs unstreamed | pipeline MB (peak - base) | pipeline vs unstreamed | wall vs unstreamed | max diff vs unstreamed / its range |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 summary = []
 for model in dict.fromkeys(r["model"] for r in rows):
     mine = [r["result"] for r in rows if r["model"] == model]
-    base = next((r for r in mine if r["divisions"] == 1), mine[0])
-    base_voxels = read_mha(os.path.join(work, f"{model}-{base['divisions']}.mha"))
+    base = next((r for r in mine if r["divisions"] == 1 and r.get("pipeline") == "gather"), mine[0])
+    output = lambda r: os.path.join(work, f"{model}-{r.get('pipeline', 'gather')}-{r['divisions']}.mha")
+    base_voxels = read_mha(output(base))
     base_range = (max(base_voxels) - min(base_voxels)) or 1.0
     for r in mine:
-        voxels = read_mha(os.path.join(work, f"{model}-{r['divisions']}.mha"))
+        voxels = read_mha(output(r))
+        assert len(voxels) == len(base_voxels), output(r)
         diff = max(abs(a - b) for a, b in zip(voxels, base_voxels)) / base_range if r is not base else 0.0
         pipeline = r["peak_rss_mb"] - r["base_rss_mb"]
         r.update(model=model, peak_ratio=r["peak_rss_mb"] / base["peak_rss_mb"], wall_ratio=r["seconds"] / base["seconds"],
                  pipeline_mb=pipeline, pipeline_ratio=pipeline / (base["peak_rss_mb"] - base["base_rss_mb"]),
                  max_difference_over_range=diff)
         summary.append(r)
-        print(f"| {model} | {r['divisions']} | {r['updates']} | {r['sampler_runs']} | {r.get('continued_pieces', 0)} | "
-              f"{r['seconds']:.1f} | "
+        print(f"| {model} | {r.get('pipeline', 'gather')} | {r['divisions']} | {r['updates']} | {r['sampler_runs']} | "
+              f"{r.get('continued_pieces', 0)} | {r['seconds']:.1f} | "
               f"{r['peak_rss_mb']:.0f} | {r['peak_ratio']:.2f} | {pipeline:.0f} | {r['pipeline_ratio']:.2f} | "
               f"{r['wall_ratio']:.2f} | {diff:.2g} |")
 json.dump(summary, open(os.path.join(work, "results.json"), "w"), indent=1)

@@ -2,16 +2,21 @@
  *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
-// Synthesize t1c in stream divisions through itk::StreamingImageFilter (which, unlike the NIfTI writer, always
-// streams), and report what it cost: updates of the filter, runs of the sampler, wall time and peak memory.
+// Synthesize t1c in stream divisions and report what it cost: updates of the filter, runs of the sampler, wall time
+// and peak memory. Two pipelines:
+//   gather (default): itk::ReadImage holds each source whole, itk::StreamingImageFilter gathers the pieces (the output
+//     whole in memory); what ITK's pipeline streams, with the sources and the output whole.
+//   files: itk::ImageFileReader per source -> itk::CDMImageFilter -> itk::ImageFileWriter in stream divisions; with
+//     MetaImage (.mha) or NRRD files, which ITK reads and writes piece by piece, no whole image is ever held (the
+//     sampler pulls the sources window by window, each piece reads only its sources and writes only its voxels).
 // bench/memory.sh runs it once per division count, each in its own process, so that each peak is its own.
 //
-//   cdmStreamingExample MODEL.cdm T1N T2W T2F OUTPUT.mha [STREAM_DIVISIONS] [DEVICE] [TILE_EDGE]
+//   cdmStreamingExample MODEL.cdm T1N T2W T2F OUTPUT.mha [STREAM_DIVISIONS] [DEVICE] [TILE_EDGE] [gather|files]
 //
-// Prints one JSON line: {"divisions": D, "updates": U, "sampler_runs": S, "continued_pieces": C, "seconds": T,
-// "peak_rss_mb": M, "base_rss_mb": B}, where C counts the pieces that carried a 3D C-UNet on from the one before, and B
-// is the resident memory once the libraries and the model are loaded (what any process using the model holds before it
-// reads an image), so M - B is what the pipeline itself costs.
+// Prints one JSON line: {"pipeline": P, "divisions": D, "updates": U, "sampler_runs": S, "continued_pieces": C,
+// "seconds": T, "peak_rss_mb": M, "base_rss_mb": B}, where C counts the pieces that carried a 3D C-UNet on from the one
+// before, and B is the resident memory once the libraries and the model are loaded (what any process using the model
+// holds before it reads an image), so M - B is what the pipeline itself costs.
 #include "itkCDMImageFilter.h"
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
@@ -24,6 +29,8 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <string>
+#include <vector>
 
 namespace
 {
@@ -52,7 +59,8 @@ main(int argc, char * argv[])
 {
   if (argc < 6)
   {
-    std::cerr << "usage: " << argv[0] << " MODEL.cdm T1N T2W T2F OUTPUT.mha [STREAM_DIVISIONS] [DEVICE] [TILE_EDGE]"
+    std::cerr << "usage: " << argv[0]
+              << " MODEL.cdm T1N T2W T2F OUTPUT.mha [STREAM_DIVISIONS] [DEVICE] [TILE_EDGE] [gather|files]"
               << std::endl;
     return 2;
   }
@@ -64,14 +72,31 @@ main(int argc, char * argv[])
     model->Load(argv[1], argc > 7 ? argv[7] : "auto");
     const double base = CurrentResidentMegabytes();
 
+    const std::string pipeline = argc > 9 ? argv[9] : "gather";
+    if (pipeline != "gather" && pipeline != "files")
+    {
+      std::cerr << "cdmStreamingExample: pipeline '" << pipeline << "' is unknown; expected gather or files"
+                << std::endl;
+      return 2;
+    }
     auto cdmFilter = itk::CDMImageFilter<ImageType>::New();
     cdmFilter->SetModel(model);
-    const char * modalities[] = { "t1n", "t2w", "t2f" };
+    const char *                                          modalities[] = { "t1n", "t2w", "t2f" };
+    std::vector<itk::ImageFileReader<ImageType>::Pointer> readers; // a filter's input does not keep its source alive
     for (int i = 0; i < 3; ++i)
     {
-      cdmFilter->SetSource(modalities[i], itk::ReadImage<ImageType>(argv[2 + i]));
+      if (pipeline == "files")
+      {
+        readers.push_back(itk::ImageFileReader<ImageType>::New());
+        readers.back()->SetFileName(argv[2 + i]);
+        cdmFilter->SetSource(modalities[i], readers.back()->GetOutput());
+      }
+      else
+      {
+        cdmFilter->SetSource(modalities[i], itk::ReadImage<ImageType>(argv[2 + i]));
+      }
     }
-    if (argc > 8)
+    if (argc > 8 && std::stoul(argv[8]) > 0)
     {
       itk::Size<3> tile;
       tile.Fill(static_cast<itk::SizeValueType>(std::stoul(argv[8])));
@@ -85,16 +110,26 @@ main(int argc, char * argv[])
     cdmFilter->GetSampler()->AddObserver(itk::StartEvent(),
                                          [&samplerRuns](const itk::EventObject &) { ++samplerRuns; });
 
-    auto streamer = itk::StreamingImageFilter<ImageType, ImageType>::New();
-    streamer->SetInput(cdmFilter->GetOutput());
-    streamer->SetNumberOfStreamDivisions(divisions);
     const auto start = std::chrono::steady_clock::now();
-    streamer->Update();
+    if (pipeline == "files")
+    {
+      auto writer = itk::ImageFileWriter<ImageType>::New();
+      writer->SetInput(cdmFilter->GetOutput());
+      writer->SetFileName(argv[5]);
+      writer->SetNumberOfStreamDivisions(divisions);
+      writer->Update();
+    }
+    else
+    {
+      auto streamer = itk::StreamingImageFilter<ImageType, ImageType>::New();
+      streamer->SetInput(cdmFilter->GetOutput());
+      streamer->SetNumberOfStreamDivisions(divisions);
+      streamer->Update();
+      itk::WriteImage(streamer->GetOutput(), argv[5]);
+    }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double peak = PeakResidentMegabytes();
-
-    itk::WriteImage(streamer->GetOutput(), argv[5]);
-    std::cout << "{\"divisions\": " << divisions << ", \"updates\": " << updates
+    std::cout << "{\"pipeline\": \"" << pipeline << "\", \"divisions\": " << divisions << ", \"updates\": " << updates
               << ", \"sampler_runs\": " << samplerRuns << ", \"continued_pieces\": " << cdmFilter->GetContinuedPieces()
               << ", \"seconds\": " << seconds << ", \"peak_rss_mb\": " << peak << ", \"base_rss_mb\": " << base << "}"
               << std::endl;

@@ -74,6 +74,9 @@ struct SynthesisOptions
    *  C-UNet; times the samples for the C-UNet), up to this many voxels; 0 = automatic (2^16 for 2D slices, 2^18 for
    *  3D slabs). Memory, not results: any value gives the same image to float rounding. */
   int64_t VoxelsPerCall{ 0 };
+  /** Sources read window by window (SampleRepresentation with a SourceWindowReader; the ITK sampler): voxels one
+   *  read takes, in whole planes; 0 = 2^20 (18 planes of 240x240). Memory and reads, not results. */
+  int64_t VoxelsPerRead{ 0 };
   /** The networks' arithmetic: the source encoder and the C-UNet (the MDN's small steps stay float32). */
   Precision NetworkPrecision{ Precision::Float32 };
   /** The modality to synthesize. Empty: a per-target model's target; for a unified model, the one of its targets
@@ -122,6 +125,12 @@ struct SourceExtent
   std::array<int64_t, 3> ImageSize{ { 0, 0, 0 } };
   Region                 Buffered;
 };
+
+/** Reads the sources window by window, for a sampler that never holds them whole: their voxels in `window` (indices
+ *  of the whole image, x y z), one volume per source, each of exactly the window's size and with the geometry of
+ *  that part of the image. A window's volumes are used up before the next call, so they may view a buffer that the
+ *  next call refills (the ITK sampler pulls each window through its pipeline). */
+using SourceWindowReader = std::function<SourceVolumes(const Region & window)>;
 
 /** \brief Carries a 3D model's C-UNet from one synthesised region to the next along z, so that regions requested in
  *  order of z (the pieces of ITK's streaming) compute every plane once, instead of once per piece plus a
@@ -208,6 +217,16 @@ public:
   /** Source encoder + MDN sampling: K samples of z_hat from the sources. */
   Representation
   SampleRepresentation(const SourceVolumes & sources, const SynthesisOptions & options = {}) const;
+
+  /** SampleRepresentation of sources read window by window (`read`, an image of `imageSize`), so that no whole source
+   *  image is ever held: one pass over slabs along the image's last axis measures the normalisation scales (keeping
+   *  only each source's positive voxels), a second feeds the source encoder (slabs along z, or along a 2D model's
+   *  slice axis), each window read once. Equals SampleRepresentation of the whole images; the windows are checked as
+   *  CheckSources checks whole sources. */
+  Representation
+  SampleRepresentation(const SourceWindowReader &     read,
+                       const std::array<int64_t, 3> & imageSize,
+                       const SynthesisOptions &       options = {}) const;
 
   /** The representation ablations (bench/RESULTS.md; `cdm synthesize --representation`): "sampled" returns
    *  `sampled`; "oracle" the MRM encoding of `reference`, an image of the target modality (the true target: the

@@ -35,6 +35,12 @@ struct NormalizationRule
   double
   ComputeScale(const Volume & volume) const;
 
+  /** The same scale from an image's positive voxels alone, in any order (the vector is reordered): what a streamed
+   *  reader collects window by window (both thresholds of the rule are percentiles of the positive voxels), so that
+   *  the whole image is never held. `description` names the image in errors. */
+  double
+  ScaleOfPositiveVoxels(std::vector<float> & positive, const std::string & description) const;
+
   /** A boolean foreground mask (1/0) of the image under this rule. */
   std::vector<uint8_t>
   ForegroundMask(const Volume & volume) const;

@@ -20,8 +20,13 @@ namespace itk
  * also gives a voxel-wise uncertainty). Its MetaDataDictionary carries each source's normalisation scale, computed
  * on the whole image, so that a streamed synthesis normalises every tile alike.
  *
- * The sampler needs its whole inputs once (it asks for the largest possible region); the pipeline keeps its result
- * until an input or a parameter changes. The same Seed gives the same output; Eta > 0 adds seeded noise per step.
+ * The sampler reads every voxel of its inputs once per run, but with StreamSources on (the default) never holds them
+ * whole: it pulls them through the pipeline window by window (slabs of about 2^20 voxels along the last axis, one
+ * pass for the normalisation scales and one for the source encoder), as ITK's streaming writers pull their input, so
+ * a streaming reader upstream (MetaImage, NRRD) keeps only a slab in memory. An upstream that cannot stream gives its
+ * whole image at once and is not re-run. StreamSources off asks for the whole inputs in one request (for an upstream
+ * that is costly to re-run per window). The pipeline keeps the result until an input or a parameter changes. The
+ * same Seed gives the same output, streamed or not; Eta > 0 adds seeded noise per step.
  *
  * \ingroup CDM
  */
@@ -54,6 +59,13 @@ public:
   itkSetMacro(OutputSamples, bool);
   itkGetConstMacro(OutputSamples, bool);
   itkBooleanMacro(OutputSamples);
+  /** Pull the sources window by window (default On) instead of whole. */
+  itkSetMacro(StreamSources, bool);
+  itkGetConstMacro(StreamSources, bool);
+  itkBooleanMacro(StreamSources);
+  /** Voxels one window of the streamed sources holds (whole planes along the last axis); 0 (default) = 2^20. */
+  itkSetMacro(VoxelsPerRead, SizeValueType);
+  itkGetConstMacro(VoxelsPerRead, SizeValueType);
 
 protected:
   CDMDiffusionSamplerImageFilter() = default;
@@ -71,10 +83,12 @@ protected:
   PrintSelf(std::ostream & os, Indent indent) const override;
 
 private:
-  unsigned int m_NumberOfSamples{ 1 };
-  uint64_t     m_Seed{ 0 };
-  double       m_Eta{ -1.0 };
-  bool         m_OutputSamples{ false };
+  unsigned int  m_NumberOfSamples{ 1 };
+  uint64_t      m_Seed{ 0 };
+  double        m_Eta{ -1.0 };
+  bool          m_OutputSamples{ false };
+  bool          m_StreamSources{ true };
+  SizeValueType m_VoxelsPerRead{ 0 };
 };
 
 } // namespace itk

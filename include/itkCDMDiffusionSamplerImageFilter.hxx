@@ -6,7 +6,10 @@
 #define itkCDMDiffusionSamplerImageFilter_hxx
 
 #include "itkCDMDiffusionSamplerImageFilter.h"
+#include "itkCDMImageConversion.h"
 #include "itkCDMRepresentation.h"
+
+#include <algorithm>
 
 namespace itk
 {
@@ -34,7 +37,16 @@ CDMDiffusionSamplerImageFilter<TInputImage>::GenerateInputRequestedRegion()
   Superclass::GenerateInputRequestedRegion();
   for (const auto & name : this->GetSourceNames())
   {
-    const_cast<TInputImage *>(this->GetSource(name))->SetRequestedRegionToLargestPossibleRegion();
+    auto * source = const_cast<TInputImage *>(this->GetSource(name));
+    source->SetRequestedRegionToLargestPossibleRegion();
+    if (m_StreamSources)
+    {
+      // GenerateData pulls the windows itself: ask the pipeline for the first plane only.
+      auto region = source->GetRequestedRegion();
+      region.SetSize(TInputImage::ImageDimension - 1,
+                     std::min<SizeValueType>(1, region.GetSize(TInputImage::ImageDimension - 1)));
+      source->SetRequestedRegion(region);
+    }
   }
 }
 
@@ -57,9 +69,26 @@ CDMDiffusionSamplerImageFilter<TInputImage>::GenerateData()
     options.Samples = static_cast<int>(m_NumberOfSamples);
     options.Seed = m_Seed;
     options.Eta = m_Eta;
-    const TInputImage *       first = this->GetFirstSource();
-    const cdm::Representation representation = this->GetModel()->GetModel().SampleRepresentation(
-      this->SourceVolumes(first->GetLargestPossibleRegion()), options);
+    options.VoxelsPerRead = static_cast<int64_t>(m_VoxelsPerRead);
+    const TInputImage * first = this->GetFirstSource();
+    const auto &        largest = first->GetLargestPossibleRegion();
+    const cdm::Model &  model = this->GetModel()->GetModel();
+    cdm::Representation representation;
+    if (m_StreamSources)
+    {
+      // Each window is pulled through the pipeline and viewed, not copied; the engine uses it up before the next.
+      const auto read = [this, &largest](const cdm::Region & window) {
+        const auto region = CDMConversion::FromCDMRegion<TInputImage::ImageDimension>(window, largest.GetIndex());
+        this->UpdateSources(region);
+        return this->SourceVolumes(region);
+      };
+      representation = model.SampleRepresentation(read, CDMConversion::ToCDMSize(largest.GetSize()), options);
+    }
+    else
+    {
+      this->UpdateSources(largest);
+      representation = model.SampleRepresentation(this->SourceVolumes(largest), options);
+    }
     CDMConversion::FillRepresentation(representation, m_OutputSamples, this->GetOutput());
   });
   this->UpdateProgress(1.0f);
@@ -74,6 +103,8 @@ CDMDiffusionSamplerImageFilter<TInputImage>::PrintSelf(std::ostream & os, Indent
   os << indent << "Seed: " << m_Seed << std::endl;
   os << indent << "Eta: " << m_Eta << std::endl;
   os << indent << "OutputSamples: " << (m_OutputSamples ? "On" : "Off") << std::endl;
+  os << indent << "StreamSources: " << (m_StreamSources ? "On" : "Off") << std::endl;
+  os << indent << "VoxelsPerRead: " << m_VoxelsPerRead << std::endl;
 }
 
 } // namespace itk

@@ -35,6 +35,20 @@ ToCDMRegion(const ImageRegion<VDimension> & region)
   return result;
 }
 
+/** The ITK region of a cdm::Region whose indices count from `origin` (an image's largest possible region's index). */
+template <unsigned int VDimension>
+ImageRegion<VDimension>
+FromCDMRegion(const cdm::Region & region, const Index<VDimension> & origin)
+{
+  ImageRegion<VDimension> result;
+  for (unsigned int a = 0; a < VDimension; ++a)
+  {
+    result.SetIndex(a, region.Index[a] + origin[a]);
+    result.SetSize(a, static_cast<SizeValueType>(region.Size[a]));
+  }
+  return result;
+}
+
 /** Image size as (x, y, z). */
 template <unsigned int VDimension>
 std::array<int64_t, 3>

@@ -18,7 +18,9 @@ namespace itk
  * The one-call face of the module: it runs CDMDiffusionSamplerImageFilter (source encoder + MDN, on the whole
  * sources) and CDMSynthesisImageFilter (C-UNet, on the requested region) as a mini-pipeline of member filters, so
  * that when the output is streamed the sampler runs once per change of sources, model, seed or sampling settings,
- * not once per piece (ITK's composite-filter idiom). The output keeps the sources' spacing, origin and direction;
+ * not once per piece (ITK's composite-filter idiom). Streamed end to end (a streaming reader, this filter, a writer
+ * with stream divisions), it never holds a whole image: the sampler pulls the sources slab by slab, and each piece
+ * reads only the sources its synthesis needs. The output keeps the sources' spacing, origin and direction;
  * the second output is the voxel-wise uncertainty (standard deviation over NumberOfSamples representation samples;
  * zero for one sample).
  *
@@ -62,6 +64,15 @@ public:
   /** C-UNet tile edge per axis in voxels (zero: the whole requested region). */
   itkSetMacro(TileSize, SizeType);
   itkGetConstMacro(TileSize, SizeType);
+  /** On (default): the sampler pulls the sources through the pipeline window by window and each streamed piece asks
+   *  only for the sources its synthesis reads, so that with a streaming reader and writer (MetaImage, NRRD) no whole
+   *  image is ever held (CDMDiffusionSamplerImageFilter::SetStreamSources). Off: the whole sources are asked for. */
+  itkSetMacro(StreamSources, bool);
+  itkGetConstMacro(StreamSources, bool);
+  itkBooleanMacro(StreamSources);
+  /** Voxels one window of the streamed sources holds; 0 (default) = 2^20 (CDMDiffusionSamplerImageFilter). */
+  itkSetMacro(VoxelsPerRead, SizeValueType);
+  itkGetConstMacro(VoxelsPerRead, SizeValueType);
 
   TOutputImage *
   GetUncertaintyOutput();
@@ -96,10 +107,14 @@ protected:
   PrintSelf(std::ostream & os, Indent indent) const override;
 
 private:
-  unsigned int m_NumberOfSamples{ 1 };
-  uint64_t     m_Seed{ 0 };
-  double       m_Eta{ -1.0 };
-  SizeType     m_TileSize;
+  unsigned int  m_NumberOfSamples{ 1 };
+  uint64_t      m_Seed{ 0 };
+  double        m_Eta{ -1.0 };
+  SizeType      m_TileSize;
+  bool          m_StreamSources{ true };
+  SizeValueType m_VoxelsPerRead{ 0 };
+  /** The update of this filter whose pipeline information the members hold (GenerateData). */
+  ModifiedTimeType m_InformationTime{ 0 };
 
   typename SamplerType::Pointer   m_Sampler;
   typename SynthesisType::Pointer m_Synthesis;

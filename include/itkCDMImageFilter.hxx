@@ -40,10 +40,25 @@ template <typename TInputImage, typename TOutputImage>
 void
 CDMImageFilter<TInputImage, TOutputImage>::GenerateInputRequestedRegion()
 {
-  // The sampler reads the whole sources once; the synthesis then reads from the same buffers.
+  // What the synthesis of the requested piece reads; the sampler pulls the whole sources itself, window by window
+  // (or whole, with StreamSources off), when it runs.
+  const auto * model = this->GetModel();
+  if (!this->GetFirstSource() || !model || !model->IsLoaded())
+  {
+    return;
+  }
+  auto region = this->RequiredSourceRegion(this->GetOutput()->GetRequestedRegion());
   for (const auto & name : this->GetSourceNames())
   {
-    const_cast<TInputImage *>(this->GetSource(name))->SetRequestedRegionToLargestPossibleRegion();
+    auto * source = const_cast<TInputImage *>(this->GetSource(name));
+    if (!m_StreamSources)
+    {
+      source->SetRequestedRegionToLargestPossibleRegion();
+      continue;
+    }
+    auto sourceRegion = region;
+    sourceRegion.Crop(source->GetLargestPossibleRegion());
+    source->SetRequestedRegion(sourceRegion);
   }
 }
 
@@ -82,6 +97,8 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
   m_Sampler->SetOutputSamples(m_NumberOfSamples > 1);
   m_Sampler->SetSeed(m_Seed);
   m_Sampler->SetEta(m_Eta);
+  m_Sampler->SetStreamSources(m_StreamSources);
+  m_Sampler->SetVoxelsPerRead(m_VoxelsPerRead);
   m_Synthesis->SetTileSize(m_TileSize);
   m_Sampler->SetPrecision(this->GetPrecision());
   m_Sampler->SetVoxelsPerCall(this->GetVoxelsPerCall());
@@ -97,7 +114,17 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
   m_Synthesis->GetUncertaintyOutput()->SetRequestedRegion(this->GetOutput()->GetRequestedRegion());
   try
   {
-    m_Synthesis->Update();
+    // As ITK's streaming writers do: the pipeline's information once per update of this filter, then the piece. A
+    // streaming sampler re-reads its sources, which marks them modified; refreshing the information for every piece
+    // would take that for a change of the sources and sample again.
+    const ModifiedTimeType updateTime = this->GetOutput()->GetPipelineMTime();
+    if (updateTime != m_InformationTime)
+    {
+      m_Synthesis->UpdateOutputInformation();
+      m_InformationTime = updateTime;
+    }
+    m_Synthesis->GetOutput()->PropagateRequestedRegion();
+    m_Synthesis->GetOutput()->UpdateOutputData();
   }
   catch (...)
   {
@@ -105,6 +132,7 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
     // modality named), the synthesis member would stay marked as updating, and every later Update() of this filter
     // would return an empty image even once the cause is fixed.
     m_Synthesis->ResetPipeline();
+    m_InformationTime = 0;
     throw;
   }
   this->GraftNthOutput(0, m_Synthesis->GetOutput());
@@ -120,6 +148,8 @@ CDMImageFilter<TInputImage, TOutputImage>::PrintSelf(std::ostream & os, Indent i
   os << indent << "Seed: " << m_Seed << std::endl;
   os << indent << "Eta: " << m_Eta << std::endl;
   os << indent << "TileSize: " << m_TileSize << std::endl;
+  os << indent << "StreamSources: " << (m_StreamSources ? "On" : "Off") << std::endl;
+  os << indent << "VoxelsPerRead: " << m_VoxelsPerRead << std::endl;
 }
 
 } // namespace itk

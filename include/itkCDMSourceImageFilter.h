@@ -88,6 +88,15 @@ protected:
   /** The sources' voxels in `region` (of each source) as core-engine volumes. */
   cdm::SourceVolumes
   SourceVolumes(const InputRegionType & region) const;
+  /** Brings every source's buffer to hold `region`, re-running what feeds it when it does not (a streaming sampler
+   *  pulls its sources window by window, and a consumer of the same images needs its own region afterwards). An image
+   *  without a pipeline holds its whole region already. */
+  void
+  UpdateSources(const InputRegionType & region) const;
+  /** The part of the sources the C-UNet reads for `outputRegion` (on the sources' grid): the core engine's rule
+   *  (cdm::Model::RequiredSourceRegion), one for every filter. */
+  InputRegionType
+  RequiredSourceRegion(const InputRegionType & outputRegion) const;
   /** Gives every output image the first source's geometry and largest possible region. */
   void
   CopySourceInformationToOutputs();

@@ -190,6 +190,38 @@ CDMSourceImageFilter<TInputImage, TOutputImage>::SourceVolumes(const InputRegion
 }
 
 template <typename TInputImage, typename TOutputImage>
+void
+CDMSourceImageFilter<TInputImage, TOutputImage>::UpdateSources(const InputRegionType & region) const
+{
+  for (const auto & name : this->GetSourceNames())
+  {
+    auto * image = const_cast<TInputImage *>(this->GetSource(name));
+    if (!image->GetBufferedRegion().IsInside(region))
+    {
+      image->SetRequestedRegion(region);
+      image->PropagateRequestedRegion();
+      image->UpdateOutputData();
+    }
+  }
+}
+
+template <typename TInputImage, typename TOutputImage>
+auto
+CDMSourceImageFilter<TInputImage, TOutputImage>::RequiredSourceRegion(const InputRegionType & outputRegion) const
+  -> InputRegionType
+{
+  const auto & largest = this->GetFirstSource()->GetLargestPossibleRegion();
+  cdm::Region  output = CDMConversion::ToCDMRegion(outputRegion);
+  for (unsigned int a = 0; a < ImageDimension; ++a)
+  {
+    output.Index[a] -= largest.GetIndex(a);
+  }
+  const cdm::Region required =
+    m_Model->GetModel().RequiredSourceRegion(output, CDMConversion::ToCDMSize(largest.GetSize()));
+  return CDMConversion::FromCDMRegion<ImageDimension>(required, largest.GetIndex());
+}
+
+template <typename TInputImage, typename TOutputImage>
 cdm::SynthesisOptions
 CDMSourceImageFilter<TInputImage, TOutputImage>::EngineOptions() const
 {

@@ -87,6 +87,14 @@ protected:
   PrintSelf(std::ostream & os, Indent indent) const override;
 
 private:
+  using InputRegionType = typename Superclass::InputRegionType;
+  using OutputImageRegionType = typename TOutputImage::RegionType;
+
+  /** The sources' region the synthesis of `outputRegion` reads: the engine's required region, or the whole sources
+   *  when the representation cannot carry their normalisation scales. */
+  InputRegionType
+  SourceRegionFor(const OutputImageRegionType & outputRegion) const;
+
   SizeType                   m_TileSize;
   ModifiedTimeType           m_StreamedUpdateTime{ 0 };
   ModifiedTimeType           m_ContinuationTime{ 0 };

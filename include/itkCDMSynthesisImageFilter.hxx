@@ -5,6 +5,7 @@
 #ifndef itkCDMSynthesisImageFilter_hxx
 #define itkCDMSynthesisImageFilter_hxx
 
+#include "itkCDMDiffusionSamplerImageFilter.h"
 #include "itkCDMImageConversion.h"
 #include "itkCDMRepresentation.h"
 #include "itkCDMSynthesisImageFilter.h"
@@ -75,45 +76,39 @@ CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateInputRequestedRegion
   {
     return;
   }
-  // The required source region comes from the core engine: one rule for the filter and the engine.
-  const auto & largest = first->GetLargestPossibleRegion();
-  cdm::Region  output = CDMConversion::ToCDMRegion(this->GetOutput()->GetRequestedRegion());
-  for (unsigned int a = 0; a < TInputImage::ImageDimension; ++a)
-  {
-    output.Index[a] -= largest.GetIndex(a);
-  }
-  const cdm::Region required =
-    model->GetModel().RequiredSourceRegion(output, CDMConversion::ToCDMSize(largest.GetSize()));
-  typename TInputImage::RegionType region;
-  for (unsigned int a = 0; a < TInputImage::ImageDimension; ++a)
-  {
-    region.SetIndex(a, required.Index[a] + largest.GetIndex(a));
-    region.SetSize(a, static_cast<SizeValueType>(required.Size[a]));
-  }
-  // A representation without the sources' normalisation scales (the encoder's, or one not generated yet) needs the
-  // whole sources to measure them exactly; the sampler reads them whole anyway.
-  const auto * representation = this->GetRepresentation();
-  const bool   wholeSources =
-    !representation || !CDMConversion::CarriesSourceScales(representation, this->GetSourceNames());
+  const auto region = this->SourceRegionFor(this->GetOutput()->GetRequestedRegion());
   for (const auto & name : this->GetSourceNames())
   {
-    auto * source = const_cast<TInputImage *>(this->GetSource(name));
-    if (wholeSources)
-    {
-      source->SetRequestedRegionToLargestPossibleRegion();
-      continue;
-    }
-    typename TInputImage::RegionType sourceRegion = region;
-    if (!sourceRegion.Crop(source->GetLargestPossibleRegion()))
-    {
-      InvalidRequestedRegionError error(__FILE__, __LINE__);
-      error.SetLocation(ITK_LOCATION);
-      error.SetDescription("the requested region of source '" + name + "' lies outside its largest possible region");
-      error.SetDataObject(source);
-      throw error;
-    }
-    source->SetRequestedRegion(sourceRegion);
+    const_cast<TInputImage *>(this->GetSource(name))->SetRequestedRegion(region);
   }
+}
+
+template <typename TInputImage, typename TOutputImage>
+auto
+CDMSynthesisImageFilter<TInputImage, TOutputImage>::SourceRegionFor(const OutputImageRegionType & outputRegion) const
+  -> InputRegionType
+{
+  const TInputImage * first = this->GetFirstSource();
+  // A representation without the sources' normalisation scales (the encoder's) needs the whole sources to measure
+  // them exactly. The sampler's output carries them, even before it has run.
+  const auto * representation = this->GetRepresentation();
+  const bool   fromSampler = representation && dynamic_cast<const CDMDiffusionSamplerImageFilter<TInputImage> *>(
+                                               representation->GetSource().GetPointer());
+  if (!representation || (!fromSampler && !CDMConversion::CarriesSourceScales(representation, this->GetSourceNames())))
+  {
+    return first->GetLargestPossibleRegion();
+  }
+  // The required source region comes from the core engine: one rule for the filters and the engine.
+  InputRegionType region = this->RequiredSourceRegion(outputRegion);
+  if (!region.Crop(first->GetLargestPossibleRegion()))
+  {
+    InvalidRequestedRegionError error(__FILE__, __LINE__);
+    error.SetLocation(ITK_LOCATION);
+    error.SetDescription("the requested region of the sources lies outside their largest possible region");
+    error.SetDataObject(const_cast<TInputImage *>(first));
+    throw error;
+  }
+  return region;
 }
 
 template <typename TInputImage, typename TOutputImage>
@@ -126,7 +121,9 @@ CDMSynthesisImageFilter<TInputImage, TOutputImage>::GenerateData()
   const TInputImage * first = this->GetFirstSource();
   const auto &        largest = first->GetLargestPossibleRegion();
   const auto &        outputRegion = output->GetRequestedRegion();
-  const auto &        sourceRegion = first->GetRequestedRegion();
+  // A streaming sampler upstream may have left the sources' buffers on its last window: bring them back.
+  const InputRegionType sourceRegion = this->SourceRegionFor(outputRegion);
+  this->UpdateSources(sourceRegion);
   this->UpdateProgress(0.0f);
   this->CallEngine([&]() {
     const cdm::Model &       model = this->GetModel()->GetModel();

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 namespace cdm
 {
@@ -25,11 +26,13 @@ RefuseSegmenter(const ModelConfig & config)
   }
 }
 
-void
-Model::CheckSources(const SourceVolumes & sources, bool allowAbsentSources) const
+namespace
 {
-  const ModelConfig & config = m_Impl->Config;
-  const std::string   expected = JoinNames(config.Sources);
+/** Known names, the required ones present. */
+void
+CheckSourceNames(const ModelConfig & config, const SourceVolumes & sources, bool allowAbsentSources)
+{
+  const std::string expected = JoinNames(config.Sources);
   if (sources.empty())
   {
     throw InputError("no source image given; the model expects " + expected);
@@ -52,6 +55,12 @@ Model::CheckSources(const SourceVolumes & sources, bool allowAbsentSources) cons
       }
     }
   }
+}
+
+/** Shared geometry, finite voxels. */
+void
+CheckSourceVoxels(const SourceVolumes & sources)
+{
   const Volume & first = sources.begin()->second;
   for (const auto & [name, volume] : sources)
   {
@@ -62,10 +71,36 @@ Model::CheckSources(const SourceVolumes & sources, bool allowAbsentSources) cons
     }
     CheckFinite(volume);
   }
-  if (config.Dimension == 3 && (first.Dimension < 3 || first.Size[2] < 2))
+}
+
+std::vector<std::string>
+Names(const SourceVolumes & sources)
+{
+  std::vector<std::string> names;
+  for (const auto & entry : sources)
+  {
+    names.push_back(entry.first);
+  }
+  return names;
+}
+
+/** A 3D model needs a volume. */
+void
+CheckSourceDimension(const ModelConfig & config, const Volume & first, const std::array<int64_t, 3> & imageSize)
+{
+  if (config.Dimension == 3 && (first.Dimension < 3 || imageSize[2] < 2))
   {
     throw InputError("'" + first.Description + "' is a 2D image but the model is 3D; expected a volume");
   }
+}
+} // namespace
+
+void
+Model::CheckSources(const SourceVolumes & sources, bool allowAbsentSources) const
+{
+  CheckSourceNames(m_Impl->Config, sources, allowAbsentSources);
+  CheckSourceVoxels(sources);
+  CheckSourceDimension(m_Impl->Config, sources.begin()->second, sources.begin()->second.Size);
 }
 
 std::string
@@ -183,63 +218,40 @@ Model::ReplaceRepresentation(const Representation & sampled, const std::string &
   return replaced;
 }
 
-Representation
-Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOptions & options) const
+namespace
 {
-  CheckSources(sources);
-  if (options.Samples < 1)
-  {
-    throw InputError("samples must be at least 1, got " + std::to_string(options.Samples));
-  }
-  c10::InferenceMode  guard;
-  const Impl &        impl = *m_Impl;
+/** Source encoder + MDN: K samples of z_hat from the sources in `access`, normalised with `representation`'s scales
+ *  (one implementation for whole and streamed sources). */
+void
+SampleFromSources(const Model::Impl &      impl,
+                  SourceAccess &           access,
+                  const SynthesisOptions & options,
+                  Representation &         representation)
+{
   const ModelConfig & config = impl.Config;
-  Representation      representation;
-  representation.Target = ResolveTarget(sources, options.Target);
-  CompleteSourceScales(config, sources, representation.SourceScales);
-  const Volume & first = sources.begin()->second;
+  representation.Samples = options.Samples;
   if (config.ModelKind != "cdm")
   {
     // The baselines have no representation: only the sources' normalisation travels to the synthesis.
-    representation.Cells = config.Dimension == 2 ? first.Size[config.SliceAxis] : 1;
+    representation.Cells = config.Dimension == 2 ? access.ImageSize()[config.SliceAxis] : 1;
     representation.Dim = 0;
-    representation.Samples = options.Samples;
-    return representation;
+    return;
   }
-  // c = E_src(sources): a 2D model's slices a few at a time, a 3D model's volume in tiles; each call reads only its
-  // window of the sources.
+  // c = E_src(sources): a 2D model's slices a few at a time, a 3D model's volume slab by slab; each call reads only
+  // its window of the sources.
   at::Tensor condition;
   {
     const ReducedPrecisionScope precision(impl.Device, options.NetworkPrecision); // the MDN's steps stay float32
-    std::vector<at::Tensor>     conditions;
-    if (config.Dimension == 2)
-    {
-      const int64_t slices = first.Size[config.SliceAxis];
-      const int64_t perCall = impl.SlicesPerCall(options, first.Size);
-      for (int64_t start = 0; start < slices; start += perCall)
-      {
-        Region window;
-        window.Size = first.Size;
-        window.Index[config.SliceAxis] = start;
-        window.Size[config.SliceAxis] = std::min(perCall, slices - start);
-        const at::Tensor batch =
-          impl.ToNetworkLayout(impl.SourceWindow(sources, representation.SourceScales, window)).to(impl.Device);
-        conditions.push_back(impl.EncodeSources(batch));
-      }
-    }
-    else
-    {
-      conditions.push_back(
-        impl.EncodeSourceVolume(sources, representation.SourceScales, first.Size, options.VoxelsPerCall));
-    }
-    condition = torch::cat(conditions, 0).to(torch::kFloat32);
+    condition = config.Dimension == 2
+                  ? impl.EncodeSourceSlices(access, representation.SourceScales, options)
+                  : impl.EncodeSourceVolume(access, representation.SourceScales, options.VoxelsPerCall);
+    condition = condition.to(torch::kFloat32);
     condition = impl.ConditionFor(condition, impl.TargetIndices(representation.Target, condition.size(0)));
   }
   const double  eta = options.Eta < 0.0 ? config.Diffusion.Eta : options.Eta;
   const int64_t d = config.Network.RepresentationDim;
   representation.Cells = condition.size(0);
   representation.Dim = static_cast<int>(d);
-  representation.Samples = options.Samples;
   for (int k = 0; k < options.Samples; ++k)
   {
     // Sample k starts from its own seeded noise; eta > 0 draws further seeded noise per step.
@@ -252,6 +264,116 @@ Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOption
     const at::Tensor z = impl.SampleRepresentation(condition, zStart, eta, noise).cpu().contiguous();
     representation.Values.insert(representation.Values.end(), z.data_ptr<float>(), z.data_ptr<float>() + z.numel());
   }
+}
+
+void
+CheckSamples(const SynthesisOptions & options)
+{
+  if (options.Samples < 1)
+  {
+    throw InputError("samples must be at least 1, got " + std::to_string(options.Samples));
+  }
+}
+
+/** Voxels a streamed sampler reads at a time by default: 2^20 (18 planes of 240x240; four of a 3D model's encoder
+ *  slabs: fewer, larger reads than the encoder's calls, few enough voxels to be small beside the networks). */
+constexpr int64_t DefaultVoxelsPerRead = int64_t{ 1 } << 20;
+} // namespace
+
+Representation
+Model::SampleRepresentation(const SourceVolumes & sources, const SynthesisOptions & options) const
+{
+  CheckSources(sources);
+  CheckSamples(options);
+  c10::InferenceMode guard;
+  Representation     representation;
+  representation.Target = ResolveTarget(sources, options.Target);
+  CompleteSourceScales(m_Impl->Config, sources, representation.SourceScales);
+  SourceAccess access(sources);
+  SampleFromSources(*m_Impl, access, options, representation);
+  return representation;
+}
+
+Representation
+Model::SampleRepresentation(const SourceWindowReader &     read,
+                            const std::array<int64_t, 3> & imageSize,
+                            const SynthesisOptions &       options) const
+{
+  CheckSamples(options);
+  for (int a = 0; a < 3; ++a)
+  {
+    if (imageSize[a] < 1)
+    {
+      throw InputError("streamed sources: image size " + std::to_string(imageSize[0]) + "x" +
+                       std::to_string(imageSize[1]) + "x" + std::to_string(imageSize[2]) +
+                       "; expected at least one voxel per axis");
+    }
+  }
+  const ModelConfig & config = m_Impl->Config;
+  // Every window is checked as CheckSources checks whole sources; the names (and what errors say of each source) are
+  // the first window's, kept without voxels.
+  SourceVolumes names;
+  const auto    checkedRead = [&](const Region & window) {
+    SourceVolumes volumes = read(window);
+    if (names.empty())
+    {
+      CheckSourceNames(config, volumes, false);
+      CheckSourceDimension(config, volumes.begin()->second, imageSize);
+      for (const auto & [name, volume] : volumes)
+      {
+        names[name] = volume.GeometryCopy(volume.Description);
+      }
+    }
+    for (const auto & [name, volume] : volumes)
+    {
+      if (names.count(name) == 0 || volumes.size() != names.size())
+      {
+        throw InputError("streamed sources: a window has the sources " + JoinNames(Names(volumes)) +
+                         " but the first had " + JoinNames(Names(names)));
+      }
+      if (volume.Size != window.Size || volume.StoredVoxels() != window.Size[0] * window.Size[1] * window.Size[2])
+      {
+        throw InputError("streamed source '" + name + "' ('" + volume.Description + "'): a window of " +
+                         std::to_string(window.Size[0]) + "x" + std::to_string(window.Size[1]) + "x" +
+                         std::to_string(window.Size[2]) + " voxels was asked for and " +
+                         std::to_string(volume.Size[0]) + "x" + std::to_string(volume.Size[1]) + "x" +
+                         std::to_string(volume.Size[2]) + " came back");
+      }
+    }
+    CheckSourceVoxels(volumes);
+    return volumes;
+  };
+  SourceAccess access(checkedRead, imageSize, options.VoxelsPerRead > 0 ? options.VoxelsPerRead : DefaultVoxelsPerRead);
+
+  // Pass 1, the normalisation scales: both thresholds of the rule are percentiles of the positive voxels, so those
+  // alone are kept.
+  std::map<std::string, std::vector<float>> positive;
+  const int                                 axis = StreamedAxis(imageSize);
+  for (int64_t start = 0; start < imageSize[axis]; start += access.PlanesPerRead(axis))
+  {
+    Region window;
+    window.Size = imageSize;
+    window.Index[axis] = start;
+    window.Size[axis] = std::min(access.PlanesPerRead(axis), imageSize[axis] - start);
+    Region local;
+    for (const auto & [name, volume] : access.Hold(window, axis, local))
+    {
+      std::copy_if(volume.Data(),
+                   volume.Data() + volume.StoredVoxels(),
+                   std::back_inserter(positive[name]),
+                   [](float v) { return v > 0.0f; });
+    }
+  }
+  c10::InferenceMode guard;
+  Representation     representation;
+  representation.Target = ResolveTarget(names, options.Target);
+  for (auto & [name, values] : positive)
+  {
+    representation.SourceScales[name] = config.Normalization.ScaleOfPositiveVoxels(values, names.at(name).Description);
+    std::vector<float>().swap(values); // freed before the encoder runs
+  }
+  // Pass 2, the source encoder and the MDN.
+  SampleFromSources(*m_Impl, access, options, representation);
   return representation;
 }
 

@@ -540,30 +540,43 @@ Model::Impl::EncodeSources(const at::Tensor & sources) const
 }
 
 at::Tensor
-Model::Impl::EncodeSourceVolume(const SourceVolumes &                 sources,
+Model::Impl::EncodeSourceVolume(SourceAccess &                        sources,
                                 const std::map<std::string, double> & scales,
-                                const std::array<int64_t, 3> &        size,
                                 int64_t                               voxelsPerCall) const
 {
   // The whole-volume encoder pads z, y and x to the alignment and averages every feature cell of the padded volume.
   // Streamed along z slab by slab (each plane once; the encoder's layers keep the planes they still need), the
   // feature planes are summed as they come.
-  const int64_t          alignment = int64_t{ 1 } << Config.Network.EncoderLevels;
-  const auto             alignUp = [&](int64_t v) { return (v + alignment - 1) / alignment * alignment; };
-  const int64_t          paddedDepth = alignUp(size[2]);
-  const int64_t          sliceVoxels = alignUp(size[0]) * alignUp(size[1]);
-  const int64_t          budget = voxelsPerCall > 0 ? voxelsPerCall : DefaultVoxelsPerSlab;
-  const int64_t          slab = std::max<int64_t>(1, budget / sliceVoxels);
-  nn::EncoderStreamState state = SourceEncoder->NewStreamState();
-  Region                 whole;
-  whole.Size = size;
-  at::Tensor featureSum;
-  int64_t    cells = 0;
+  const std::array<int64_t, 3> & size = sources.ImageSize();
+  const int64_t                  alignment = int64_t{ 1 } << Config.Network.EncoderLevels;
+  const auto                     alignUp = [&](int64_t v) { return (v + alignment - 1) / alignment * alignment; };
+  const int64_t                  paddedDepth = alignUp(size[2]);
+  const int64_t                  padY = alignUp(size[1]) - size[1];
+  const int64_t                  padX = alignUp(size[0]) - size[0];
+  const int64_t                  budget = voxelsPerCall > 0 ? voxelsPerCall : DefaultVoxelsPerSlab;
+  const int64_t                  slab = std::max<int64_t>(1, budget / (alignUp(size[0]) * alignUp(size[1])));
+  nn::EncoderStreamState         state = SourceEncoder->NewStreamState();
+  at::Tensor                     featureSum;
+  int64_t                        cells = 0;
   for (int64_t z0 = 0; z0 < paddedDepth; z0 += slab)
   {
-    const int64_t    z1 = std::min(paddedDepth, z0 + slab);
-    const at::Tensor input =
-      SourceSlab(sources, scales, whole, z0, z1, size[2], alignUp(size[1]) - size[1], alignUp(size[0]) - size[0]);
+    const int64_t z1 = std::min(paddedDepth, z0 + slab);
+    at::Tensor    input;
+    if (z0 < size[2])
+    {
+      Region window;
+      window.Size = size;
+      window.Index[2] = z0;
+      window.Size[2] = std::min(z1, size[2]) - z0;
+      Region                local;
+      const SourceVolumes & held = sources.Hold(window, 2, local);
+      const int64_t         offset = window.Index[2] - local.Index[2]; // where the held volumes start along z
+      input = SourceSlab(held, scales, local, z0 - offset, z1 - offset, size[2] - offset, padY, padX);
+    }
+    else
+    {
+      input = torch::zeros({ 1, SourceChannels(), z1 - z0, size[1] + padY, size[0] + padX }); // padding planes
+    }
     const nn::PlaneRun features = SourceEncoder->FeaturesPlanes({ input.to(Device), z0, z1 == paddedDepth }, state);
     if (features.Count() > 0)
     {
@@ -573,6 +586,94 @@ Model::Impl::EncodeSourceVolume(const SourceVolumes &                 sources,
     }
   }
   return SourceEncoder->Represent(featureSum / static_cast<double>(cells));
+}
+
+at::Tensor
+Model::Impl::EncodeSourceSlices(SourceAccess &                        sources,
+                                const std::map<std::string, double> & scales,
+                                const SynthesisOptions &              options) const
+{
+  const std::array<int64_t, 3> & size = sources.ImageSize();
+  const int                      axis = static_cast<int>(Config.SliceAxis);
+  const int64_t                  slices = size[axis];
+  const int64_t                  perCall = SlicesPerCall(options, size);
+  std::vector<at::Tensor>        conditions;
+  for (int64_t start = 0; start < slices; start += perCall)
+  {
+    Region window;
+    window.Size = size;
+    window.Index[axis] = start;
+    window.Size[axis] = std::min(perCall, slices - start);
+    Region                local;
+    const SourceVolumes & held = sources.Hold(window, axis, local);
+    conditions.push_back(EncodeSources(ToNetworkLayout(SourceWindow(held, scales, local)).to(Device)));
+  }
+  return torch::cat(conditions, 0);
+}
+
+int
+StreamedAxis(const std::array<int64_t, 3> & imageSize)
+{
+  return imageSize[2] > 1 ? 2 : 1;
+}
+
+SourceAccess::SourceAccess(const SourceVolumes & whole)
+    : m_Whole(&whole)
+    , m_ImageSize(whole.begin()->second.Size)
+{}
+
+SourceAccess::SourceAccess(SourceWindowReader read, const std::array<int64_t, 3> & imageSize, int64_t voxelsPerRead)
+    : m_Read(std::move(read))
+    , m_ImageSize(imageSize)
+    , m_VoxelsPerRead(voxelsPerRead)
+{}
+
+int64_t
+SourceAccess::PlanesPerRead(int axis) const
+{
+  if (m_Whole)
+  {
+    return m_ImageSize[axis];
+  }
+  const int64_t planeVoxels =
+    m_ImageSize[0] * m_ImageSize[1] * m_ImageSize[2] / std::max<int64_t>(1, m_ImageSize[axis]);
+  return std::clamp<int64_t>(m_VoxelsPerRead / std::max<int64_t>(1, planeVoxels), 1, m_ImageSize[axis]);
+}
+
+const SourceVolumes &
+SourceAccess::Hold(const Region & window, int axis, Region & local)
+{
+  local = window;
+  if (m_Whole)
+  {
+    return *m_Whole;
+  }
+  const auto inside = [](const Region & inner, const Region & outer) {
+    for (int a = 0; a < 3; ++a)
+    {
+      if (inner.Index[a] < outer.Index[a] || inner.Index[a] + inner.Size[a] > outer.Index[a] + outer.Size[a])
+      {
+        return false;
+      }
+    }
+    return true;
+  };
+  if (!m_HeldRegion || !inside(window, *m_HeldRegion))
+  {
+    Region read = window;
+    read.Size[axis] = std::max(window.Size[axis], PlanesPerRead(axis));
+    read.Size[axis] = std::min(read.Size[axis], m_ImageSize[axis] - read.Index[axis]);
+    m_Held.clear(); // the last window goes before the next is read: one window in memory at a time
+    m_HeldRegion.reset();
+    m_Held = m_Read(read);
+    m_HeldRegion = read;
+    ++m_Reads;
+  }
+  for (int a = 0; a < 3; ++a)
+  {
+    local.Index[a] = window.Index[a] - m_HeldRegion->Index[a];
+  }
+  return m_Held;
 }
 
 at::Tensor

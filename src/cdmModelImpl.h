@@ -54,6 +54,8 @@ private:
   std::vector<at::Generator> m_Generators;
 };
 
+class SourceAccess;
+
 struct Model::Impl
 {
   /** Builds the networks of `config` on `device`. With `initialSeed`, their initial weights are drawn from a generator
@@ -166,10 +168,12 @@ struct Model::Impl
    *  layers keep the planes they still need, and its feature planes are summed as they come), so that no call holds
    *  the volume. */
   at::Tensor
-  EncodeSourceVolume(const SourceVolumes &                 sources,
+  EncodeSourceVolume(SourceAccess & sources, const std::map<std::string, double> & scales, int64_t voxelsPerCall) const;
+  /** c = E_src(sources) of a 2D model, its slices a few at a time (SlicesPerCall): [slices, C] in slice order. */
+  at::Tensor
+  EncodeSourceSlices(SourceAccess &                        sources,
                      const std::map<std::string, double> & scales,
-                     const std::array<int64_t, 3> &        size,
-                     int64_t                               voxelsPerCall) const;
+                     const SynthesisOptions &              options) const;
   /** The MDN reverse process from zStart given the condition (differentiable when called under autograd). */
   at::Tensor
   SampleRepresentation(const at::Tensor &                     condition,
@@ -220,6 +224,54 @@ SeededNoise(const std::vector<int64_t> & shape, uint64_t seed, const c10::Device
 /** Computes the normalisation scale of each source that has none in `scales` (exact only on whole images). */
 void
 CompleteSourceScales(const ModelConfig & config, const SourceVolumes & sources, std::map<std::string, double> & scales);
+
+/** \brief The sources as the sampler reads them: volumes the caller holds whole, or windows read one at a time through
+ * a SourceWindowReader (the previous window is released before the next is read), so that a streamed sampler never
+ *  holds a whole source image. One code path for both: the encoder asks for the window it needs and gets the volumes
+ *  that hold it. */
+class SourceAccess
+{
+public:
+  /** Whole sources (all of one size; checked by the caller). */
+  explicit SourceAccess(const SourceVolumes & whole);
+  /** Windows of an image of `imageSize` from `read`, at least `voxelsPerRead` voxels a read (whole planes). */
+  SourceAccess(SourceWindowReader read, const std::array<int64_t, 3> & imageSize, int64_t voxelsPerRead);
+
+  const std::array<int64_t, 3> &
+  ImageSize() const
+  {
+    return m_ImageSize;
+  }
+
+  /** Planes along `axis` that one read takes (the whole extent for whole sources). */
+  int64_t
+  PlanesPerRead(int axis) const;
+
+  /** Volumes that hold `window` (image indices) and, in `local`, where it lies in them. A window outside the held one
+   *  is read: `window` widened along `axis` to PlanesPerRead(axis) planes (reads advance along one axis in order). */
+  const SourceVolumes &
+  Hold(const Region & window, int axis, Region & local);
+
+  /** Reads made so far (for tests). */
+  int64_t
+  Reads() const
+  {
+    return m_Reads;
+  }
+
+private:
+  const SourceVolumes *  m_Whole{ nullptr };
+  SourceWindowReader     m_Read;
+  std::array<int64_t, 3> m_ImageSize{ { 1, 1, 1 } };
+  int64_t                m_VoxelsPerRead{ 0 };
+  SourceVolumes          m_Held;
+  std::optional<Region>  m_HeldRegion;
+  int64_t                m_Reads{ 0 };
+};
+
+/** The image axis a streamed reader advances along: z, or y for a 2D image (ITK's streaming splits the last axis). */
+int
+StreamedAxis(const std::array<int64_t, 3> & imageSize);
 
 /** \brief While alive, the calling thread's network operations on `device` run in `precision` (LibTorch's autocast:
  *  convolutions and matrix products in reduced precision, reductions in float32). Restores the thread's previous

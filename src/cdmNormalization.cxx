@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 namespace cdm
 {
@@ -33,22 +34,22 @@ Percentile(std::vector<float> & values, double percent)
 
 namespace
 {
-double
-ForegroundThreshold(const Volume & volume, double fraction)
+std::vector<float>
+PositiveVoxels(const Volume & volume)
 {
-  const float * const begin = volume.Data();
-  const float * const end = begin + volume.StoredVoxels();
-  std::vector<float>  positive;
-  for (const float * v = begin; v != end; ++v)
-  {
-    if (*v > 0.0f)
-    {
-      positive.push_back(*v);
-    }
-  }
+  std::vector<float> positive;
+  std::copy_if(volume.Data(), volume.Data() + volume.StoredVoxels(), std::back_inserter(positive), [](float v) {
+    return v > 0.0f;
+  });
+  return positive;
+}
+
+double
+ForegroundThreshold(std::vector<float> & positive, double fraction, const std::string & description)
+{
   if (positive.empty())
   {
-    throw InputError("'" + volume.Description + "': no positive voxel; expected an image with foreground");
+    throw InputError("'" + description + "': no positive voxel; expected an image with foreground");
   }
   return fraction * Percentile(positive, 99.0);
 }
@@ -57,7 +58,8 @@ ForegroundThreshold(const Volume & volume, double fraction)
 std::vector<uint8_t>
 NormalizationRule::ForegroundMask(const Volume & volume) const
 {
-  const double         threshold = ForegroundThreshold(volume, ForegroundFraction);
+  std::vector<float>   positive = PositiveVoxels(volume);
+  const double         threshold = ForegroundThreshold(positive, ForegroundFraction, volume.Description);
   std::vector<uint8_t> mask(static_cast<size_t>(volume.StoredVoxels()));
   std::transform(volume.Data(), volume.Data() + volume.StoredVoxels(), mask.begin(), [threshold](float v) {
     return static_cast<uint8_t>(v > threshold);
@@ -68,23 +70,25 @@ NormalizationRule::ForegroundMask(const Volume & volume) const
 double
 NormalizationRule::ComputeScale(const Volume & volume) const
 {
+  std::vector<float> positive = PositiveVoxels(volume);
+  return ScaleOfPositiveVoxels(positive, volume.Description);
+}
+
+double
+NormalizationRule::ScaleOfPositiveVoxels(std::vector<float> & positive, const std::string & description) const
+{
   if (Method != "foreground-percentile-scale")
   {
     throw InputError("normalisation method '" + Method + "' is unknown; expected 'foreground-percentile-scale'");
   }
-  const double       threshold = ForegroundThreshold(volume, ForegroundFraction);
-  std::vector<float> foreground;
-  for (const float * v = volume.Data(); v != volume.Data() + volume.StoredVoxels(); ++v)
-  {
-    if (*v > threshold)
-    {
-      foreground.push_back(*v);
-    }
-  }
-  const double scale = Percentile(foreground, UpperPercentile);
+  // The threshold is positive, so the foreground is the positive voxels above it.
+  const double threshold = ForegroundThreshold(positive, ForegroundFraction, description);
+  positive.erase(std::remove_if(positive.begin(), positive.end(), [threshold](float v) { return !(v > threshold); }),
+                 positive.end());
+  const double scale = Percentile(positive, UpperPercentile);
   if (!(scale > 0.0) || !std::isfinite(scale))
   {
-    throw InputError("'" + volume.Description + "': normalisation scale is not positive");
+    throw InputError("'" + description + "': normalisation scale is not positive");
   }
   return scale;
 }

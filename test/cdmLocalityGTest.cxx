@@ -11,6 +11,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <limits>
+
 namespace
 {
 class Locality : public ::testing::TestWithParam<std::string>
@@ -254,9 +256,153 @@ TEST(SourceEncoderTiling, SlabsEqualTheWholeVolume)
   ASSERT_GT(referenceScale, 0.0);
   for (const int64_t budget : { int64_t{ 24 * 20 }, int64_t{ 24 * 24 * 7 }, int64_t{ 1 } << 30 })
   {
-    const at::Tensor streamed = impl.EncodeSourceVolume(sources, whole.SourceScales, all.Size, budget);
+    cdm::SourceAccess access(sources);
+    const at::Tensor  streamed = impl.EncodeSourceVolume(access, whole.SourceScales, budget);
     EXPECT_LE((streamed - reference).abs().max().item<double>(), 1e-5 * referenceScale) << "budget " << budget;
   }
+}
+
+struct StreamedSamplerCase
+{
+  std::string Kind;
+  int         Dimension;
+  int         SliceAxis;
+};
+
+class StreamedSampler : public ::testing::TestWithParam<StreamedSamplerCase>
+{};
+
+/** A reader over whole volumes that hands out owned copies of each window (what a pipeline gives: only the window
+ *  exists), recording every window asked for. */
+cdm::SourceWindowReader
+CopyingReader(const cdm::SourceVolumes & sources, std::vector<cdm::Region> & windows)
+{
+  return [&sources, &windows](const cdm::Region & window) {
+    windows.push_back(window);
+    cdm::SourceVolumes copies;
+    for (const auto & [name, volume] : sources)
+    {
+      copies[name] = cdm::CropVolume(volume, window.Index, window.Size);
+    }
+    return copies;
+  };
+}
+
+TEST_P(StreamedSampler, WindowsReadOnceEachPassGiveTheWholeImagesRepresentation)
+{
+  const StreamedSamplerCase param = GetParam();
+  cdm::ModelConfig config = cdm::ModelConfig::FromPreset("tiny", param.Dimension, { "t1n", "t2w", "t2f" }, "t1c");
+  config.ModelKind = param.Kind;
+  config.SliceAxis = param.SliceAxis;
+  const cdm::Model             model = cdm::Model::Create(config, 4, cdm::testing::TestDevice());
+  const std::array<int64_t, 3> size{ 20, 18, 29 };
+  auto                         sources = cdm::testing::MakeCase(6, size);
+  sources.erase("t1c");
+  cdm::SynthesisOptions options;
+  options.Samples = 2;
+  options.Seed = 3;
+  options.VoxelsPerCall = 20 * 18 * 2; // the encoder's calls: two slices, or a 3D slab of one padded plane
+  options.VoxelsPerRead = 20 * 18 * 4; // four planes of z a read (slabs of x: as many voxels)
+  const cdm::Representation whole = model.SampleRepresentation(sources, options);
+
+  std::vector<cdm::Region>  windows;
+  const cdm::Representation streamed = model.SampleRepresentation(CopyingReader(sources, windows), size, options);
+  EXPECT_EQ(streamed.SourceScales, whole.SourceScales);
+  EXPECT_EQ(streamed.Cells, whole.Cells);
+  EXPECT_EQ(streamed.Target, whole.Target);
+  ASSERT_EQ(streamed.Values.size(), whole.Values.size());
+  for (size_t i = 0; i < whole.Values.size(); ++i)
+  {
+    ASSERT_EQ(streamed.Values[i], whole.Values[i]) << "element " << i; // the same windows, the same arithmetic
+  }
+  // Every voxel read once per pass (scales, then the encoder of a cdm model), never more than a read's budget at once.
+  int64_t readVoxels = 0;
+  for (const auto & window : windows)
+  {
+    const int64_t voxels = window.Size[0] * window.Size[1] * window.Size[2];
+    EXPECT_LE(voxels, options.VoxelsPerRead);
+    readVoxels += voxels;
+  }
+  const int64_t imageVoxels = size[0] * size[1] * size[2];
+  EXPECT_EQ(readVoxels, (param.Kind == "cdm" ? 2 : 1) * imageVoxels);
+  EXPECT_GT(windows.size(), 2u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models,
+                         StreamedSampler,
+                         ::testing::Values(StreamedSamplerCase{ "cdm", 2, 2 },
+                                           StreamedSamplerCase{ "cdm", 2, 0 },
+                                           StreamedSamplerCase{ "cdm", 3, 2 },
+                                           StreamedSamplerCase{ "unet", 2, 2 }),
+                         [](const ::testing::TestParamInfo<StreamedSamplerCase> & info) {
+                           return info.param.Kind + std::to_string(info.param.Dimension) + "DSliceAxis" +
+                                  std::to_string(info.param.SliceAxis);
+                         });
+
+TEST(StreamedSampler, AWindowThatIsNotWhatWasAskedForIsRefusedByName)
+{
+  const cdm::Model model = cdm::Model::Create(
+    cdm::ModelConfig::FromPreset("tiny", 2, { "t1n", "t2w", "t2f" }, "t1c"), 4, cdm::testing::TestDevice());
+  const std::array<int64_t, 3> size{ 16, 16, 12 };
+  auto                         sources = cdm::testing::MakeCase(2, size);
+  sources.erase("t1c");
+  for (auto & [name, volume] : sources)
+  {
+    volume.Description = "case " + name;
+  }
+  cdm::SynthesisOptions options;
+  options.VoxelsPerRead = 16 * 16 * 4;
+  std::vector<cdm::Region> windows;
+  const auto               copying = CopyingReader(sources, windows);
+  const auto               expectError = [&](const cdm::SourceWindowReader & read, const std::string & expected) {
+    try
+    {
+      model.SampleRepresentation(read, size, options);
+      ADD_FAILURE() << "no error; expected one saying " << expected;
+    }
+    catch (const cdm::InputError & error)
+    {
+      EXPECT_NE(std::string(error.what()).find(expected), std::string::npos) << error.what();
+    }
+  };
+  // A window one plane short.
+  expectError(
+    [&](const cdm::Region & window) {
+      cdm::Region shorter = window;
+      shorter.Size[2] = std::max<int64_t>(1, window.Size[2] - 1);
+      return copying(shorter);
+    },
+    "came back");
+  // The second window carries a NaN in t2w: named by its description.
+  expectError(
+    [&](const cdm::Region & window) {
+      cdm::SourceVolumes volumes = copying(window);
+      if (window.Index[2] > 0)
+      {
+        volumes.at("t2w").Voxels[3] = std::numeric_limits<float>::quiet_NaN();
+      }
+      return volumes;
+    },
+    "'case t2w'");
+  // A later window lacks a source.
+  expectError(
+    [&](const cdm::Region & window) {
+      cdm::SourceVolumes volumes = copying(window);
+      if (window.Index[2] > 0)
+      {
+        volumes.erase("t2f");
+      }
+      return volumes;
+    },
+    "but the first had");
+  // A source the model does not know, in the first window.
+  expectError(
+    [&](const cdm::Region & window) {
+      cdm::SourceVolumes volumes = copying(window);
+      volumes["t1c"] = volumes.at("t1n");
+      return volumes;
+    },
+    "'t1c'");
 }
 
 } // namespace

@@ -206,6 +206,83 @@ INSTANTIATE_TEST_SUITE_P(Models,
                            return std::to_string(info.param.ModelDimension) + "DModel";
                          });
 
+class CDMEndToEndStreaming : public CDMFilters, public ::testing::WithParamInterface<StreamingCase>
+{};
+
+TEST_P(CDMEndToEndStreaming, ReaderToWriterNeverHoldsAWholeSourceAndEqualsTheInMemorySynthesis)
+{
+  // What a user with a volume too big for memory runs: MetaImage readers (they stream), the composite filter, and a
+  // writer in stream divisions. A monitor behind each reader records what the readers held.
+  const StreamingCase param = GetParam();
+  auto                model = LoadModel(param.ModelDimension);
+  auto                images = Sources<Image3>(23, param.Size);
+  auto                inMemory = itk::CDMImageFilter<Image3>::New();
+  inMemory->SetModel(model);
+  inMemory->StreamSourcesOff(); // whole sources, one request: the reference
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    inMemory->SetSource(m, images[m]);
+  }
+  inMemory->Update();
+  const std::vector<float> reference = Values(inMemory->GetOutput());
+
+  const std::string directory = s_Directory + "/streamed-" + std::to_string(param.ModelDimension) + "d";
+  fs::create_directories(directory);
+  auto filter = itk::CDMImageFilter<Image3>::New();
+  filter->SetModel(model);
+  const itk::SizeValueType planeVoxels = static_cast<itk::SizeValueType>(param.Size[0] * param.Size[1]);
+  filter->SetVoxelsPerCall(2 * planeVoxels); // the networks' calls: two slices, or a 3D slab of one padded plane
+  filter->SetVoxelsPerRead(4 * planeVoxels);
+  std::vector<itk::ImageFileReader<Image3>::Pointer>            readers; // a data object does not keep its source
+  std::vector<itk::PipelineMonitorImageFilter<Image3>::Pointer> monitors;
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    itk::WriteImage(images[m], directory + "/" + m + ".mha");
+    auto reader = itk::ImageFileReader<Image3>::New();
+    reader->SetFileName(directory + "/" + m + ".mha");
+    auto monitor = itk::PipelineMonitorImageFilter<Image3>::New();
+    monitor->SetInput(reader->GetOutput());
+    monitor->ClearPipelineOnGenerateOutputInformationOff(); // the mini-pipeline's updates ask for information again
+    filter->SetSource(m, monitor->GetOutput());
+    readers.push_back(reader);
+    monitors.push_back(monitor);
+  }
+  unsigned int samplings = 0;
+  unsigned int pieces = 0;
+  filter->GetSampler()->AddObserver(itk::StartEvent(), [&samplings](const itk::EventObject &) { ++samplings; });
+  filter->AddObserver(itk::StartEvent(), [&pieces](const itk::EventObject &) { ++pieces; });
+  auto writer = itk::ImageFileWriter<Image3>::New();
+  writer->SetInput(filter->GetOutput());
+  writer->SetFileName(directory + "/t1c.mha");
+  writer->SetNumberOfStreamDivisions(4);
+  writer->Update();
+
+  EXPECT_EQ(samplings, 1u); // the sampler's re-reads of its sources are not a change of them
+  EXPECT_EQ(pieces, 4u);    // the writer streamed
+  if (param.ModelDimension == 3)
+  {
+    EXPECT_EQ(filter->GetContinuedPieces(), 3u); // every piece after the first carried the C-UNet on
+  }
+  EXPECT_LE(RelativeDifference(reference, Values(itk::ReadImage<Image3>(directory + "/t1c.mha").GetPointer())), 1e-5);
+  const auto largest = images["t1n"]->GetLargestPossibleRegion();
+  for (const auto & monitor : monitors)
+  {
+    // The sampler's windows (two passes) and the pieces' regions, each a part of the image.
+    EXPECT_GT(monitor->GetNumberOfUpdates(), 4u);
+    for (const auto & region : monitor->GetUpdatedBufferedRegions())
+    {
+      EXPECT_LT(region.GetNumberOfPixels(), largest.GetNumberOfPixels()) << region;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models,
+                         CDMEndToEndStreaming,
+                         ::testing::Values(StreamingCase{ 2, { 40, 36, 24 } }, StreamingCase{ 3, { 32, 28, 80 } }),
+                         [](const ::testing::TestParamInfo<StreamingCase> & info) {
+                           return std::to_string(info.param.ModelDimension) + "DModel";
+                         });
+
 TEST_F(CDMFilters, CompositeFilterEqualsTheCommandLine)
 {
   auto        images = Sources<Image3>(8, { 32, 32, 6 });
