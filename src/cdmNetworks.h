@@ -12,6 +12,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <array>
+#include <deque>
 #include <tuple>
 #include <utility>
 
@@ -37,13 +38,47 @@ struct PlaneRun
   }
 };
 
+/** \brief Planes of a stream (dimension 2 of its tensors) queued in the chunks they arrived in. Pushing and dropping
+ *  copy nothing, so a queue never holds a plane twice; a queue kept as one tensor did, for a moment, at every push
+ *  (the concatenation) and every drop (the copy of what is left): the largest share of a streamed 3D synthesis's
+ *  peak memory (bench/MEMORY.md). */
+class PlaneQueue
+{
+public:
+  /** Appends `chunk`'s planes, the next in order. */
+  void
+  Push(const torch::Tensor & chunk);
+  /** Planes [begin, end) by stream index, all queued: a view of one chunk when it holds them all, otherwise a copy of
+   *  these planes alone. */
+  torch::Tensor
+  Planes(int64_t begin, int64_t end) const;
+  /** Forgets the planes before `plane`. */
+  void
+  DropBefore(int64_t plane);
+  /** Stream index of the first queued plane, and one past the last. */
+  int64_t
+  First() const
+  {
+    return m_First;
+  }
+  int64_t
+  End() const
+  {
+    return m_End;
+  }
+
+private:
+  std::deque<torch::Tensor> m_Chunks;
+  int64_t                   m_First{ 0 };
+  int64_t                   m_End{ 0 };
+};
+
 /** \brief What a streamed convolution keeps between slabs: the input planes later outputs still need. */
 struct ConvStreamState
 {
-  torch::Tensor Pending; ///< input planes [PendingFirst, Received)
-  int64_t       PendingFirst{ 0 };
-  int64_t       Received{ 0 }; ///< input planes seen so far
-  int64_t       Emitted{ 0 };  ///< output planes returned so far
+  PlaneQueue Pending;       ///< input planes [Pending.First(), Received)
+  int64_t    Received{ 0 }; ///< input planes seen so far
+  int64_t    Emitted{ 0 };  ///< output planes returned so far
   /** At most this many output planes a call (0: all it can). Bounds the end of a stream, where every layer would
    *  otherwise release the planes its lag held back at once (a C-UNet's whole receptive radius). */
   int64_t MaxPlanes{ 0 };
@@ -68,10 +103,10 @@ public:
   Take();
 
 private:
-  std::array<torch::Tensor, 2> m_Queued;
-  std::array<int64_t, 2>       m_Received{ { 0, 0 } };
-  std::array<bool, 2>          m_Ended{ { false, false } };
-  int64_t                      m_Taken{ 0 };
+  std::array<PlaneQueue, 2> m_Queued;
+  std::array<int64_t, 2>    m_Received{ { 0, 0 } };
+  std::array<bool, 2>       m_Ended{ { false, false } };
+  int64_t                   m_Taken{ 0 };
 };
 
 /** \brief A residual block's streaming state. */

@@ -17,32 +17,6 @@ namespace nn
 
 namespace
 {
-/** Planes [begin, end) of a tensor held from plane `first`, as a tensor of its own (so that the rest of a slab's
- *  storage is not kept alive by a small view). */
-torch::Tensor
-KeepPlanes(const torch::Tensor & held, int64_t first, int64_t begin, int64_t end)
-{
-  if (!held.defined() || end <= begin)
-  {
-    return torch::Tensor();
-  }
-  if (begin == first && end - begin == held.size(2))
-  {
-    return held;
-  }
-  return held.narrow(2, begin - first, end - begin).clone();
-}
-
-torch::Tensor
-Append(const torch::Tensor & held, const torch::Tensor & more)
-{
-  if (!held.defined() || held.size(2) == 0)
-  {
-    return more;
-  }
-  return torch::cat({ held, more }, 2);
-}
-
 /** SiLU on a tensor of one's own (a layer's fresh output). */
 torch::Tensor
 SiluInPlace(torch::Tensor x)
@@ -59,6 +33,77 @@ Map(const PlaneRun & run, Operation && operation)
 }
 } // namespace
 
+namespace
+{
+/** `planes`, or a copy of them when they are a view that keeps more than twice their size of storage alive (the
+ *  last plane of a slab that a 3x3 convolution still needs would otherwise hold the whole slab). */
+torch::Tensor
+Compact(const torch::Tensor & planes)
+{
+  const auto held = static_cast<int64_t>(planes.storage().nbytes()) / static_cast<int64_t>(planes.element_size());
+  return 2 * planes.numel() < held ? planes.clone() : planes;
+}
+} // namespace
+
+void
+PlaneQueue::Push(const torch::Tensor & chunk)
+{
+  if (chunk.defined() && chunk.size(2) > 0)
+  {
+    m_Chunks.push_back(Compact(chunk));
+    m_End += chunk.size(2);
+  }
+}
+
+torch::Tensor
+PlaneQueue::Planes(int64_t begin, int64_t end) const
+{
+  if (begin < m_First || end > m_End || end <= begin)
+  {
+    throw std::logic_error("planes [" + std::to_string(begin) + ", " + std::to_string(end) + ") are not all queued ([" +
+                           std::to_string(m_First) + ", " + std::to_string(m_End) + "))");
+  }
+  std::vector<torch::Tensor> parts;
+  int64_t                    chunkFirst = m_First;
+  for (const torch::Tensor & chunk : m_Chunks)
+  {
+    const int64_t chunkEnd = chunkFirst + chunk.size(2);
+    const int64_t from = std::max(begin, chunkFirst);
+    const int64_t to = std::min(end, chunkEnd);
+    if (from < to)
+    {
+      parts.push_back(chunk.narrow(2, from - chunkFirst, to - from));
+    }
+    if (chunkEnd >= end)
+    {
+      break;
+    }
+    chunkFirst = chunkEnd;
+  }
+  return parts.size() == 1 ? parts.front() : torch::cat(parts, 2);
+}
+
+void
+PlaneQueue::DropBefore(int64_t plane)
+{
+  plane = std::min(plane, m_End);
+  while (!m_Chunks.empty() && m_First < plane)
+  {
+    const int64_t count = m_Chunks.front().size(2);
+    if (m_First + count <= plane)
+    {
+      m_Chunks.pop_front();
+      m_First += count;
+    }
+    else
+    {
+      m_Chunks.front() = Compact(m_Chunks.front().narrow(2, plane - m_First, m_First + count - plane));
+      m_First = plane;
+    }
+  }
+  m_First = std::max(m_First, plane);
+}
+
 void
 PlaneAligner::Push(int side, const PlaneRun & run)
 {
@@ -72,7 +117,7 @@ PlaneAligner::Push(int side, const PlaneRun & run)
     throw std::logic_error("planes must arrive in order (expected plane " + std::to_string(m_Received[side]) +
                            ", got " + std::to_string(run.First) + ")");
   }
-  m_Queued[side] = Append(m_Queued[side], run.Values);
+  m_Queued[side].Push(run.Values);
   m_Received[side] += run.Count();
 }
 
@@ -87,11 +132,11 @@ PlaneAligner::Take()
   {
     return taken;
   }
-  taken.Side0 = m_Queued[0].narrow(2, 0, end - m_Taken);
-  taken.Side1 = m_Queued[1].narrow(2, 0, end - m_Taken);
-  for (int side = 0; side < 2; ++side)
+  taken.Side0 = m_Queued[0].Planes(m_Taken, end);
+  taken.Side1 = m_Queued[1].Planes(m_Taken, end);
+  for (auto & queue : m_Queued)
   {
-    m_Queued[side] = KeepPlanes(m_Queued[side], m_Taken, end, m_Received[side]);
+    queue.DropBefore(end);
   }
   m_Taken = end;
   return taken;
@@ -110,7 +155,7 @@ ConvImpl::ForwardPlanes(const PlaneRun & input, ConvStreamState & state)
     {
       throw std::logic_error("convolution planes must arrive in order");
     }
-    state.Pending = Append(state.Pending, input.Values);
+    state.Pending.Push(input.Values);
     state.Received += input.Count();
   }
   // A 3x3 output plane needs its neighbours on both sides (zero beyond the ends); a 2x2 stride-2 one its own cell.
@@ -127,7 +172,7 @@ ConvImpl::ForwardPlanes(const PlaneRun & input, ConvStreamState & state)
   }
   const int64_t inBegin = m_Stride == 1 ? std::max<int64_t>(0, begin - half) : begin * m_Stride;
   const int64_t inEnd = m_Stride == 1 ? std::min(state.Received, end + half) : end * m_Stride;
-  torch::Tensor x = state.Pending.narrow(2, inBegin - state.PendingFirst, inEnd - inBegin);
+  torch::Tensor x = state.Pending.Planes(inBegin, inEnd);
   const int64_t front = std::max<int64_t>(0, half - begin);
   const int64_t back = std::max<int64_t>(0, end + half - state.Received);
   if (front > 0 || back > 0)
@@ -147,8 +192,7 @@ ConvImpl::ForwardPlanes(const PlaneRun & input, ConvStreamState & state)
                                                           std::vector<int64_t>(padding.begin(), padding.begin() + 2))
                                                        : torch::conv3d(x, m_Weight, m_Bias, stride, padding);
   const int64_t              keepFrom = m_Stride == 1 ? std::max<int64_t>(0, end - half) : end * m_Stride;
-  state.Pending = KeepPlanes(state.Pending, state.PendingFirst, keepFrom, state.Received);
-  state.PendingFirst = keepFrom;
+  state.Pending.DropBefore(keepFrom);
   state.Emitted = end;
   return { output, begin, ended };
 }
