@@ -131,6 +131,19 @@ struct StreamingCase
   std::array<int64_t, 3> Size;
 };
 
+/** A 2D model on a few slices and a 3D one on a volume deeper than its receptive field. */
+auto
+StreamingCases()
+{
+  return ::testing::Values(StreamingCase{ 2, { 40, 36, 24 } }, StreamingCase{ 3, { 32, 28, 80 } });
+}
+
+std::string
+StreamingCaseName(const ::testing::TestParamInfo<StreamingCase> & info)
+{
+  return std::to_string(info.param.ModelDimension) + "DModel";
+}
+
 class CDMStreaming : public CDMFilters, public ::testing::WithParamInterface<StreamingCase>
 {};
 
@@ -199,12 +212,7 @@ TEST_P(CDMStreaming, StreamedSynthesisEqualsWholeImageAndRequestsOnlyPaddedRegio
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models,
-                         CDMStreaming,
-                         ::testing::Values(StreamingCase{ 2, { 40, 36, 24 } }, StreamingCase{ 3, { 32, 28, 80 } }),
-                         [](const ::testing::TestParamInfo<StreamingCase> & info) {
-                           return std::to_string(info.param.ModelDimension) + "DModel";
-                         });
+INSTANTIATE_TEST_SUITE_P(Models, CDMStreaming, StreamingCases(), StreamingCaseName);
 
 class CDMEndToEndStreaming : public CDMFilters, public ::testing::WithParamInterface<StreamingCase>
 {};
@@ -276,12 +284,7 @@ TEST_P(CDMEndToEndStreaming, ReaderToWriterNeverHoldsAWholeSourceAndEqualsTheInM
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models,
-                         CDMEndToEndStreaming,
-                         ::testing::Values(StreamingCase{ 2, { 40, 36, 24 } }, StreamingCase{ 3, { 32, 28, 80 } }),
-                         [](const ::testing::TestParamInfo<StreamingCase> & info) {
-                           return std::to_string(info.param.ModelDimension) + "DModel";
-                         });
+INSTANTIATE_TEST_SUITE_P(Models, CDMEndToEndStreaming, StreamingCases(), StreamingCaseName);
 
 TEST_F(CDMFilters, CompositeFilterEqualsTheCommandLine)
 {
