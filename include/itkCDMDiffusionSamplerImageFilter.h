@@ -67,6 +67,14 @@ public:
   itkSetMacro(VoxelsPerRead, SizeValueType);
   itkGetConstMacro(VoxelsPerRead, SizeValueType);
 
+  /** The Superclass's, except that re-reads of streamed sources are not a change: pulling the sources window by
+   *  window re-runs their readers, which marks the images modified though nothing upstream changed. When neither
+   *  this filter, its model, nor any filter or unsourced image upstream of the sources changed since the last run,
+   *  the representation stays valid and the filter does not run again. (So Modified() on an image that a filter
+   *  generates is not seen: modify the filter.) */
+  void
+  UpdateOutputInformation() override;
+
 protected:
   CDMDiffusionSamplerImageFilter() = default;
   ~CDMDiffusionSamplerImageFilter() override = default;
@@ -83,12 +91,18 @@ protected:
   PrintSelf(std::ostream & os, Indent indent) const override;
 
 private:
-  unsigned int  m_NumberOfSamples{ 1 };
-  uint64_t      m_Seed{ 0 };
-  double        m_Eta{ -1.0 };
-  bool          m_OutputSamples{ false };
-  bool          m_StreamSources{ true };
-  SizeValueType m_VoxelsPerRead{ 0 };
+  unsigned int m_NumberOfSamples{ 1 };
+  uint64_t     m_Seed{ 0 };
+  double       m_Eta{ -1.0 };
+  bool         m_OutputSamples{ false };
+  /** The latest modification of this filter, its model, or anything upstream of its sources other than the data
+   *  their filters generate (a re-read is not a change). */
+  ModifiedTimeType
+  SourcesContentTime() const;
+
+  bool             m_StreamSources{ true };
+  SizeValueType    m_VoxelsPerRead{ 0 };
+  ModifiedTimeType m_SampledContentTime{ 0 }; ///< SourcesContentTime() of the last run
 };
 
 } // namespace itk

@@ -30,6 +30,55 @@ CDMDiffusionSamplerImageFilter<TInputImage>::GenerateOutputInformation()
     first, config, samples * static_cast<unsigned int>(config.Network.RepresentationDim), this->GetOutput());
 }
 
+namespace CDMPipeline
+{
+/** The latest modification of `data`'s upstream: the filters that generate it and, recursively, their inputs, and
+ *  the images no filter generates; not the generated data's own modification, which a re-run bumps. */
+inline ModifiedTimeType
+ContentTime(const DataObject * data)
+{
+  const ProcessObject * source = data->GetSource();
+  if (!source)
+  {
+    return data->GetMTime();
+  }
+  ModifiedTimeType time = source->GetMTime();
+  for (const DataObject * input : const_cast<ProcessObject *>(source)->GetInputs()) // not const in ITK 5
+  {
+    if (input)
+    {
+      time = std::max(time, ContentTime(input));
+    }
+  }
+  return time;
+}
+} // namespace CDMPipeline
+
+template <typename TInputImage>
+ModifiedTimeType
+CDMDiffusionSamplerImageFilter<TInputImage>::SourcesContentTime() const
+{
+  ModifiedTimeType time = this->GetMTime(); // the model's included
+  for (const auto & name : this->GetSourceNames())
+  {
+    time = std::max(time, CDMPipeline::ContentTime(this->GetSource(name)));
+  }
+  return time;
+}
+
+template <typename TInputImage>
+void
+CDMDiffusionSamplerImageFilter<TInputImage>::UpdateOutputInformation()
+{
+  Superclass::UpdateOutputInformation();
+  auto * output = this->GetOutput();
+  if (m_StreamSources && m_SampledContentTime != 0 && !output->GetDataReleased() && output->GetUpdateMTime() > 0 &&
+      SourcesContentTime() == m_SampledContentTime)
+  {
+    output->SetPipelineMTime(std::min(output->GetPipelineMTime(), output->GetUpdateMTime()));
+  }
+}
+
 template <typename TInputImage>
 void
 CDMDiffusionSamplerImageFilter<TInputImage>::GenerateInputRequestedRegion()
@@ -64,6 +113,8 @@ CDMDiffusionSamplerImageFilter<TInputImage>::GenerateData()
 {
   this->AllocateOutputs();
   this->UpdateProgress(0.0f);
+  m_SampledContentTime = 0; // until this run succeeds
+  const ModifiedTimeType contentTime = SourcesContentTime();
   this->CallEngine([&]() {
     cdm::SynthesisOptions options = this->EngineOptions();
     options.Samples = static_cast<int>(m_NumberOfSamples);
@@ -91,6 +142,7 @@ CDMDiffusionSamplerImageFilter<TInputImage>::GenerateData()
     }
     CDMConversion::FillRepresentation(representation, m_OutputSamples, this->GetOutput());
   });
+  m_SampledContentTime = contentTime;
   this->UpdateProgress(1.0f);
 }
 

@@ -114,17 +114,7 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
   m_Synthesis->GetUncertaintyOutput()->SetRequestedRegion(this->GetOutput()->GetRequestedRegion());
   try
   {
-    // As ITK's streaming writers do: the pipeline's information once per update of this filter, then the piece. A
-    // streaming sampler re-reads its sources, which marks them modified; refreshing the information for every piece
-    // would take that for a change of the sources and sample again.
-    const ModifiedTimeType updateTime = this->GetOutput()->GetPipelineMTime();
-    if (updateTime != m_InformationTime)
-    {
-      m_Synthesis->UpdateOutputInformation();
-      m_InformationTime = updateTime;
-    }
-    m_Synthesis->GetOutput()->PropagateRequestedRegion();
-    m_Synthesis->GetOutput()->UpdateOutputData();
+    m_Synthesis->Update(); // the sampler runs only when its sources really changed (re-reads are not a change)
   }
   catch (...)
   {
@@ -132,7 +122,6 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
     // modality named), the synthesis member would stay marked as updating, and every later Update() of this filter
     // would return an empty image even once the cause is fixed.
     m_Synthesis->ResetPipeline();
-    m_InformationTime = 0;
     throw;
   }
   this->GraftNthOutput(0, m_Synthesis->GetOutput());

@@ -271,6 +271,12 @@ TEST_P(CDMEndToEndStreaming, ReaderToWriterNeverHoldsAWholeSourceAndEqualsTheInM
   {
     EXPECT_EQ(filter->GetContinuedPieces(), 3u); // every piece after the first carried the C-UNet on
   }
+  writer->Update();
+  EXPECT_EQ(samplings, 1u); // written again: the readers re-read, nothing changed
+  EXPECT_EQ(pieces, 8u);
+  readers[1]->Modified();
+  writer->Update();
+  EXPECT_EQ(samplings, 2u); // a changed reader is a change of the sources
   EXPECT_LE(RelativeDifference(reference, Values(itk::ReadImage<Image3>(directory + "/t1c.mha").GetPointer())), 1e-5);
   const auto largest = images["t1n"]->GetLargestPossibleRegion();
   for (const auto & monitor : monitors)
