@@ -99,19 +99,27 @@ ToVolume(const TImage *                      image,
   return volume;
 }
 
-/** The voxels of `region` of `image` as a Volume like ToVolume, but viewing the image's buffer instead of copying
- *  it when the pixels are float and `region` is the buffered region (the usual case: a filter's input is buffered
- *  as requested). The image must outlive the Volume and not change while it is used. */
+/** The voxels of `region` of `image` as a Volume like ToVolume, but viewing the image's buffer instead of copying it
+ *  when the pixels are float and `region` is one contiguous run of it: inside the buffered region and as wide as it on
+ *  every axis but the last (the whole buffer, or a slab of whole rows or planes: what the streamed sampler's windows
+ *  and the synthesis's pieces are). The image must outlive the Volume and not change while it is used. */
 template <typename TImage>
 cdm::Volume
 ToVolumeView(const TImage * image, const typename TImage::RegionType & region, const std::string & description)
 {
   if constexpr (std::is_same_v<typename TImage::PixelType, float>)
   {
-    if (region == image->GetBufferedRegion())
+    const auto & buffered = image->GetBufferedRegion();
+    bool         contiguous = region.GetNumberOfPixels() > 0 && buffered.IsInside(region);
+    for (unsigned int a = 0; a + 1 < TImage::ImageDimension; ++a)
+    {
+      contiguous = contiguous && region.GetIndex(a) == buffered.GetIndex(a) && region.GetSize(a) == buffered.GetSize(a);
+    }
+    if (contiguous)
     {
       const cdm::Volume geometry = ToVolume(image, region, description, false);
-      return geometry.View(const_cast<float *>(image->GetBufferPointer()), description);
+      float * const first = const_cast<float *>(image->GetBufferPointer()) + image->ComputeOffset(region.GetIndex());
+      return geometry.View(first, description);
     }
   }
   return ToVolume(image, region, description);

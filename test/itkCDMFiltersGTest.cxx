@@ -292,6 +292,29 @@ TEST_P(CDMEndToEndStreaming, ReaderToWriterNeverHoldsAWholeSourceAndEqualsTheInM
 
 INSTANTIATE_TEST_SUITE_P(Models, CDMEndToEndStreaming, StreamingCases(), StreamingCaseName);
 
+TEST(CDMConversion, ContiguousSlabsOfFloatImagesAreViewedAndOtherRegionsCopied)
+{
+  auto image = Image3::New();
+  image->SetRegions(Image3::RegionType({ { 0, 0, 0 } }, { { 5, 4, 6 } }));
+  image->Allocate();
+  float value = 0.0f;
+  for (itk::ImageRegionIterator<Image3> it(image, image->GetBufferedRegion()); !it.IsAtEnd(); ++it)
+  {
+    it.Set(value++);
+  }
+  const Image3::RegionType slab({ { 0, 0, 2 } }, { { 5, 4, 3 } }); // whole planes 2 to 4
+  const cdm::Volume        viewed = itk::CDMConversion::ToVolumeView(image.GetPointer(), slab, "slab");
+  EXPECT_EQ(viewed.Data(), image->GetBufferPointer() + 2 * 5 * 4); // no copy
+  EXPECT_EQ(viewed.Size, (std::array<int64_t, 3>{ 5, 4, 3 }));
+  EXPECT_EQ(viewed.Origin[2], 2.0);
+  const Image3::RegionType part({ { 1, 0, 2 } }, { { 3, 4, 3 } }); // not whole rows: copied
+  const cdm::Volume        copied = itk::CDMConversion::ToVolumeView(image.GetPointer(), part, "part");
+  EXPECT_TRUE(copied.Data() < image->GetBufferPointer() ||
+              copied.Data() >= image->GetBufferPointer() + image->GetBufferedRegion().GetNumberOfPixels());
+  EXPECT_EQ(copied.Data()[0], image->GetPixel({ { 1, 0, 2 } }));
+  EXPECT_EQ(copied.Data()[copied.StoredVoxels() - 1], image->GetPixel({ { 3, 3, 4 } }));
+}
+
 TEST_F(CDMFilters, CompositeFilterEqualsTheCommandLine)
 {
   auto        images = Sources<Image3>(8, { 32, 32, 6 });
