@@ -114,7 +114,17 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
   m_Synthesis->GetUncertaintyOutput()->SetRequestedRegion(this->GetOutput()->GetRequestedRegion());
   try
   {
-    m_Synthesis->Update(); // the sampler runs only when its sources really changed (re-reads are not a change)
+    // As ITK's streaming writers do: the member pipeline's information once per update of this filter, then each
+    // piece (the sampler also tells re-reads from changes itself; this order measured faster: 10.6 s instead of 13.2
+    // s for the bundled 2D model on 240x240x155, bench/EXPERIMENTS.md).
+    const ModifiedTimeType updateTime = this->GetOutput()->GetPipelineMTime();
+    if (updateTime != m_InformationTime)
+    {
+      m_Synthesis->UpdateOutputInformation();
+      m_InformationTime = updateTime;
+    }
+    m_Synthesis->GetOutput()->PropagateRequestedRegion();
+    m_Synthesis->GetOutput()->UpdateOutputData();
   }
   catch (...)
   {
@@ -122,6 +132,7 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
     // modality named), the synthesis member would stay marked as updating, and every later Update() of this filter
     // would return an empty image even once the cause is fixed.
     m_Synthesis->ResetPipeline();
+    m_InformationTime = 0;
     throw;
   }
   this->GraftNthOutput(0, m_Synthesis->GetOutput());
