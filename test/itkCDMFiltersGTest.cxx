@@ -274,6 +274,12 @@ TEST_P(CDMEndToEndStreaming, ReaderToWriterNeverHoldsAWholeSourceAndEqualsTheInM
   writer->Update();
   EXPECT_EQ(samplings, 1u); // written again: the readers re-read, nothing changed
   EXPECT_EQ(pieces, 8u);
+  auto uncertaintyWriter = itk::ImageFileWriter<Image3>::New();
+  uncertaintyWriter->SetInput(filter->GetUncertaintyOutput());
+  uncertaintyWriter->SetFileName(directory + "/t1c-uncertainty.mha");
+  uncertaintyWriter->SetNumberOfStreamDivisions(4);
+  uncertaintyWriter->Update();
+  EXPECT_EQ(samplings, 1u); // a second writer, of the uncertainty: the same representation
   readers[1]->Modified();
   writer->Update();
   EXPECT_EQ(samplings, 2u); // a changed reader is a change of the sources
