@@ -47,18 +47,12 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateInputRequestedRegion()
   {
     return;
   }
-  auto region = this->RequiredSourceRegion(this->GetOutput()->GetRequestedRegion());
+  // The engine's required region lies inside the image, whose extent every source shares (VerifyInputInformation).
+  const auto region = m_StreamSources ? this->RequiredSourceRegion(this->GetOutput()->GetRequestedRegion())
+                                      : this->GetFirstSource()->GetLargestPossibleRegion();
   for (const auto & name : this->GetSourceNames())
   {
-    auto * source = const_cast<TInputImage *>(this->GetSource(name));
-    if (!m_StreamSources)
-    {
-      source->SetRequestedRegionToLargestPossibleRegion();
-      continue;
-    }
-    auto sourceRegion = region;
-    sourceRegion.Crop(source->GetLargestPossibleRegion());
-    source->SetRequestedRegion(sourceRegion);
+    const_cast<TInputImage *>(this->GetSource(name))->SetRequestedRegion(region);
   }
 }
 

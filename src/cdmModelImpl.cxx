@@ -667,7 +667,6 @@ SourceAccess::Hold(const Region & window, int axis, Region & local)
     m_HeldRegion.reset();
     m_Held = m_Read(read);
     m_HeldRegion = read;
-    ++m_Reads;
   }
   for (int a = 0; a < 3; ++a)
   {

@@ -252,13 +252,6 @@ public:
   const SourceVolumes &
   Hold(const Region & window, int axis, Region & local);
 
-  /** Reads made so far (for tests). */
-  int64_t
-  Reads() const
-  {
-    return m_Reads;
-  }
-
 private:
   const SourceVolumes *  m_Whole{ nullptr };
   SourceWindowReader     m_Read;
@@ -266,7 +259,6 @@ private:
   int64_t                m_VoxelsPerRead{ 0 };
   SourceVolumes          m_Held;
   std::optional<Region>  m_HeldRegion;
-  int64_t                m_Reads{ 0 };
 };
 
 /** The image axis a streamed reader advances along: z, or y for a 2D image (ITK's streaming splits the last axis). */

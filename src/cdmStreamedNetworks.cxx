@@ -31,10 +31,7 @@ Map(const PlaneRun & run, Operation && operation)
 {
   return { run.Count() > 0 ? operation(run.Values) : torch::Tensor(), run.First, run.Last };
 }
-} // namespace
 
-namespace
-{
 /** `planes`, or a copy of them when they are a view that keeps more than twice their size of storage alive (the
  *  last plane of a slab that a 3x3 convolution still needs would otherwise hold the whole slab). */
 torch::Tensor
