@@ -12,6 +12,7 @@
 #include "cdmModel.h"
 #include "cdmMontage.h"
 #include "cdmPhantom.h"
+#include "cdmStreamedSynthesis.h"
 #include "cdmTrainer.h"
 
 #include "itkMultiThreaderBase.h"
@@ -19,6 +20,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -299,13 +301,14 @@ struct SynthesizeArguments
   std::string              RepresentationMode{ "sampled" };
   std::string              Reference;
   std::string              Precision{ "fp32" };
+  unsigned int             StreamDivisions{ 0 };
 };
 
-/** The images of `--source NAME=FILE` options, checked against the model's inputs. */
-cdm::SourceVolumes
-ReadSources(const std::vector<std::string> & items, const cdm::Model & model, const std::string & modelPath)
+/** The `--source NAME=FILE` options as (name, file), checked against the model's inputs. */
+std::vector<std::pair<std::string, std::string>>
+ParseSources(const std::vector<std::string> & items, const cdm::Model & model, const std::string & modelPath)
 {
-  cdm::SourceVolumes sources;
+  std::vector<std::pair<std::string, std::string>> sources;
   for (const auto & item : items)
   {
     const size_t equals = item.find('=');
@@ -321,23 +324,93 @@ ReadSources(const std::vector<std::string> & items, const cdm::Model & model, co
       throw cdm::InputError("--source " + name + "=" + path + ": modality '" + name + "' is not an input of model '" +
                             modelPath + "'; expected " + expected);
     }
-    if (sources.count(name))
+    for (const auto & earlier : sources)
     {
-      throw cdm::InputError("--source: modality '" + name + "' is given twice");
+      if (earlier.first == name)
+      {
+        throw cdm::InputError("--source: modality '" + name + "' is given twice");
+      }
     }
+    sources.emplace_back(name, path);
+  }
+  return sources;
+}
+
+/** The images of `--source NAME=FILE` options, checked against the model's inputs. */
+cdm::SourceVolumes
+ReadSources(const std::vector<std::string> & items, const cdm::Model & model, const std::string & modelPath)
+{
+  cdm::SourceVolumes sources;
+  for (const auto & [name, path] : ParseSources(items, model, modelPath))
+  {
     sources[name] = cdm::ReadVolume(path);
   }
   return sources;
+}
+
+/** `cdm synthesize --stream-divisions N`: the ITK filters between the files, in N pieces (cdmStreamedSynthesis.h). */
+int
+RunSynthesizeInPieces(const SynthesizeArguments &                                      arguments,
+                      const cdm::Model &                                               model,
+                      double                                                           loadSeconds,
+                      const cdm::SynthesisOptions &                                    options,
+                      const std::vector<std::pair<std::string, std::string>> &         sources,
+                      const std::function<void(double, const std::string &)> &         progress)
+{
+  if (arguments.RepresentationMode != "sampled")
+  {
+    throw cdm::InputError("--representation " + arguments.RepresentationMode +
+                          " is not available with --stream-divisions (the pieces sample z from the sources); omit "
+                          "one of the two");
+  }
+  cdm::StreamedSynthesisRequest request;
+  request.Engine = &model;
+  request.ModelPath = arguments.Model;
+  request.Sources = sources;
+  request.Output = arguments.Output;
+  request.Uncertainty = arguments.Uncertainty;
+  request.Options = options;
+  request.Divisions = arguments.StreamDivisions;
+  const cdm::StreamedSynthesisReport report = cdm::SynthesizeInPieces(request, progress);
+  if (!arguments.Quiet)
+  {
+    std::cout << std::endl;
+  }
+  for (const std::string & path : report.WholeFiles)
+  {
+    std::cout << "[cdm synthesize] note: " << path
+              << " was read or written whole (compressed or not MetaImage); uncompressed .mha files stream" << std::endl;
+  }
+  if (!arguments.TimingJson.empty())
+  {
+    const nlohmann::json timing = {
+      { "model_kind", report.ModelKind },
+      { "load_seconds", loadSeconds },
+      { "sampling_seconds", report.SamplingSeconds },
+      { "synthesis_seconds", report.TotalSeconds - report.SamplingSeconds },
+      { "total_seconds", loadSeconds + report.TotalSeconds },
+      { "size", report.Size },
+      { "device", report.DeviceName },
+      { "precision", arguments.Precision },
+      { "samples", options.Samples },
+      { "stream_divisions", arguments.StreamDivisions },
+      { "pieces", report.Pieces },
+      { "sampler_runs", report.SamplerRuns }
+    };
+    std::ofstream(arguments.TimingJson) << timing.dump(2) << std::endl;
+  }
+  std::cout << "[cdm synthesize] wrote " << arguments.Output << " (" << report.Target << ", " << report.Size[0] << "x"
+            << report.Size[1] << "x" << report.Size[2] << ", " << options.Samples << " sample(s), "
+            << report.DeviceName << ", " << report.Pieces << " piece(s)) in " << FormatSeconds(loadSeconds + report.TotalSeconds)
+            << std::endl;
+  return 0;
 }
 
 int
 RunSynthesize(const SynthesizeArguments & arguments)
 {
   ConfigureThreads(arguments.Threads);
-  const auto               start = std::chrono::steady_clock::now();
-  const cdm::Model         model = cdm::Model::Load(arguments.Model, arguments.Device);
-  const cdm::SourceVolumes sources = ReadSources(arguments.Sources, model, arguments.Model);
-  cdm::SynthesisOptions    options = arguments.Options;
+  cdm::SynthesisOptions options = arguments.Options;
   options.TileSize = { arguments.Tile, arguments.Tile, arguments.Tile };
   options.NetworkPrecision = cdm::ParsePrecision(arguments.Precision, "--precision");
   const auto progress = [&](double fraction, const std::string & what) {
@@ -347,6 +420,19 @@ RunSynthesize(const SynthesizeArguments & arguments)
                 << std::flush;
     }
   };
+  const auto       start = std::chrono::steady_clock::now();
+  const cdm::Model model = cdm::Model::Load(arguments.Model, arguments.Device);
+  if (arguments.StreamDivisions > 0)
+  {
+    // A single slice has nothing to divide: 2D files take the path below.
+    const auto named = ParseSources(arguments.Sources, model, arguments.Model);
+    if (std::any_of(named.begin(), named.end(), [](const auto & s) { return cdm::IsVolumeFile(s.second); }))
+    {
+      const double loadSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      return RunSynthesizeInPieces(arguments, model, loadSeconds, options, named, progress);
+    }
+  }
+  const cdm::SourceVolumes sources = ReadSources(arguments.Sources, model, arguments.Model);
   // The two halves timed apart: source encoder + MDN sampling, then the C-UNet (what bench/ reports).
   const auto          loaded = std::chrono::steady_clock::now();
   cdm::Representation representation = model.SampleRepresentation(sources, options);
@@ -1021,6 +1107,14 @@ main(int argc, char ** argv)
                  "Memory bound: voxels one network call reads (2D: slices per call; 3D: the source encoder's and "
                  "the C-UNet's slabs along z); 0: automatic (2^16 in 2D, 2^18 in 3D)")
     ->check(CLI::NonNegativeNumber)
+    ->capture_default_str();
+  synthesizeCommand
+    ->add_option("--stream-divisions",
+                 synthesize.StreamDivisions,
+                 "Synthesize and write a 3D image in this many pieces through ITK's pipeline (itk::CDMImageFilter), "
+                 "sampling z once: with uncompressed MetaImage (.mha) sources and output no whole image is held "
+                 "in memory; other formats are read or written whole. 0: read, synthesize and write whole "
+                 "images. With --uncertainty the pieces are synthesized twice, once per written image")
     ->capture_default_str();
   synthesizeCommand
     ->add_option("--precision",

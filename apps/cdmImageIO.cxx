@@ -231,8 +231,8 @@ RegisterImageIOFactories()
   });
 }
 
-Volume
-ReadVolume(const std::string & path)
+unsigned int
+CheckImageFile(const std::string & path)
 {
   RegisterImageIOFactories();
   if (!std::filesystem::is_regular_file(path))
@@ -322,7 +322,15 @@ ReadVolume(const std::string & path)
                        " voxels but the file holds " + std::to_string(static_cast<uint64_t>(fileBytes)) +
                        " bytes, too few for them; expected a complete file");
     }
+    return std::min(3u, io->GetNumberOfDimensions());
   }
+  return 0;
+}
+
+Volume
+ReadVolume(const std::string & path)
+{
+  CheckImageFile(path);
   using ImageType = itk::Image<float, 3>;
   auto reader = itk::ImageFileReader<ImageType>::New();
   reader->SetFileName(path);

@@ -20,6 +20,13 @@ namespace cdm
 void
 RegisterImageIOFactories();
 
+/** Checks an image file before any voxel is read: the header ITK reads (at most three dimensions, one scalar per
+ *  voxel, positive spacing, a size that fits in memory and in the file) and, for NIfTI, that the file is complete.
+ *  Throws InputError naming the file. Returns the file's number of dimensions (2 or 3), or 0 when no ITK reader
+ *  recognises the file (its reader then says why). What ReadVolume checks first. */
+unsigned int
+CheckImageFile(const std::string & path);
+
 /** Reads any scalar image ITK can read (NIfTI, NRRD, MetaImage...) as float. Throws InputError naming the file, also
  *  for a NIfTI file shorter than its header declares or a damaged .gz stream (CheckNiftiFileIsComplete), for more
  *  than three dimensions (a 4D series), and for non-scalar pixels (complex, RGB, vectors). */

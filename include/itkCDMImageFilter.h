@@ -7,7 +7,6 @@
 
 #include "itkCDMDiffusionSamplerImageFilter.h"
 #include "itkCDMSynthesisImageFilter.h"
-#include "itkProgressAccumulator.h"
 
 namespace itk
 {

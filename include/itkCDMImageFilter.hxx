@@ -62,12 +62,6 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
 {
   // The members keep their outputs between updates: setters that change nothing leave the sampler up to date, so a
   // streamed output re-runs only the synthesis, piece by piece.
-  // A local accumulator, as ITK's composite filters have: it holds this filter by a smart pointer, so a member one
-  // would keep the filter (and its model's weights) alive forever (found by LeakSanitizer, scripts/sanitize.sh).
-  const auto progress = ProgressAccumulator::New();
-  progress->SetMiniPipelineFilter(this);
-  progress->RegisterInternalFilter(m_Sampler, 0.2f);
-  progress->RegisterInternalFilter(m_Synthesis, 0.8f);
   auto * model = const_cast<CDMModel *>(this->GetModel());
   m_Sampler->SetModel(model);
   m_Synthesis->SetModel(model);
@@ -106,6 +100,25 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
   m_Synthesis->GraftNthOutput(1, this->GetUncertaintyOutput());
   m_Synthesis->GetOutput()->SetRequestedRegion(this->GetOutput()->GetRequestedRegion());
   m_Synthesis->GetUncertaintyOutput()->SetRequestedRegion(this->GetOutput()->GetRequestedRegion());
+  // Progress: the sampler's fifth when it runs in this update (once per change of what it reads), then the synthesis.
+  // Not ITK's ProgressAccumulator: one made per update counts a member's progress at its start as done, so every
+  // streamed piece after the first would report 1 from its start (and a member accumulator would keep this filter,
+  // and its model's weights, alive forever: found by LeakSanitizer, scripts/sanitize.sh).
+  bool sampling = false;
+  m_Synthesis->UpdateProgress(0.0f); // left at 1 by the last piece
+  const auto report = [this, &sampling](const EventObject &) {
+    const float synthesis = m_Synthesis->GetProgress();
+    this->UpdateProgress(sampling ? 0.2f * m_Sampler->GetProgress() + 0.8f * synthesis : synthesis);
+  };
+  const unsigned long samplerStart =
+    m_Sampler->AddObserver(StartEvent(), [&sampling](const EventObject &) { sampling = true; });
+  const unsigned long samplerProgress = m_Sampler->AddObserver(ProgressEvent(), report);
+  const unsigned long synthesisProgress = m_Synthesis->AddObserver(ProgressEvent(), report);
+  const auto          removeObservers = [&]() {
+    m_Sampler->RemoveObserver(samplerStart);
+    m_Sampler->RemoveObserver(samplerProgress);
+    m_Synthesis->RemoveObserver(synthesisProgress);
+  };
   try
   {
     // As ITK's streaming writers do: the member pipeline's information once per update of this filter, then each
@@ -127,8 +140,10 @@ CDMImageFilter<TInputImage, TOutputImage>::GenerateData()
     // would return an empty image even once the cause is fixed.
     m_Synthesis->ResetPipeline();
     m_InformationTime = 0;
+    removeObservers();
     throw;
   }
+  removeObservers();
   this->GraftNthOutput(0, m_Synthesis->GetOutput());
   this->GraftNthOutput(1, m_Synthesis->GetUncertaintyOutput());
 }

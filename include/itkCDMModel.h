@@ -55,6 +55,16 @@ public:
     this->Modified();
   }
 
+  /** Shares an engine model loaded elsewhere (cdm::Model::Load; a cdm::Model copy shares its networks), so that a
+   *  program that already holds one does not read `fileName` again. */
+  void
+  Adopt(const cdm::Model & model, const std::string & fileName)
+  {
+    m_Model = std::make_unique<cdm::Model>(model);
+    m_FileName = fileName;
+    this->Modified();
+  }
+
   bool
   IsLoaded() const
   {

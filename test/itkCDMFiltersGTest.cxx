@@ -20,8 +20,11 @@
 #include "itkStreamingImageFilter.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 
 namespace
@@ -294,6 +297,70 @@ TEST_P(CDMEndToEndStreaming, ReaderToWriterNeverHoldsAWholeSourceAndEqualsTheInM
       EXPECT_LT(region.GetNumberOfPixels(), largest.GetNumberOfPixels()) << region;
     }
   }
+}
+
+TEST_P(CDMEndToEndStreaming, CommandLineInPiecesEqualsItsWholeSynthesis)
+{
+  // `cdm synthesize --stream-divisions`: the same files, options and seed as the whole-image command line, with two
+  // samples (an uncertainty, written by a second writer) and 3D files that ITK reads and writes piece by piece.
+  const StreamingCase param = GetParam();
+  auto                images = Sources<Image3>(24, param.Size);
+  const std::string   directory = s_Directory + "/cli-pieces-" + std::to_string(param.ModelDimension) + "d";
+  fs::create_directories(directory);
+  std::string sources;
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    itk::WriteImage(images[m], directory + "/" + m + ".mha"); // uncompressed: read piece by piece
+    sources += " --source " + m + "=" + directory + "/" + m + ".mha";
+  }
+  const std::string common = std::string(CDM_EXECUTABLE) + " synthesize --quiet --device cpu --seed 4 --samples 2 " +
+                             "--voxels-per-call " + std::to_string(2 * param.Size[0] * param.Size[1]) + " --model " +
+                             ModelPath(param.ModelDimension) + sources;
+  const cdm::testing::CommandResult whole =
+    cdm::testing::RunCommand(common + " --output " + directory + "/whole.mha --uncertainty " + directory +
+                             "/whole-spread.mha");
+  ASSERT_EQ(whole.ExitCode, 0) << whole.Output;
+  const cdm::testing::CommandResult pieces = cdm::testing::RunCommand(
+    common + " --stream-divisions 3 --output " + directory + "/pieces.mha --uncertainty " + directory +
+    "/pieces-spread.mha --timing " + directory + "/pieces.json");
+  ASSERT_EQ(pieces.ExitCode, 0) << pieces.Output;
+  EXPECT_EQ(pieces.Output.find("note:"), std::string::npos) << pieces.Output; // every file streamed
+  const nlohmann::json timing = nlohmann::json::parse(std::ifstream(directory + "/pieces.json"));
+  EXPECT_EQ(timing["sampler_runs"], 1) << timing.dump(); // z sampled once for both images' pieces
+  EXPECT_EQ(timing["pieces"], 6) << timing.dump();       // 3 pieces per written image
+
+  const auto wholeImage = itk::ReadImage<Image3>(directory + "/whole.mha");
+  const auto piecesImage = itk::ReadImage<Image3>(directory + "/pieces.mha");
+  EXPECT_LE(RelativeDifference(Values(wholeImage.GetPointer()), Values(piecesImage.GetPointer())), 1e-5);
+  EXPECT_EQ(piecesImage->GetLargestPossibleRegion(), wholeImage->GetLargestPossibleRegion());
+  EXPECT_EQ(piecesImage->GetSpacing(), wholeImage->GetSpacing());
+  EXPECT_EQ(piecesImage->GetOrigin(), wholeImage->GetOrigin());
+  EXPECT_EQ(piecesImage->GetDirection(), wholeImage->GetDirection());
+  const auto spread = Values(itk::ReadImage<Image3>(directory + "/pieces-spread.mha").GetPointer());
+  EXPECT_LE(RelativeDifference(Values(itk::ReadImage<Image3>(directory + "/whole-spread.mha").GetPointer()), spread),
+            1e-5);
+  if (param.ModelDimension == 2) // the 3D test model is untrained: its film ignores z, so its samples agree
+  {
+    EXPECT_GT(*std::max_element(spread.begin(), spread.end()), 0.0f);
+  }
+
+  // A compressed output is written whole, and the command says so; the result is the same.
+  const cdm::testing::CommandResult compressed =
+    cdm::testing::RunCommand(common + " --stream-divisions 3 --output " + directory + "/pieces.nii.gz");
+  ASSERT_EQ(compressed.ExitCode, 0) << compressed.Output;
+  EXPECT_NE(compressed.Output.find("note: " + directory + "/pieces.nii.gz was read or written whole"),
+            std::string::npos)
+    << compressed.Output;
+  EXPECT_LE(RelativeDifference(Values(wholeImage.GetPointer()),
+                               Values(itk::ReadImage<Image3>(directory + "/pieces.nii.gz").GetPointer())),
+            1e-5);
+  // What the pieces cannot do is refused by name.
+  const cdm::testing::CommandResult oracle = cdm::testing::RunCommand(
+    common + " --stream-divisions 3 --representation zero --output " + directory + "/zero.mha");
+  EXPECT_EQ(oracle.ExitCode, 1) << oracle.Output;
+  EXPECT_NE(oracle.Output.find("--representation zero is not available with --stream-divisions"), std::string::npos)
+    << oracle.Output;
+  EXPECT_FALSE(fs::exists(directory + "/zero.mha"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CDMEndToEndStreaming, StreamingCases(), StreamingCaseName);
@@ -736,6 +803,35 @@ TEST_F(CDMFilters, RunsBetweenStandardFiltersWithShortPixelsAndReportsProgress)
   // The rescale's float-to-short cast truncates, so its top may land on 999 (depends on the output's values).
   EXPECT_GE(*std::max_element(values.begin(), values.end()), 999.0f);
   filter->Print(std::cout);
+}
+
+TEST_F(CDMFilters, ReportsProgressFromNoughtToOneInEveryStreamedPiece)
+{
+  auto images = Sources<Image3>(14, { 32, 32, 8 });
+  auto filter = itk::CDMImageFilter<Image3>::New();
+  filter->SetModel(LoadModel(2));
+  for (const std::string m : { "t1n", "t2w", "t2f" })
+  {
+    filter->SetSource(m, images[m]);
+  }
+  std::vector<std::vector<float>> pieces; // the progress values each update of the filter reported
+  filter->AddObserver(itk::StartEvent(), [&pieces](const itk::EventObject &) { pieces.emplace_back(); });
+  filter->AddObserver(itk::ProgressEvent(), [&pieces, &filter](const itk::EventObject &) {
+    pieces.back().push_back(filter->GetProgress());
+  });
+  auto streamer = itk::StreamingImageFilter<Image3, Image3>::New();
+  streamer->SetInput(filter->GetOutput());
+  streamer->SetNumberOfStreamDivisions(4);
+  streamer->Update();
+  ASSERT_EQ(pieces.size(), 4u);
+  for (size_t piece = 0; piece < pieces.size(); ++piece)
+  {
+    const std::vector<float> & values = pieces[piece];
+    ASSERT_GE(values.size(), 3u) << "piece " << piece;
+    EXPECT_LT(values.front(), 0.5f) << "piece " << piece << " started as done";
+    EXPECT_FLOAT_EQ(values.back(), 1.0f) << "piece " << piece;
+    EXPECT_TRUE(std::is_sorted(values.begin(), values.end())) << "piece " << piece;
+  }
 }
 } // namespace
 
