@@ -932,6 +932,7 @@ RunInfo(const std::string & path)
 int
 main(int argc, char ** argv)
 {
+  cdm::KeepWorkingMemoryInTheHeap(); // this program's choice of allocator settings (cdmModel.h says why)
   CLI::App app{ "cdm: synthesize a missing MRI contrast with the Cross-conditioned Diffusion Model (itk-cdm)" };
   app.require_subcommand(1);
   app.set_version_flag("--version", "itk-cdm " CDM_VERSION_STRING);

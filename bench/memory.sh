@@ -3,12 +3,19 @@
 # itk::CDMImageFilter's output is streamed in 1, 3 and 8 divisions, for a 2D and a 3D `small` model, on one
 # BraTS-sized phantom case (240x240x155 at 1 mm), through two pipelines (examples/cdmStreamingExample.cxx):
 #   gather: the sources read whole (itk::ReadImage), the pieces gathered whole by itk::StreamingImageFilter;
-#   files:  MetaImage readers -> the filter -> a MetaImage writer in stream divisions (no image is ever whole).
+#   files:  MetaImage readers -> the filter -> a MetaImage writer in stream divisions (no image is ever whole);
+#   cli:    `cdm synthesize` on the MetaImage files: 1 division is its whole-image path (the engine on whole images),
+#           more are `--stream-divisions N` (the files pipeline inside the command line). Its base (libraries and
+#           model before any image) is not measured from outside, so its pipeline columns are left empty.
 # Each run is its own process, so each peak resident memory is its own; every output is checked against the
 # gathered unstreamed one. Prints a Markdown table and writes <work>/results.json.
 #
-#   bench/memory.sh [--work DIR] [--divisions 1,3,8] [--models 2d,3d] [--pipelines gather,files]
-#                   [--size 240,240,155] [--tile N]
+#   bench/memory.sh [--work DIR] [--divisions 1,3,8] [--models 2d,3d] [--pipelines gather,files,cli]
+#                   [--size 240,240,155] [--tile N] [--malloc heap,glibc]
+#
+# --malloc: heap (default) runs the programs as they are, which keep the networks' working memory in the heap
+# (cdm::KeepWorkingMemoryInTheHeap); glibc runs them with CDM_KEEP_MALLOC_DEFAULTS=1 (glibc's dynamic thresholds).
+# Both: each configuration runs under each, one after the other, and a second table compares them.
 #
 # The 2D model is the bundled examples/models/t1c-small.cdm; the 3D model is a `small` 3D CDM trained for one step
 # per stage (its weights do not change what a pass costs). --tile N passes a C-UNet tile edge to the filter.
@@ -19,7 +26,8 @@ DIVISIONS=1,3,8
 MODELS=2d,3d
 SIZE=240,240,155
 TILE=""
-PIPELINES=gather,files
+PIPELINES=gather,files,cli
+MALLOC=heap
 while (($#)); do
   case "$1" in
     --work) WORK="$2"; shift ;;
@@ -28,7 +36,8 @@ while (($#)); do
     --size) SIZE="$2"; shift ;;
     --tile) TILE="$2"; shift ;;
     --pipelines) PIPELINES="$2"; shift ;;
-    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
+    --malloc) MALLOC="$2"; shift ;;
+    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
     *) echo "bench/memory.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -64,59 +73,86 @@ fi
 
 IFS=, read -r -a division_list <<<"$DIVISIONS"
 IFS=, read -r -a pipeline_list <<<"$PIPELINES"
+IFS=, read -r -a malloc_list <<<"$MALLOC"
 results="$WORK/results.jsonl"
 : >"$results"
 for entry in "${models[@]}"; do
   name="${entry%%:*}" model="${entry#*:}"
   for pipeline in "${pipeline_list[@]}"; do
     extension=nii.gz
-    [[ "$pipeline" == files ]] && extension=mha
+    [[ "$pipeline" != gather ]] && extension=mha
     for d in "${division_list[@]}"; do
-      out="$WORK/$name-$pipeline-$d.mha"
-      line=$("$STREAM" "$model" "$case_dir/MEMORY-00000-t1n.$extension" "$case_dir/MEMORY-00000-t2w.$extension" \
-        "$case_dir/MEMORY-00000-t2f.$extension" "$out" "$d" cpu "${TILE:-0}" "$pipeline" | tail -n 1)
-      echo "{\"model\": \"$name\", \"result\": $line}" >>"$results"
-      echo "$name, $pipeline, $d divisions: $line" >&2
+     for allocator in "${malloc_list[@]}"; do
+      [[ "$allocator" == heap || "$allocator" == glibc ]] || { echo "bench/memory.sh: --malloc $allocator: expected heap or glibc" >&2; exit 2; }
+      out="$WORK/$name-$pipeline-$d-$allocator.mha"
+      environment=()
+      [[ "$allocator" == glibc ]] && environment=(CDM_KEEP_MALLOC_DEFAULTS=1)
+      if [[ "$pipeline" == cli ]]; then
+        line=$(env "${environment[@]}" python3 bench/peak_rss.py "$WORK/cli.json" "$d" "$CDM" synthesize --quiet --device cpu \
+          --model "$model" --source t1n="$case_dir/MEMORY-00000-t1n.mha" --source t2w="$case_dir/MEMORY-00000-t2w.mha" \
+          --source t2f="$case_dir/MEMORY-00000-t2f.mha" --output "$out" --tile "${TILE:-0}" --timing "$WORK/cli.json" \
+          $( ((d > 1)) && echo --stream-divisions "$d"))
+      else
+        line=$(env "${environment[@]}" "$STREAM" "$model" "$case_dir/MEMORY-00000-t1n.$extension" "$case_dir/MEMORY-00000-t2w.$extension" \
+          "$case_dir/MEMORY-00000-t2f.$extension" "$out" "$d" cpu "${TILE:-0}" "$pipeline" | tail -n 1)
+      fi
+      echo "{\"model\": \"$name\", \"malloc\": \"$allocator\", \"result\": $line}" >>"$results"
+      echo "$name, $pipeline, $d divisions, $allocator: $line" >&2
+     done
     done
   done
 done
 
 python3 - "$results" "$WORK" "$SIZE" "$(nproc)" <<'EOF'
-import array, json, os, sys
+import array, json, os, sys, zlib
 rows = [json.loads(l) for l in open(sys.argv[1])]
 work, size, cores = sys.argv[2], sys.argv[3], sys.argv[4]
 
 def read_mha(path):
-    """The voxels of an uncompressed float .mha written by ITK (header lines, then raw little-endian floats)."""
+    """The voxels of a float .mha written by ITK (header lines, then little-endian floats, zlib-compressed or raw)."""
     data = open(path, "rb").read()
     end = data.index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL\n")
     voxels = array.array("f")
-    voxels.frombytes(data[end:])
+    compressed = b"CompressedData = True" in data[:end]
+    voxels.frombytes(zlib.decompress(data[end:]) if compressed else data[end:])
     return voxels
 
 print(f"itk::CDMImageFilter streamed, {size} voxels, CPU ({cores} cores). Ratios are to the model's unstreamed gather "
-      "run (whole sources, one piece):\n")
-print("| model | pipeline | divisions | updates | sampler runs | continued pieces | wall s | peak RSS MB | peak vs unstreamed | pipeline MB (peak - base) | pipeline vs unstreamed | wall vs unstreamed | max diff vs unstreamed / its range |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+      "run (whole sources, one piece) with the first allocator setting given:\n")
+print("| model | pipeline | divisions | malloc | updates | sampler runs | continued pieces | wall s | peak RSS MB | peak vs unstreamed | pipeline MB (peak - base) | pipeline vs unstreamed | wall vs unstreamed | max diff vs unstreamed / its range |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+shown = lambda value, form: format(value, form) if value is not None else ""
 summary = []
 for model in dict.fromkeys(r["model"] for r in rows):
-    mine = [r["result"] for r in rows if r["model"] == model]
+    mine = [dict(r["result"], malloc=r.get("malloc", "heap")) for r in rows if r["model"] == model]
     base = next((r for r in mine if r["divisions"] == 1 and r.get("pipeline") == "gather"), mine[0])
-    output = lambda r: os.path.join(work, f"{model}-{r.get('pipeline', 'gather')}-{r['divisions']}.mha")
+    output = lambda r: os.path.join(work, f"{model}-{r.get('pipeline', 'gather')}-{r['divisions']}-{r['malloc']}.mha")
     base_voxels = read_mha(output(base))
     base_range = (max(base_voxels) - min(base_voxels)) or 1.0
     for r in mine:
         voxels = read_mha(output(r))
         assert len(voxels) == len(base_voxels), output(r)
         diff = max(abs(a - b) for a, b in zip(voxels, base_voxels)) / base_range if r is not base else 0.0
-        pipeline = r["peak_rss_mb"] - r["base_rss_mb"]
+        pipeline = r["peak_rss_mb"] - r["base_rss_mb"] if r.get("base_rss_mb") is not None else None
         r.update(model=model, peak_ratio=r["peak_rss_mb"] / base["peak_rss_mb"], wall_ratio=r["seconds"] / base["seconds"],
-                 pipeline_mb=pipeline, pipeline_ratio=pipeline / (base["peak_rss_mb"] - base["base_rss_mb"]),
-                 max_difference_over_range=diff)
+                 pipeline_mb=pipeline, max_difference_over_range=diff,
+                 pipeline_ratio=pipeline / (base["peak_rss_mb"] - base["base_rss_mb"]) if pipeline is not None else None)
         summary.append(r)
-        print(f"| {model} | {r.get('pipeline', 'gather')} | {r['divisions']} | {r['updates']} | {r['sampler_runs']} | "
-              f"{r.get('continued_pieces', 0)} | {r['seconds']:.1f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['peak_ratio']:.2f} | {pipeline:.0f} | {r['pipeline_ratio']:.2f} | "
+        print(f"| {model} | {r.get('pipeline', 'gather')} | {r['divisions']} | {r['malloc']} | {r['updates']} | "
+              f"{r['sampler_runs']} | {r.get('continued_pieces', 0)} | {r['seconds']:.1f} | "
+              f"{r['peak_rss_mb']:.0f} | {r['peak_ratio']:.2f} | {shown(pipeline, '.0f')} | "
+              f"{shown(r['pipeline_ratio'], '.2f')} | "
               f"{r['wall_ratio']:.2f} | {diff:.2g} |")
+pairs = [(h, g) for h in summary if h["malloc"] == "heap" for g in summary
+         if g["malloc"] == "glibc" and all(g.get(k) == h.get(k) for k in ("model", "pipeline", "divisions"))]
+if pairs:
+    print("\nThe allocator settings side by side (heap: the programs' cdm::KeepWorkingMemoryInTheHeap; glibc: "
+          "CDM_KEEP_MALLOC_DEFAULTS=1, glibc's dynamic thresholds), run one after the other:\n")
+    print("| model | pipeline | divisions | wall s heap | wall s glibc | wall heap / glibc | peak MB heap | peak MB glibc | peak heap / glibc |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for h, g in pairs:
+        print(f"| {h['model']} | {h.get('pipeline', 'gather')} | {h['divisions']} | {h['seconds']:.1f} | "
+              f"{g['seconds']:.1f} | {h['seconds'] / g['seconds']:.2f} | {h['peak_rss_mb']:.0f} | "
+              f"{g['peak_rss_mb']:.0f} | {h['peak_rss_mb'] / g['peak_rss_mb']:.2f} |")
 json.dump(summary, open(os.path.join(work, "results.json"), "w"), indent=1)
 EOF

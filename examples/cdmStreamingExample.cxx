@@ -7,7 +7,7 @@
 //   gather (default): itk::ReadImage holds each source whole, itk::StreamingImageFilter gathers the pieces (the output
 //     whole in memory); what ITK's pipeline streams, with the sources and the output whole.
 //   files: itk::ImageFileReader per source -> itk::CDMImageFilter -> itk::ImageFileWriter in stream divisions; with
-//     MetaImage (.mha) or NRRD files, which ITK reads and writes piece by piece, no whole image is ever held (the
+//     uncompressed MetaImage (.mha) files, which ITK reads and writes piece by piece, no whole image is ever held (the
 //     sampler pulls the sources window by window, each piece reads only its sources and writes only its voxels).
 // bench/memory.sh runs it once per division count, each in its own process, so that each peak is its own.
 //
@@ -57,6 +57,9 @@ CurrentResidentMegabytes()
 int
 main(int argc, char * argv[])
 {
+  // A program's own choice: glibc's malloc keeps the networks' per-call memory in the heap instead of mapping it
+  // afresh at every call (faster, and timings that do not depend on the process's history; cdmModel.h).
+  cdm::KeepWorkingMemoryInTheHeap();
   if (argc < 6)
   {
     std::cerr << "usage: " << argv[0]

@@ -298,6 +298,18 @@ CudaAvailable();
 void
 SetNumberOfThreads(int threads);
 
+/** For programs, not libraries: keeps the networks' working memory in the process's heap. glibc's malloc maps each
+ *  block above its mmap threshold (128 KiB at the start, raised by the history of frees up to 32 MiB) from the kernel
+ *  and unmaps it when freed, so a synthesis's per-call activations (a few MB each) are faulted in afresh at every
+ *  call, or not, depending on what the process happened to free before: the same 2D synthesis took 11 or 14 s with
+ *  1.2 or 3.1 million page faults (bench/EXPERIMENTS.md). This fixes the mmap threshold at 32 MiB and the trim
+ *  threshold at 256 MiB (mallopt). Does nothing and returns false when the C library is not glibc or the environment
+ *  chose already (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES set, or CDM_KEEP_MALLOC_DEFAULTS to
+ *  leave glibc's dynamic thresholds as they are). The `cdm` command line and
+ *  the examples call it at their start; a program that embeds the ITK filters may. */
+bool
+KeepWorkingMemoryInTheHeap();
+
 /** Summary of a `.cdm` file's header without building the networks (for `cdm info`). */
 struct ModelFileInfo
 {

@@ -2,15 +2,19 @@
  *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
-// Devices and threads: which device a request names, and LibTorch's thread count.
+// Devices and the process: which device a request names, LibTorch's thread count, the C library's allocator.
 #include "cdmError.h"
 #include "cdmModel.h"
 #include "cdmModelImpl.h"
 
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <string>
 
+#if defined(__GLIBC__)
+#  include <malloc.h>
+#endif
 #if defined(__linux__)
 #  include <dlfcn.h>
 #  include <unistd.h>
@@ -125,6 +129,26 @@ SetNumberOfThreads(int threads)
   {
     torch::set_num_threads(threads);
   }
+}
+
+bool
+KeepWorkingMemoryInTheHeap()
+{
+#if defined(__GLIBC__)
+  for (const char * chosen :
+       { "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", "CDM_KEEP_MALLOC_DEFAULTS" })
+  {
+    if (std::getenv(chosen) != nullptr)
+    {
+      return false;
+    }
+  }
+  // 32 MiB is the largest mmap threshold glibc accepts; trimming only above 256 MiB keeps freed activations for the
+  // next call instead of returning them to the kernel between calls.
+  return mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024) == 1 && mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024) == 1;
+#else
+  return false;
+#endif
 }
 
 } // namespace cdm
