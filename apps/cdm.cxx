@@ -350,12 +350,12 @@ ReadSources(const std::vector<std::string> & items, const cdm::Model & model, co
 
 /** `cdm synthesize --stream-divisions N`: the ITK filters between the files, in N pieces (cdmStreamedSynthesis.h). */
 int
-RunSynthesizeInPieces(const SynthesizeArguments &                                      arguments,
-                      const cdm::Model &                                               model,
-                      double                                                           loadSeconds,
-                      const cdm::SynthesisOptions &                                    options,
-                      const std::vector<std::pair<std::string, std::string>> &         sources,
-                      const std::function<void(double, const std::string &)> &         progress)
+RunSynthesizeInPieces(const SynthesizeArguments &                              arguments,
+                      const cdm::Model &                                       model,
+                      double                                                   loadSeconds,
+                      const cdm::SynthesisOptions &                            options,
+                      const std::vector<std::pair<std::string, std::string>> & sources,
+                      const std::function<void(double, const std::string &)> & progress)
 {
   if (arguments.RepresentationMode != "sampled")
   {
@@ -379,29 +379,28 @@ RunSynthesizeInPieces(const SynthesizeArguments &                               
   for (const std::string & path : report.WholeFiles)
   {
     std::cout << "[cdm synthesize] note: " << path
-              << " was read or written whole (compressed or not MetaImage); uncompressed .mha files stream" << std::endl;
+              << " was read or written whole (compressed or not MetaImage); uncompressed .mha files stream"
+              << std::endl;
   }
   if (!arguments.TimingJson.empty())
   {
-    const nlohmann::json timing = {
-      { "model_kind", report.ModelKind },
-      { "load_seconds", loadSeconds },
-      { "sampling_seconds", report.SamplingSeconds },
-      { "synthesis_seconds", report.TotalSeconds - report.SamplingSeconds },
-      { "total_seconds", loadSeconds + report.TotalSeconds },
-      { "size", report.Size },
-      { "device", report.DeviceName },
-      { "precision", arguments.Precision },
-      { "samples", options.Samples },
-      { "stream_divisions", arguments.StreamDivisions },
-      { "pieces", report.Pieces },
-      { "sampler_runs", report.SamplerRuns }
-    };
+    const nlohmann::json timing = { { "model_kind", report.ModelKind },
+                                    { "load_seconds", loadSeconds },
+                                    { "sampling_seconds", report.SamplingSeconds },
+                                    { "synthesis_seconds", report.TotalSeconds - report.SamplingSeconds },
+                                    { "total_seconds", loadSeconds + report.TotalSeconds },
+                                    { "size", report.Size },
+                                    { "device", report.DeviceName },
+                                    { "precision", arguments.Precision },
+                                    { "samples", options.Samples },
+                                    { "stream_divisions", arguments.StreamDivisions },
+                                    { "pieces", report.Pieces },
+                                    { "sampler_runs", report.SamplerRuns } };
     std::ofstream(arguments.TimingJson) << timing.dump(2) << std::endl;
   }
   std::cout << "[cdm synthesize] wrote " << arguments.Output << " (" << report.Target << ", " << report.Size[0] << "x"
-            << report.Size[1] << "x" << report.Size[2] << ", " << options.Samples << " sample(s), "
-            << report.DeviceName << ", " << report.Pieces << " piece(s)) in " << FormatSeconds(loadSeconds + report.TotalSeconds)
+            << report.Size[1] << "x" << report.Size[2] << ", " << options.Samples << " sample(s), " << report.DeviceName
+            << ", " << report.Pieces << " piece(s)) in " << FormatSeconds(loadSeconds + report.TotalSeconds)
             << std::endl;
   return 0;
 }

@@ -87,7 +87,7 @@ IsVolumeFile(const std::string & path)
 }
 
 StreamedSynthesisReport
-SynthesizeInPieces(const StreamedSynthesisRequest &                          request,
+SynthesizeInPieces(const StreamedSynthesisRequest &                         request,
                    const std::function<void(double, const std::string &)> & progress)
 {
   if (request.Divisions < 1)
@@ -154,9 +154,8 @@ SynthesizeInPieces(const StreamedSynthesisRequest &                          req
     samplingStart = Clock::now();
     ++report.SamplerRuns;
   });
-  filter->GetSampler()->AddObserver(itk::EndEvent(), [&](const itk::EventObject &) {
-    report.SamplingSeconds += SecondsSince(samplingStart);
-  });
+  filter->GetSampler()->AddObserver(
+    itk::EndEvent(), [&](const itk::EventObject &) { report.SamplingSeconds += SecondsSince(samplingStart); });
   filter->AddObserver(itk::StartEvent(), [&](const itk::EventObject &) { ++report.Pieces; });
   filter->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) {
     const double done = report.Pieces > 0 ? report.Pieces - 1 : 0;

@@ -21,8 +21,8 @@ namespace cdm
 struct StreamedSynthesisRequest
 {
   const Model *                                    Engine{ nullptr }; ///< the loaded model (not owned)
-  std::string                                      ModelPath;          ///< its file, for messages
-  std::vector<std::pair<std::string, std::string>> Sources; ///< modality name, image file
+  std::string                                      ModelPath;         ///< its file, for messages
+  std::vector<std::pair<std::string, std::string>> Sources;           ///< modality name, image file
   std::string                                      Output;
   std::string                                      Uncertainty; ///< empty: not written
   SynthesisOptions                                 Options;
@@ -33,9 +33,9 @@ struct StreamedSynthesisRequest
 struct StreamedSynthesisReport
 {
   double                 SamplingSeconds{ 0.0 }; ///< the sampler's runs (source encoder + MDN)
-  double                 TotalSeconds{ 0.0 }; ///< from the call to the last file written
-  unsigned int           Pieces{ 0 };      ///< updates of the filter, over all written images
-  unsigned int           SamplerRuns{ 0 }; ///< 1: the representation was sampled once for all pieces
+  double                 TotalSeconds{ 0.0 };    ///< from the call to the last file written
+  unsigned int           Pieces{ 0 };            ///< updates of the filter, over all written images
+  unsigned int           SamplerRuns{ 0 };       ///< 1: the representation was sampled once for all pieces
   std::array<int64_t, 3> Size{ { 0, 0, 0 } };
   std::string            Target;
   std::string            DeviceName;
@@ -52,7 +52,7 @@ struct StreamedSynthesisReport
  *  second synthesis (each writer pulls its own pieces; the representation is reused). Throws InputError naming the
  *  file or option. `progress` gets (fraction, what). */
 StreamedSynthesisReport
-SynthesizeInPieces(const StreamedSynthesisRequest &                          request,
+SynthesizeInPieces(const StreamedSynthesisRequest &                         request,
                    const std::function<void(double, const std::string &)> & progress);
 
 /** Whether `path` is an image a streamed synthesis can read: a 3D file (2D files hold one slice: nothing to divide). */

@@ -23,10 +23,10 @@ namespace itk
  * The sampler reads every voxel of its inputs once per run, but with StreamSources on (the default) never holds them
  * whole: it pulls them through the pipeline window by window (slabs of about 2^20 voxels along the last axis, one
  * pass for the normalisation scales and one for the source encoder), as ITK's streaming writers pull their input, so
- * a streaming reader upstream (uncompressed MetaImage) keeps only a slab in memory. An upstream that cannot stream gives its
- * whole image at once and is not re-run. StreamSources off asks for the whole inputs in one request (for an upstream
- * that is costly to re-run per window). The pipeline keeps the result until an input or a parameter changes. The
- * same Seed gives the same output, streamed or not; Eta > 0 adds seeded noise per step.
+ * a streaming reader upstream (uncompressed MetaImage) keeps only a slab in memory. An upstream that cannot stream
+ * gives its whole image at once and is not re-run. StreamSources off asks for the whole inputs in one request (for an
+ * upstream that is costly to re-run per window). The pipeline keeps the result until an input or a parameter changes.
+ * The same Seed gives the same output, streamed or not; Eta > 0 adds seeded noise per step.
  *
  * \ingroup CDM
  */

@@ -64,8 +64,9 @@ public:
   itkSetMacro(TileSize, SizeType);
   itkGetConstMacro(TileSize, SizeType);
   /** On (default): the sampler pulls the sources through the pipeline window by window and each streamed piece asks
-   *  only for the sources its synthesis reads, so that with a streaming reader and writer (uncompressed MetaImage) no whole
-   *  image is ever held (CDMDiffusionSamplerImageFilter::SetStreamSources). Off: the whole sources are asked for. */
+   *  only for the sources its synthesis reads, so that with a streaming reader and writer (uncompressed MetaImage) no
+   * whole image is ever held (CDMDiffusionSamplerImageFilter::SetStreamSources). Off: the whole sources are asked for.
+   */
   itkSetMacro(StreamSources, bool);
   itkGetConstMacro(StreamSources, bool);
   itkBooleanMacro(StreamSources);

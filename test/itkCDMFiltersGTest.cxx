@@ -316,13 +316,12 @@ TEST_P(CDMEndToEndStreaming, CommandLineInPiecesEqualsItsWholeSynthesis)
   const std::string common = std::string(CDM_EXECUTABLE) + " synthesize --quiet --device cpu --seed 4 --samples 2 " +
                              "--voxels-per-call " + std::to_string(2 * param.Size[0] * param.Size[1]) + " --model " +
                              ModelPath(param.ModelDimension) + sources;
-  const cdm::testing::CommandResult whole =
-    cdm::testing::RunCommand(common + " --output " + directory + "/whole.mha --uncertainty " + directory +
-                             "/whole-spread.mha");
+  const cdm::testing::CommandResult whole = cdm::testing::RunCommand(
+    common + " --output " + directory + "/whole.mha --uncertainty " + directory + "/whole-spread.mha");
   ASSERT_EQ(whole.ExitCode, 0) << whole.Output;
-  const cdm::testing::CommandResult pieces = cdm::testing::RunCommand(
-    common + " --stream-divisions 3 --output " + directory + "/pieces.mha --uncertainty " + directory +
-    "/pieces-spread.mha --timing " + directory + "/pieces.json");
+  const cdm::testing::CommandResult pieces =
+    cdm::testing::RunCommand(common + " --stream-divisions 3 --output " + directory + "/pieces.mha --uncertainty " +
+                             directory + "/pieces-spread.mha --timing " + directory + "/pieces.json");
   ASSERT_EQ(pieces.ExitCode, 0) << pieces.Output;
   EXPECT_EQ(pieces.Output.find("note:"), std::string::npos) << pieces.Output; // every file streamed
   const nlohmann::json timing = nlohmann::json::parse(std::ifstream(directory + "/pieces.json"));
@@ -816,9 +815,8 @@ TEST_F(CDMFilters, ReportsProgressFromNoughtToOneInEveryStreamedPiece)
   }
   std::vector<std::vector<float>> pieces; // the progress values each update of the filter reported
   filter->AddObserver(itk::StartEvent(), [&pieces](const itk::EventObject &) { pieces.emplace_back(); });
-  filter->AddObserver(itk::ProgressEvent(), [&pieces, &filter](const itk::EventObject &) {
-    pieces.back().push_back(filter->GetProgress());
-  });
+  filter->AddObserver(itk::ProgressEvent(),
+                      [&pieces, &filter](const itk::EventObject &) { pieces.back().push_back(filter->GetProgress()); });
   auto streamer = itk::StreamingImageFilter<Image3, Image3>::New();
   streamer->SetInput(filter->GetOutput());
   streamer->SetNumberOfStreamDivisions(4);
