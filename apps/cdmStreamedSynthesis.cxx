@@ -48,6 +48,16 @@ StreamsPieces(const std::string & path, bool reading)
   return io->CanStreamWrite();
 }
 
+/** An ITK exception's description without the "ITK ERROR: ClassName(0x...): " that itkExceptionMacro puts first. */
+std::string
+WithoutITKPrefix(const std::string & description)
+{
+  const std::string prefix = "ITK ERROR: ";
+  const size_t      end = description.find("): ");
+  return description.compare(0, prefix.size(), prefix) == 0 && end != std::string::npos ? description.substr(end + 3)
+                                                                                        : description;
+}
+
 /** Writes `image` (an output of `filter`) in `divisions` pieces, atomically. */
 void
 WriteInPieces(ImageType * image, const std::string & path, unsigned int divisions)
@@ -174,8 +184,14 @@ SynthesizeInPieces(const StreamedSynthesisRequest &                         requ
   }
   catch (const itk::ExceptionObject & e)
   {
+    // The filters name sources by modality; the files are the user's names for them.
+    std::string files;
+    for (const auto & [name, path] : request.Sources)
+    {
+      files += (files.empty() ? "" : ", ") + name + "=" + path;
+    }
     throw InputError("cannot synthesize '" + request.Output + "' in " + std::to_string(request.Divisions) +
-                     " pieces: " + e.GetDescription());
+                     " pieces: " + WithoutITKPrefix(e.GetDescription()) + " (sources: " + files + ")");
   }
   const ImageType::SizeType size = filter->GetOutput()->GetLargestPossibleRegion().GetSize();
   for (unsigned int d = 0; d < 3; ++d)

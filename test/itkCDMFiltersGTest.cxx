@@ -360,6 +360,20 @@ TEST_P(CDMEndToEndStreaming, CommandLineInPiecesEqualsItsWholeSynthesis)
   EXPECT_NE(oracle.Output.find("--representation zero is not available with --stream-divisions"), std::string::npos)
     << oracle.Output;
   EXPECT_FALSE(fs::exists(directory + "/zero.mha"));
+  // A bad voxel: refused with the file it came from named, and no output is left behind.
+  auto damaged = Sources<Image3>(24, param.Size)["t2w"];
+  damaged->SetPixel({ { 1, 2, param.Size[2] - 2 } }, std::numeric_limits<float>::quiet_NaN());
+  itk::WriteImage(damaged, directory + "/t2w-nan.mha");
+  std::string damagedSources = sources;
+  damagedSources.replace(
+    damagedSources.find(directory + "/t2w.mha"), (directory + "/t2w.mha").size(), directory + "/t2w-nan.mha");
+  const cdm::testing::CommandResult refused = cdm::testing::RunCommand(
+    std::string(CDM_EXECUTABLE) + " synthesize --quiet --device cpu --stream-divisions 3 --model " +
+    ModelPath(param.ModelDimension) + damagedSources + " --output " + directory + "/refused.mha");
+  EXPECT_EQ(refused.ExitCode, 1) << refused.Output;
+  EXPECT_NE(refused.Output.find("non-finite"), std::string::npos) << refused.Output;
+  EXPECT_NE(refused.Output.find("t2w=" + directory + "/t2w-nan.mha"), std::string::npos) << refused.Output;
+  EXPECT_FALSE(fs::exists(directory + "/refused.mha"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CDMEndToEndStreaming, StreamingCases(), StreamingCaseName);
