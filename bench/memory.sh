@@ -11,11 +11,12 @@
 # gathered unstreamed one. Prints a Markdown table and writes <work>/results.json.
 #
 #   bench/memory.sh [--work DIR] [--divisions 1,3,8] [--models 2d,3d] [--pipelines gather,files,cli]
-#                   [--size 240,240,155] [--tile N] [--malloc heap,glibc]
+#                   [--size 240,240,155] [--tile N] [--malloc heap,tcmalloc]
 #
-# --malloc: heap (default) runs the programs as they are, which keep the networks' working memory in the heap
-# (cdm::KeepWorkingMemoryInTheHeap); glibc runs them with CDM_KEEP_MALLOC_DEFAULTS=1 (glibc's dynamic thresholds).
-# Both: each configuration runs under each, one after the other, and a second table compares them.
+# --malloc, the allocators the gather and files pipelines run under, each configuration under each in turn (a second
+# table compares them): heap (the example as it is: cdm::KeepWorkingMemoryInTheHeap), glibc (CDM_KEEP_MALLOC_DEFAULTS=1:
+# glibc's dynamic thresholds), tcmalloc (LD_PRELOAD of libtcmalloc_minimal.so.4). The cli pipeline runs `cdm` as
+# built (linked with tcmalloc when the build found it), under that name only.
 #
 # The 2D model is the bundled examples/models/t1c-small.cdm; the 3D model is a `small` 3D CDM trained for one step
 # per stage (its weights do not change what a pass costs). --tile N passes a C-UNet tile edge to the filter.
@@ -27,7 +28,7 @@ MODELS=2d,3d
 SIZE=240,240,155
 TILE=""
 PIPELINES=gather,files,cli
-MALLOC=heap
+MALLOC=heap,tcmalloc
 while (($#)); do
   case "$1" in
     --work) WORK="$2"; shift ;;
@@ -37,7 +38,7 @@ while (($#)); do
     --tile) TILE="$2"; shift ;;
     --pipelines) PIPELINES="$2"; shift ;;
     --malloc) MALLOC="$2"; shift ;;
-    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
     *) echo "bench/memory.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -74,6 +75,9 @@ fi
 IFS=, read -r -a division_list <<<"$DIVISIONS"
 IFS=, read -r -a pipeline_list <<<"$PIPELINES"
 IFS=, read -r -a malloc_list <<<"$MALLOC"
+TCMALLOC=$(ldconfig -p | awk '/libtcmalloc_minimal\.so\.4 /{found = $NF} END {print found}')
+cli_allocator=heap
+ldd "$CDM" | grep -q tcmalloc && cli_allocator=tcmalloc
 results="$WORK/results.jsonl"
 : >"$results"
 # One untimed run first: the first process after a build or a phantom found the libraries and files cold (measured:
@@ -88,10 +92,19 @@ for entry in "${models[@]}"; do
     [[ "$pipeline" != gather ]] && extension=mha
     for d in "${division_list[@]}"; do
      for allocator in "${malloc_list[@]}"; do
-      [[ "$allocator" == heap || "$allocator" == glibc ]] || { echo "bench/memory.sh: --malloc $allocator: expected heap or glibc" >&2; exit 2; }
+      case "$allocator" in
+        heap) environment=() ;;
+        glibc) environment=(CDM_KEEP_MALLOC_DEFAULTS=1) ;;
+        tcmalloc)
+          [[ -n "$TCMALLOC" ]] || { echo "bench/memory.sh: --malloc tcmalloc: libtcmalloc_minimal.so.4 not found (apt-get install libtcmalloc-minimal4)" >&2; exit 2; }
+          environment=(LD_PRELOAD="$TCMALLOC") ;;
+        *) echo "bench/memory.sh: --malloc $allocator: expected heap, glibc or tcmalloc" >&2; exit 2 ;;
+      esac
+      if [[ "$pipeline" == cli ]]; then
+        [[ "$allocator" == "$cli_allocator" ]] || continue # its allocator is the one it was built with
+        environment=()
+      fi
       out="$WORK/$name-$pipeline-$d-$allocator.mha"
-      environment=()
-      [[ "$allocator" == glibc ]] && environment=(CDM_KEEP_MALLOC_DEFAULTS=1)
       if [[ "$pipeline" == cli ]]; then
         line=$(env "${environment[@]}" python3 bench/peak_rss.py "$WORK/cli.json" "$d" "$CDM" synthesize --quiet --device cpu \
           --model "$model" --source t1n="$case_dir/MEMORY-00000-t1n.mha" --source t2w="$case_dir/MEMORY-00000-t2w.mha" \
@@ -130,7 +143,8 @@ shown = lambda value, form: format(value, form) if value is not None else ""
 summary = []
 for model in dict.fromkeys(r["model"] for r in rows):
     mine = [dict(r["result"], malloc=r.get("malloc", "heap")) for r in rows if r["model"] == model]
-    base = next((r for r in mine if r["divisions"] == 1 and r.get("pipeline") == "gather"), mine[0])
+    base = next((r for r in mine if r["divisions"] == 1 and r.get("pipeline") == "gather" and r["malloc"] == "heap"),
+                next((r for r in mine if r["divisions"] == 1 and r.get("pipeline") == "gather"), mine[0]))
     output = lambda r: os.path.join(work, f"{model}-{r.get('pipeline', 'gather')}-{r['divisions']}-{r['malloc']}.mha")
     base_voxels = read_mha(output(base))
     base_range = (max(base_voxels) - min(base_voxels)) or 1.0
@@ -148,16 +162,24 @@ for model in dict.fromkeys(r["model"] for r in rows):
               f"{r['peak_rss_mb']:.0f} | {r['peak_ratio']:.2f} | {shown(pipeline, '.0f')} | "
               f"{shown(r['pipeline_ratio'], '.2f')} | "
               f"{r['wall_ratio']:.2f} | {diff:.2g} |")
-pairs = [(h, g) for h in summary if h["malloc"] == "heap" for g in summary
-         if g["malloc"] == "glibc" and all(g.get(k) == h.get(k) for k in ("model", "pipeline", "divisions"))]
+others = [a for a in dict.fromkeys(r["malloc"] for r in summary) if a != "heap"]
+pairs = [(h, {a: next((o for o in summary if o["malloc"] == a and all(o.get(k) == h.get(k)
+                                                                       for k in ("model", "pipeline", "divisions"))),
+                      None) for a in others})
+         for h in summary if h["malloc"] == "heap"]
+pairs = [(h, found) for h, found in pairs if any(found.values())]
 if pairs:
-    print("\nThe allocator settings side by side (heap: the programs' cdm::KeepWorkingMemoryInTheHeap; glibc: "
-          "CDM_KEEP_MALLOC_DEFAULTS=1, glibc's dynamic thresholds), run one after the other:\n")
-    print("| model | pipeline | divisions | wall s heap | wall s glibc | wall heap / glibc | peak MB heap | peak MB glibc | peak heap / glibc |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for h, g in pairs:
-        print(f"| {h['model']} | {h.get('pipeline', 'gather')} | {h['divisions']} | {h['seconds']:.1f} | "
-              f"{g['seconds']:.1f} | {h['seconds'] / g['seconds']:.2f} | {h['peak_rss_mb']:.0f} | "
-              f"{g['peak_rss_mb']:.0f} | {h['peak_rss_mb'] / g['peak_rss_mb']:.2f} |")
-json.dump(summary, open(os.path.join(work, "results.json"), "w"), indent=1)
+    print("\nThe allocators side by side, against heap (the examples' cdm::KeepWorkingMemoryInTheHeap); glibc: "
+          "CDM_KEEP_MALLOC_DEFAULTS=1 (glibc's dynamic thresholds); tcmalloc: LD_PRELOAD of libtcmalloc_minimal. "
+          "Each configuration ran under each allocator in turn:\n")
+    print("| model | pipeline | divisions | allocator | wall s | wall vs heap | peak MB | peak vs heap |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for h, found in pairs:
+        print(f"| {h['model']} | {h.get('pipeline', 'gather')} | {h['divisions']} | heap | {h['seconds']:.1f} | 1.00 | "
+              f"{h['peak_rss_mb']:.0f} | 1.00 |")
+        for name, o in found.items():
+            if o is not None:
+                print(f"| {h['model']} | {h.get('pipeline', 'gather')} | {h['divisions']} | {name} | "
+                      f"{o['seconds']:.1f} | {o['seconds'] / h['seconds']:.2f} | {o['peak_rss_mb']:.0f} | "
+                      f"{o['peak_rss_mb'] / h['peak_rss_mb']:.2f} |")
 EOF

@@ -303,10 +303,11 @@ SetNumberOfThreads(int threads);
  *  and unmaps it when freed, so a synthesis's per-call activations (a few MB each) are faulted in afresh at every
  *  call, or not, depending on what the process happened to free before: the same 2D synthesis took 11 or 14 s with
  *  1.2 or 3.1 million page faults (bench/EXPERIMENTS.md). This fixes the mmap threshold at 32 MiB and the trim
- *  threshold at 256 MiB (mallopt). Does nothing and returns false when the C library is not glibc or the environment
- *  chose already (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES set, or CDM_KEEP_MALLOC_DEFAULTS to
- *  leave glibc's dynamic thresholds as they are). The `cdm` command line and
- *  the examples call it at their start; a program that embeds the ITK filters may. */
+ *  threshold at 256 MiB (mallopt). Does nothing and returns false when malloc is not glibc's (another C library, or
+ *  tcmalloc linked or preloaded: the better remedy, bench/MEMORY.md) or when the environment chose already
+ *  (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES set, or CDM_KEEP_MALLOC_DEFAULTS to keep glibc's
+ *  dynamic thresholds). The examples and the `cdm` command line call it at their start; a program that embeds the
+ *  ITK filters may. */
 bool
 KeepWorkingMemoryInTheHeap();
 

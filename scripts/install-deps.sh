@@ -7,7 +7,7 @@ TORCH_VERSION="${CDM_TORCH_VERSION:-2.11.0}"
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   libinsighttoolkit5-dev libgtest-dev nlohmann-json3-dev libcli11-dev swig python3-dev
-  mricron-data zlib1g-dev libgloo-dev
+  mricron-data zlib1g-dev libgloo-dev libtcmalloc-minimal4
 )
 
 SUDO=""

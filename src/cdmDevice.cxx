@@ -143,6 +143,12 @@ KeepWorkingMemoryInTheHeap()
       return false;
     }
   }
+#  if defined(__linux__)
+  if (dlsym(RTLD_DEFAULT, "tc_malloc") != nullptr)
+  {
+    return false; // tcmalloc took malloc over (the `cdm` build links it): glibc's settings do not apply
+  }
+#  endif
   // 32 MiB is the largest mmap threshold glibc accepts; trimming only above 256 MiB keeps freed activations for the
   // next call instead of returning them to the kernel between calls.
   return mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024) == 1 && mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024) == 1;
