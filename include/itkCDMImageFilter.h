@@ -113,8 +113,6 @@ private:
   SizeType      m_TileSize;
   bool          m_StreamSources{ true };
   SizeValueType m_VoxelsPerRead{ 0 };
-  /** The update of this filter whose pipeline information the members hold (GenerateData). */
-  ModifiedTimeType m_InformationTime{ 0 };
 
   typename SamplerType::Pointer   m_Sampler;
   typename SynthesisType::Pointer m_Synthesis;
