@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The streaming benchmark (issue 12): peak memory, wall time, updates of the filter and runs of the sampler when
 # itk::CDMImageFilter's output is streamed in 1, 3 and 8 divisions, for a 2D and a 3D `small` model, on one
-# BraTS-sized phantom case (240x240x155 at 1 mm), through two pipelines (examples/cdmStreamingExample.cxx):
+# BraTS-sized phantom case (240x240x155 at 1 mm), through three pipelines (the first two: examples/cdmStreamingExample.cxx):
 #   gather: the sources read whole (itk::ReadImage), the pieces gathered whole by itk::StreamingImageFilter;
 #   files:  MetaImage readers -> the filter -> a MetaImage writer in stream divisions (no image is ever whole);
 #   cli:    `cdm synthesize` on the MetaImage files: 1 division is its whole-image path (the engine on whole images),
