@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The streaming benchmark (issue 12): peak memory, wall time, updates of the filter and runs of the sampler when
 # itk::CDMImageFilter's output is streamed in 1, 3 and 8 divisions, for a 2D and a 3D `small` model, on one
-# BraTS-sized phantom case (240x240x155 at 1 mm), through three pipelines (the first two: examples/cdmStreamingExample.cxx):
+# BraTS-sized phantom case (240x240x155 at 1 mm), through three pipelines (the first two run
+# examples/cdmStreamingExample.cxx):
 #   gather: the sources read whole (itk::ReadImage), the pieces gathered whole by itk::StreamingImageFilter;
 #   files:  MetaImage readers -> the filter -> a MetaImage writer in stream divisions (no image is ever whole);
 #   cli:    `cdm synthesize` on the MetaImage files: 1 division is its whole-image path (the engine on whole images),
@@ -38,7 +39,7 @@ while (($#)); do
     --tile) TILE="$2"; shift ;;
     --pipelines) PIPELINES="$2"; shift ;;
     --malloc) MALLOC="$2"; shift ;;
-    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
     *) echo "bench/memory.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
