@@ -39,7 +39,7 @@ while (($#)); do
     --tile) TILE="$2"; shift ;;
     --pipelines) PIPELINES="$2"; shift ;;
     --malloc) MALLOC="$2"; shift ;;
-    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,23p "$0"; exit 0 ;;
     *) echo "bench/memory.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
