@@ -231,7 +231,7 @@ RegisterImageIOFactories()
   });
 }
 
-unsigned int
+itk::ImageIOBase::Pointer
 CheckImageFile(const std::string & path)
 {
   RegisterImageIOFactories();
@@ -322,9 +322,8 @@ CheckImageFile(const std::string & path)
                        " voxels but the file holds " + std::to_string(static_cast<uint64_t>(fileBytes)) +
                        " bytes, too few for them; expected a complete file");
     }
-    return std::min(3u, io->GetNumberOfDimensions());
   }
-  return 0;
+  return io;
 }
 
 Volume

@@ -8,6 +8,7 @@
 #include "cdmVolume.h"
 
 #include "itkImage.h"
+#include "itkImageIOBase.h"
 
 #include <string>
 
@@ -22,9 +23,9 @@ RegisterImageIOFactories();
 
 /** Checks an image file before any voxel is read: the header ITK reads (at most three dimensions, one scalar per
  *  voxel, positive spacing, a size that fits in memory and in the file) and, for NIfTI, that the file is complete.
- *  Throws InputError naming the file. Returns the file's number of dimensions (2 or 3), or 0 when no ITK reader
+ *  Throws InputError naming the file. Returns the ImageIO that read the header, or null when no ITK reader
  *  recognises the file (its reader then says why). What ReadVolume checks first. */
-unsigned int
+itk::ImageIOBase::Pointer
 CheckImageFile(const std::string & path);
 
 /** Reads any scalar image ITK can read (NIfTI, NRRD, MetaImage...) as float. Throws InputError naming the file, also

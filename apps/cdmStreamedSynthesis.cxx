@@ -28,21 +28,15 @@ SecondsSince(Clock::time_point start)
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-/** Whether ITK reads (or writes) `path` piece by piece: only uncompressed MetaImage does in ITK 5.2-5.4. */
+/** Whether ITK writes `path` piece by piece: only uncompressed MetaImage does in ITK 5.2-5.4. */
 bool
-StreamsPieces(const std::string & path, bool reading)
+WritesPieces(const std::string & path)
 {
-  itk::ImageIOBase::Pointer io = itk::ImageIOFactory::CreateImageIO(
-    path.c_str(), reading ? itk::CommonEnums::IOFileMode::ReadMode : itk::CommonEnums::IOFileMode::WriteMode);
+  itk::ImageIOBase::Pointer io =
+    itk::ImageIOFactory::CreateImageIO(path.c_str(), itk::CommonEnums::IOFileMode::WriteMode);
   if (!io)
   {
     return false;
-  }
-  io->SetFileName(path);
-  if (reading)
-  {
-    io->ReadImageInformation();
-    return io->CanStreamRead();
   }
   io->SetUseCompression(false);
   return io->CanStreamWrite();
@@ -58,17 +52,17 @@ WithoutITKPrefix(const std::string & description)
                                                                                         : description;
 }
 
-/** Writes `image` (an output of `filter`) in `divisions` pieces, atomically. */
+/** Writes `image` in `divisions` pieces, atomically; compressed unless the format is written piece by piece (a
+ *  compressed file is written whole, which the divisions are there to avoid). */
 void
-WriteInPieces(ImageType * image, const std::string & path, unsigned int divisions)
+WriteInPieces(ImageType * image, const std::string & path, unsigned int divisions, bool inPieces)
 {
   WriteAtomically(path, [&](const std::string & temporary) {
     auto writer = itk::ImageFileWriter<ImageType>::New();
     writer->SetInput(image);
     writer->SetFileName(temporary);
     writer->SetNumberOfStreamDivisions(divisions);
-    // Compressed files are written whole; uncompressed MetaImage piece by piece (what the divisions are for).
-    writer->SetUseCompression(!StreamsPieces(path, false));
+    writer->SetUseCompression(!inPieces);
     writer->Update();
   });
 }
@@ -126,8 +120,9 @@ SynthesizeInPieces(const StreamedSynthesisRequest &                         requ
   std::vector<itk::ImageFileReader<ImageType>::Pointer> readers; // a filter's input does not keep its reader alive
   for (const auto & [name, path] : request.Sources)
   {
-    CheckImageFile(path); // the header and, for NIfTI, the whole file, before ITK reads any voxel
-    if (!StreamsPieces(path, true))
+    // The header and, for NIfTI, the whole file, before ITK reads any voxel.
+    const itk::ImageIOBase::Pointer header = CheckImageFile(path);
+    if (!header || !header->CanStreamRead())
     {
       report.WholeFiles.push_back(path);
     }
@@ -149,12 +144,15 @@ SynthesizeInPieces(const StreamedSynthesisRequest &                         requ
   filter->SetVoxelsPerRead(static_cast<itk::SizeValueType>(options.VoxelsPerRead));
   filter->SetPrecision(PrecisionName(options.NetworkPrecision));
   filter->SetTargetModality(options.Target);
-  for (const std::string & output : { request.Output, request.Uncertainty })
+  const bool outputInPieces = WritesPieces(request.Output);
+  const bool uncertaintyInPieces = !request.Uncertainty.empty() && WritesPieces(request.Uncertainty);
+  if (!outputInPieces)
   {
-    if (!output.empty() && !StreamsPieces(output, false))
-    {
-      report.WholeFiles.push_back(output);
-    }
+    report.WholeFiles.push_back(request.Output);
+  }
+  if (!request.Uncertainty.empty() && !uncertaintyInPieces)
+  {
+    report.WholeFiles.push_back(request.Uncertainty);
   }
 
   // Progress: the filter's own (sampling, then its piece), spread over the pieces of every written image.
@@ -176,10 +174,10 @@ SynthesizeInPieces(const StreamedSynthesisRequest &                         requ
 
   try
   {
-    WriteInPieces(filter->GetOutput(), request.Output, request.Divisions);
+    WriteInPieces(filter->GetOutput(), request.Output, request.Divisions, outputInPieces);
     if (!request.Uncertainty.empty())
     {
-      WriteInPieces(filter->GetUncertaintyOutput(), request.Uncertainty, request.Divisions);
+      WriteInPieces(filter->GetUncertaintyOutput(), request.Uncertainty, request.Divisions, uncertaintyInPieces);
     }
   }
   catch (const itk::ExceptionObject & e)
