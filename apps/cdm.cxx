@@ -379,7 +379,8 @@ RunSynthesizeInPieces(const SynthesizeArguments &                              a
   for (const std::string & path : report.WholeFiles)
   {
     std::cout << "[cdm synthesize] note: " << path
-              << " was read or written whole (compressed or not MetaImage); uncompressed .mha files stream"
+              << " was read or written whole (ITK reads NIfTI and uncompressed .mha sources in pieces, and writes only "
+                 "uncompressed .mha outputs in pieces)"
               << std::endl;
   }
   if (!arguments.TimingJson.empty())
@@ -1112,9 +1113,10 @@ main(int argc, char ** argv)
     ->add_option("--stream-divisions",
                  synthesize.StreamDivisions,
                  "Synthesize and write a 3D image in this many pieces through ITK's pipeline (itk::CDMImageFilter), "
-                 "sampling z once: with uncompressed MetaImage (.mha) sources and output no whole image is held "
-                 "in memory; other formats are read or written whole. 0: read, synthesize and write whole "
-                 "images. With --uncertainty the pieces are synthesized twice, once per written image")
+                 "sampling z once: with NIfTI or uncompressed MetaImage (.mha) sources and an uncompressed .mha "
+                 "output no whole image is held in memory; other files are read or written whole. 0: read, "
+                 "synthesize and write whole images. With --uncertainty the pieces are synthesized twice, once "
+                 "per written image")
     ->capture_default_str();
   synthesizeCommand
     ->add_option("--precision",

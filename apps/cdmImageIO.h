@@ -28,6 +28,12 @@ RegisterImageIOFactories();
 itk::ImageIOBase::Pointer
 CheckImageFile(const std::string & path);
 
+/** Whether ITK's reader reads the file of `io` (after CheckImageFile) piece by piece, holding only the region asked of
+ * it: uncompressed MetaImage, and NIfTI of scalar voxels (.nii and .nii.gz; a .nii.gz piece is decompressed from the
+ *  file's start up to it). Compressed MetaImage and NRRD are read whole. */
+bool
+ReadsInPieces(itk::ImageIOBase * io);
+
 /** Reads any scalar image ITK can read (NIfTI, NRRD, MetaImage...) as float. Throws InputError naming the file, also
  *  for a NIfTI file shorter than its header declares or a damaged .gz stream (CheckNiftiFileIsComplete), for more
  *  than three dimensions (a 4D series), and for non-scalar pixels (complex, RGB, vectors). */

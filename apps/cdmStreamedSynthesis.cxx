@@ -120,9 +120,9 @@ SynthesizeInPieces(const StreamedSynthesisRequest &                         requ
   std::vector<itk::ImageFileReader<ImageType>::Pointer> readers; // a filter's input does not keep its reader alive
   for (const auto & [name, path] : request.Sources)
   {
-    // The header and, for NIfTI, the whole file, before ITK reads any voxel.
+    // The header and, for NIfTI, that the file is complete, before ITK reads any voxel.
     const itk::ImageIOBase::Pointer header = CheckImageFile(path);
-    if (!header || !header->CanStreamRead())
+    if (!ReadsInPieces(header))
     {
       report.WholeFiles.push_back(path);
     }

@@ -40,17 +40,18 @@ struct StreamedSynthesisReport
   std::string            Target;
   std::string            DeviceName;
   std::string            ModelKind;
-  /** Files ITK reads or writes whole (compressed MetaImage, NIfTI, NRRD): said to the user, since they hold a whole
-   *  image in memory whatever the divisions. */
+  /** Files ITK reads or writes whole (sources: compressed MetaImage, NRRD; outputs: all but uncompressed MetaImage):
+   *  said to the user, since they hold a whole image in memory whatever the divisions. */
   std::vector<std::string> WholeFiles;
 };
 
 /** The image and, when asked, the uncertainty of `request.Sources` written in `request.Divisions` pieces: an ITK
  *  reader per source, itk::CDMImageFilter (sampling once, then each piece from the sources it needs), an ITK writer per
- *  output, atomically (a temporary name, then a rename). With uncompressed MetaImage (.mha) sources and outputs no
- *  whole image is held. The result equals Model::SynthesizeRegion's to float rounding. An uncertainty file costs a
- *  second synthesis (each writer pulls its own pieces; the representation is reused). Throws InputError naming the
- *  file or option. `progress` gets (fraction, what). */
+ *  output, atomically (a temporary name, then a rename). With NIfTI or uncompressed MetaImage (.mha) sources
+ *  (ReadsInPieces) and uncompressed MetaImage outputs no whole image is held. The result equals
+ *  Model::SynthesizeRegion's to float rounding. An uncertainty file costs a second synthesis (each writer pulls its
+ *  own pieces; the representation is reused). Throws InputError naming the file or option. `progress` gets
+ *  (fraction, what). */
 StreamedSynthesisReport
 SynthesizeInPieces(const StreamedSynthesisRequest &                         request,
                    const std::function<void(double, const std::string &)> & progress);

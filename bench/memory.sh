@@ -56,7 +56,8 @@ case_dir="$WORK/data/MEMORY-00000"
 if [[ ! -f "$case_dir/MEMORY-00000-t2f.nii.gz" ]]; then
   "$CDM" phantom --out "$WORK/data" --cases 1 --seed 21 --size "$SIZE" --spacing 1 --prefix MEMORY >/dev/null
 fi
-# The files pipeline reads MetaImage, which ITK reads piece by piece (its NIfTI reader decompresses .nii.gz whole).
+# The files pipeline reads MetaImage, which ITK reads piece by piece (it reads a .nii.gz in pieces too, but decompresses
+# each from the file's start: slower).
 # The geometry is left out (unit direction, zero origin): the filter's arithmetic does not depend on it.
 for m in t1n t2w t2f; do
   mha="$case_dir/MEMORY-00000-$m.mha"

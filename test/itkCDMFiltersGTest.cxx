@@ -26,6 +26,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 
 namespace
 {
@@ -297,6 +298,80 @@ TEST_P(CDMEndToEndStreaming, ReaderToWriterNeverHoldsAWholeSourceAndEqualsTheInM
       EXPECT_LT(region.GetNumberOfPixels(), largest.GetNumberOfPixels()) << region;
     }
   }
+}
+
+TEST_P(CDMEndToEndStreaming, NIfTISourcesAreReadInPiecesToo)
+{
+  // BraTS ships NIfTI. ITK's NIfTI reader reads only the region asked of it (a .nii.gz by decompressing up to it),
+  // though its ImageIO reports CanStreamRead() false; cdm::ReadsInPieces says so, and `cdm synthesize
+  // --stream-divisions` then prints no note for such sources.
+  const StreamingCase param = GetParam();
+  auto                images = Sources<Image3>(25, param.Size);
+  const std::string   directory = s_Directory + "/nifti-pieces-" + std::to_string(param.ModelDimension) + "d";
+  fs::create_directories(directory);
+  const std::map<std::string, std::string> files{ { "t1n", directory + "/t1n.nii" },
+                                                  { "t2w", directory + "/t2w.nii.gz" },
+                                                  { "t2f", directory + "/t2f.nii.gz" } };
+  auto                                     model = LoadModel(param.ModelDimension);
+  auto                                     inMemory = itk::CDMImageFilter<Image3>::New();
+  inMemory->SetModel(model);
+  inMemory->SetSeed(4);
+  auto filter = itk::CDMImageFilter<Image3>::New();
+  filter->SetModel(model);
+  filter->SetSeed(4);
+  const itk::SizeValueType planeVoxels = static_cast<itk::SizeValueType>(param.Size[0] * param.Size[1]);
+  filter->SetVoxelsPerCall(2 * planeVoxels);
+  filter->SetVoxelsPerRead(4 * planeVoxels);
+  std::vector<itk::ImageFileReader<Image3>::Pointer>            readers;
+  std::vector<itk::PipelineMonitorImageFilter<Image3>::Pointer> monitors;
+  std::string                                                   sources;
+  for (const auto & [m, path] : files)
+  {
+    itk::WriteImage(images[m], path, path.find(".gz") != std::string::npos);
+    EXPECT_TRUE(cdm::ReadsInPieces(cdm::CheckImageFile(path))) << path;
+    inMemory->SetSource(m, itk::ReadImage<Image3>(path)); // the reference: the same files read whole
+    auto reader = itk::ImageFileReader<Image3>::New();
+    reader->SetFileName(path);
+    auto monitor = itk::PipelineMonitorImageFilter<Image3>::New();
+    monitor->SetInput(reader->GetOutput());
+    monitor->ClearPipelineOnGenerateOutputInformationOff();
+    filter->SetSource(m, monitor->GetOutput());
+    readers.push_back(reader);
+    monitors.push_back(monitor);
+    sources += " --source " + m + "=" + path;
+  }
+  inMemory->Update();
+  auto writer = itk::ImageFileWriter<Image3>::New();
+  writer->SetInput(filter->GetOutput());
+  writer->SetFileName(directory + "/t1c.mha");
+  writer->SetNumberOfStreamDivisions(4);
+  writer->Update();
+  EXPECT_LE(RelativeDifference(Values(inMemory->GetOutput()),
+                               Values(itk::ReadImage<Image3>(directory + "/t1c.mha").GetPointer())),
+            1e-5);
+  const auto largest = images["t1n"]->GetLargestPossibleRegion();
+  for (const auto & monitor : monitors)
+  {
+    EXPECT_GT(monitor->GetNumberOfUpdates(), 4u);
+    for (const auto & region : monitor->GetUpdatedBufferedRegions())
+    {
+      EXPECT_LT(region.GetNumberOfPixels(), largest.GetNumberOfPixels()) << region;
+    }
+  }
+  // Compressed MetaImage and NRRD are read whole: the command line's note names them.
+  itk::WriteImage(images["t1n"], directory + "/t1n-compressed.mha", true);
+  itk::WriteImage(images["t1n"], directory + "/t1n.nrrd");
+  EXPECT_FALSE(cdm::ReadsInPieces(cdm::CheckImageFile(directory + "/t1n-compressed.mha")));
+  EXPECT_FALSE(cdm::ReadsInPieces(cdm::CheckImageFile(directory + "/t1n.nrrd")));
+
+  const cdm::testing::CommandResult pieces = cdm::testing::RunCommand(
+    std::string(CDM_EXECUTABLE) + " synthesize --quiet --device cpu --seed 4 --stream-divisions 3 --model " +
+    ModelPath(param.ModelDimension) + sources + " --output " + directory + "/cli.mha");
+  ASSERT_EQ(pieces.ExitCode, 0) << pieces.Output;
+  EXPECT_EQ(pieces.Output.find("note:"), std::string::npos) << pieces.Output;
+  EXPECT_LE(RelativeDifference(Values(inMemory->GetOutput()),
+                               Values(itk::ReadImage<Image3>(directory + "/cli.mha").GetPointer())),
+            1e-5);
 }
 
 TEST_P(CDMEndToEndStreaming, CommandLineInPiecesEqualsItsWholeSynthesis)
