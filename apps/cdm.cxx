@@ -4,6 +4,7 @@
  *=========================================================================*/
 // The `cdm` command line: train, synthesize, impute, evaluate, phantom, montage, info.
 // Exit codes: 0 success, 1 bad input or failure, 2 usage error, 130 training interrupted (checkpoint saved).
+#include "cdmAtomicFile.h"
 #include "cdmDataset.h"
 #include "cdmError.h"
 #include "cdmImageIO.h"
@@ -21,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -348,6 +350,42 @@ ReadSources(const std::vector<std::string> & items, const cdm::Model & model, co
   return sources;
 }
 
+/** What `cdm synthesize --timing` reports of either path (whole images, or in pieces). */
+struct SynthesisTiming
+{
+  std::string            ModelKind;
+  std::string            Device;
+  std::array<int64_t, 3> Size{ { 0, 0, 0 } };
+  double                 LoadSeconds{ 0.0 };
+  double                 SamplingSeconds{ 0.0 };  ///< source encoder + MDN
+  double                 SynthesisSeconds{ 0.0 }; ///< the C-UNet
+  double                 TotalSeconds{ 0.0 };     ///< from the start to the last file written
+};
+
+/** Writes `--timing`'s JSON, atomically: the keys both paths share, then `pathKeys` (what only one path has). */
+void
+WriteTiming(const SynthesizeArguments & arguments, const SynthesisTiming & timing, const nlohmann::json & pathKeys)
+{
+  nlohmann::json report = { { "model_kind", timing.ModelKind },
+                            { "load_seconds", timing.LoadSeconds },
+                            { "sampling_seconds", timing.SamplingSeconds },
+                            { "synthesis_seconds", timing.SynthesisSeconds },
+                            { "total_seconds", timing.TotalSeconds },
+                            { "size", timing.Size },
+                            { "device", timing.Device },
+                            { "precision", arguments.Precision },
+                            { "samples", arguments.Options.Samples } };
+  report.update(pathKeys);
+  cdm::WriteAtomically(arguments.TimingJson, [&](const std::string & temporary) {
+    std::ofstream file(temporary);
+    file << report.dump(2) << std::endl;
+    if (!file)
+    {
+      throw cdm::Error("cannot write '" + arguments.TimingJson + "' (--timing)");
+    }
+  });
+}
+
 /** `cdm synthesize --stream-divisions N`: the ITK filters between the files, in N pieces (cdmStreamedSynthesis.h). */
 int
 RunSynthesizeInPieces(const SynthesizeArguments &                              arguments,
@@ -385,19 +423,17 @@ RunSynthesizeInPieces(const SynthesizeArguments &                              a
   }
   if (!arguments.TimingJson.empty())
   {
-    const nlohmann::json timing = { { "model_kind", report.ModelKind },
-                                    { "load_seconds", loadSeconds },
-                                    { "sampling_seconds", report.SamplingSeconds },
-                                    { "synthesis_seconds", report.TotalSeconds - report.SamplingSeconds },
-                                    { "total_seconds", loadSeconds + report.TotalSeconds },
-                                    { "size", report.Size },
-                                    { "device", report.DeviceName },
-                                    { "precision", arguments.Precision },
-                                    { "samples", options.Samples },
-                                    { "stream_divisions", arguments.StreamDivisions },
-                                    { "pieces", report.Pieces },
-                                    { "sampler_runs", report.SamplerRuns } };
-    std::ofstream(arguments.TimingJson) << timing.dump(2) << std::endl;
+    WriteTiming(arguments,
+                { report.ModelKind,
+                  report.DeviceName,
+                  report.Size,
+                  loadSeconds,
+                  report.SamplingSeconds,
+                  report.TotalSeconds - report.SamplingSeconds,
+                  loadSeconds + report.TotalSeconds },
+                { { "stream_divisions", arguments.StreamDivisions },
+                  { "pieces", report.Pieces },
+                  { "sampler_runs", report.SamplerRuns } });
   }
   std::cout << "[cdm synthesize] wrote " << arguments.Output << " (" << report.Target << ", " << report.Size[0] << "x"
             << report.Size[1] << "x" << report.Size[2] << ", " << options.Samples << " sample(s), " << report.DeviceName
@@ -461,27 +497,23 @@ RunSynthesize(const SynthesizeArguments & arguments)
       result.Uncertainty.Voxels.empty() ? result.Image.EmptyCopy("uncertainty") : result.Uncertainty;
     cdm::WriteVolume(uncertainty, arguments.Uncertainty);
   }
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!arguments.TimingJson.empty())
   {
-    const nlohmann::json timing = {
-      { "model_kind", model.Config().ModelKind },
-      { "load_seconds", std::chrono::duration<double>(loaded - start).count() },
-      { "sampling_seconds", std::chrono::duration<double>(sampled - loaded).count() },
-      { "synthesis_seconds", std::chrono::duration<double>(synthesized - sampled).count() },
-      { "total_seconds", seconds },
-      { "slices", model.Config().Dimension == 2 ? result.Image.Size[model.Config().SliceAxis] : 1 },
-      { "size", result.Image.Size },
-      { "device", model.DeviceName() },
-      { "precision", arguments.Precision },
-      { "samples", options.Samples }
-    };
-    std::ofstream(arguments.TimingJson) << timing.dump(2) << std::endl;
+    const auto seconds = [](auto from, auto to) { return std::chrono::duration<double>(to - from).count(); };
+    WriteTiming(arguments,
+                { model.Config().ModelKind,
+                  model.DeviceName(),
+                  result.Image.Size,
+                  seconds(start, loaded),
+                  seconds(loaded, sampled),
+                  seconds(sampled, synthesized),
+                  total },
+                { { "slices", model.Config().Dimension == 2 ? result.Image.Size[model.Config().SliceAxis] : 1 } });
   }
   std::cout << "[cdm synthesize] wrote " << arguments.Output << " (" << representation.Target << ", "
             << result.Image.Size[0] << "x" << result.Image.Size[1] << "x" << result.Image.Size[2] << ", "
-            << options.Samples << " sample(s), " << model.DeviceName() << ") in " << FormatSeconds(seconds)
-            << std::endl;
+            << options.Samples << " sample(s), " << model.DeviceName() << ") in " << FormatSeconds(total) << std::endl;
   return 0;
 }
 
