@@ -1146,9 +1146,9 @@ main(int argc, char ** argv)
                  synthesize.StreamDivisions,
                  "Synthesize and write a 3D image in this many pieces through ITK's pipeline (itk::CDMImageFilter), "
                  "sampling z once: with NIfTI or uncompressed MetaImage (.mha) sources and an uncompressed .mha "
-                 "output no whole image is held in memory; other files are read or written whole. 0: read, "
-                 "synthesize and write whole images. With --uncertainty the pieces are synthesized twice, once "
-                 "per written image")
+                 "output no whole image is held in memory; other sources are read whole, and another output is "
+                 "gathered from the pieces and written whole. 0: read, synthesize and write whole images. With "
+                 "--uncertainty the pieces are synthesized twice, once per written image")
     ->capture_default_str();
   synthesizeCommand
     ->add_option("--precision",

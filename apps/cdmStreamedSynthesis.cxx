@@ -11,6 +11,7 @@
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
 #include "itkImageIOFactory.h"
+#include "itkStreamingImageFilter.h"
 
 #include <chrono>
 
@@ -52,17 +53,28 @@ WithoutITKPrefix(const std::string & description)
                                                                                         : description;
 }
 
-/** Writes `image` in `divisions` pieces, atomically; compressed unless the format is written piece by piece (a
- *  compressed file is written whole, which the divisions are there to avoid). */
+/** Writes `image` in `divisions` pieces, atomically. A format ITK writes whole (compressed, or not MetaImage) asks its
+ *  input for the whole image at once, which would synthesize it in one piece from whole sources: the pieces are
+ *  gathered first (itk::StreamingImageFilter), so that only the output is held whole. */
 void
 WriteInPieces(ImageType * image, const std::string & path, unsigned int divisions, bool inPieces)
 {
   WriteAtomically(path, [&](const std::string & temporary) {
     auto writer = itk::ImageFileWriter<ImageType>::New();
-    writer->SetInput(image);
     writer->SetFileName(temporary);
-    writer->SetNumberOfStreamDivisions(divisions);
-    writer->SetUseCompression(!inPieces);
+    if (inPieces)
+    {
+      writer->SetInput(image);
+      writer->SetNumberOfStreamDivisions(divisions);
+      writer->SetUseCompression(false);
+      writer->Update();
+      return;
+    }
+    auto gather = itk::StreamingImageFilter<ImageType, ImageType>::New();
+    gather->SetInput(image);
+    gather->SetNumberOfStreamDivisions(divisions);
+    writer->SetInput(gather->GetOutput());
+    writer->SetUseCompression(true);
     writer->Update();
   });
 }

@@ -2,12 +2,13 @@
  *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
-// Synthesize t1c from t1n, t2w and t2f with the composite filter, writing the output in several stream divisions.
+// Synthesize t1c from t1n, t2w and t2f with the composite filter, in several stream divisions.
 //
 //   cdmSynthesizeExample MODEL.cdm T1N.nii.gz T2W.nii.gz T2F.nii.gz OUTPUT.nii.gz [STREAM_DIVISIONS] [DEVICE]
 #include "itkCDMImageFilter.h"
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
+#include "itkStreamingImageFilter.h"
 
 #include <iostream>
 
@@ -36,12 +37,13 @@ main(int argc, char * argv[])
       cdmFilter->SetSource(modalities[i], itk::ReadImage<ImageType>(argv[2 + i]));
     }
 
-    // The writer asks for the output piece by piece; the C-UNet computes only each requested piece.
-    auto writer = itk::ImageFileWriter<ImageType>::New();
-    writer->SetInput(cdmFilter->GetOutput());
-    writer->SetFileName(argv[5]);
-    writer->SetNumberOfStreamDivisions(argc > 6 ? static_cast<unsigned int>(std::stoi(argv[6])) : 4);
-    writer->Update();
+    // The streaming filter asks for the output piece by piece (the C-UNet computes only each requested piece) and
+    // gathers it: ITK writes NIfTI whole, and its writer would ask for the whole image in one request whatever its
+    // stream divisions. (An uncompressed .mha writer streams by itself: cdmStreamingExample's files pipeline.)
+    auto streamer = itk::StreamingImageFilter<ImageType, ImageType>::New();
+    streamer->SetInput(cdmFilter->GetOutput());
+    streamer->SetNumberOfStreamDivisions(argc > 6 ? static_cast<unsigned int>(std::stoi(argv[6])) : 4);
+    itk::WriteImage(streamer->GetOutput(), argv[5], true);
   }
   catch (const itk::ExceptionObject & error)
   {
