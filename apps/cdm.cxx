@@ -106,6 +106,7 @@ int
 RunTrain(const TrainArguments & arguments)
 {
   ConfigureThreads(arguments.Threads);
+  cdm::CheckOutputFile(arguments.Options.Output, "--out"); // before hours of training, not at its first checkpoint
   cdm::TrainingOptions options = arguments.Options;
   // Under torchrun every rank runs this; rank 0 alone reports (errors still come from every rank).
   const char *   rankVariable = std::getenv("RANK");
@@ -446,6 +447,16 @@ int
 RunSynthesize(const SynthesizeArguments & arguments)
 {
   ConfigureThreads(arguments.Threads);
+  // Where the results go, before the synthesis (minutes for a 3D model on a CPU) rather than after it.
+  cdm::CheckOutputImageFile(arguments.Output, "--output");
+  if (!arguments.Uncertainty.empty())
+  {
+    cdm::CheckOutputImageFile(arguments.Uncertainty, "--uncertainty");
+  }
+  if (!arguments.TimingJson.empty())
+  {
+    cdm::CheckOutputFile(arguments.TimingJson, "--timing");
+  }
   cdm::SynthesisOptions options = arguments.Options;
   options.TileSize = { arguments.Tile, arguments.Tile, arguments.Tile };
   options.NetworkPrecision = cdm::ParsePrecision(arguments.Precision, "--precision");
@@ -533,6 +544,7 @@ int
 RunSegment(const SegmentArguments & arguments)
 {
   ConfigureThreads(arguments.Threads);
+  cdm::CheckOutputImageFile(arguments.Output, "--output");
   const auto               start = std::chrono::steady_clock::now();
   const cdm::Model         model = cdm::Model::Load(arguments.Model, arguments.Device);
   const cdm::SourceVolumes sources = ReadSources(arguments.Sources, model, arguments.Model);
@@ -908,6 +920,7 @@ struct MontageArguments
 int
 RunMontage(const MontageArguments & arguments)
 {
+  cdm::CheckOutputImageFile(arguments.Output, "--out");
   std::vector<cdm::MontagePanel> panels;
   for (const auto & path : arguments.Images)
   {

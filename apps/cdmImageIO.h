@@ -28,6 +28,17 @@ RegisterImageIOFactories();
 itk::ImageIOBase::Pointer
 CheckImageFile(const std::string & path);
 
+/** Checks, before any work, that a file can be written at `path`: its folder exists and this user may write there,
+ *  and `path` is not a folder. Throws InputError naming `option` (e.g. "--output"), the file and what was expected, so
+ *  that a long run does not end in an error it could have given at its start. */
+void
+CheckOutputFile(const std::string & path, const std::string & option);
+
+/** CheckOutputFile, and that ITK writes an image format of that name (.nii.gz, .nii, .mha, .nrrd; .png for one
+ *  slice). */
+void
+CheckOutputImageFile(const std::string & path, const std::string & option);
+
 /** Whether ITK's reader reads the file of `io` (after CheckImageFile) piece by piece, holding only the region asked of
  * it: uncompressed MetaImage, and NIfTI of scalar voxels (.nii and .nii.gz; a .nii.gz piece is decompressed from the
  *  file's start up to it). Compressed MetaImage and NRRD are read whole. */

@@ -44,6 +44,12 @@ WriteAtomically(const std::string & path, const std::function<void(const std::st
   try
   {
     write(temporary.string());
+    // Some writers report a file they could not create only on the console (ITK's NIfTI writer, through niftilib).
+    if (!fs::exists(temporary))
+    {
+      throw Error("cannot write '" + path +
+                  "': no file was made (does its folder exist, and may this user write there?)");
+    }
     // The data reaches the disk before the name points at it, so that a power cut leaves the old file or the new
     // one, never a named file with missing data.
     if (!SyncToDisk(temporary.string(), false))

@@ -318,6 +318,41 @@ TEST_F(CommandLine, BadSourcesAreRefusedNamingTheFile)
   EXPECT_FALSE(fs::exists(output)) << "a refused run left an output file";
 }
 
+// Where the results go is checked at the start: a 3D synthesis takes minutes on a CPU and a training hours, and each
+// used to end in an error about its output (or, for NIfTI, in niftilib's console message and "could not be flushed").
+TEST_F(CommandLine, UnwritableOutputsAreRefusedBeforeAnyWork)
+{
+  ASSERT_EQ(TrainedModel().ExitCode, 0) << s_Train.Output;
+  const std::string absent = s_Root + "/no-such-folder";
+  const std::string synthesize = "synthesize --model " + s_Model + " " + AllSources();
+  const auto        refused = [](const Result & r, const std::vector<std::string> & words) {
+    EXPECT_EQ(r.ExitCode, 1) << r.Output;
+    for (const auto & word : words)
+    {
+      EXPECT_TRUE(Contains(r.Output, word)) << word << " not in: " << r.Output;
+    }
+    // Refused before the model ran: no progress was printed.
+    EXPECT_FALSE(Contains(r.Output, "%")) << r.Output;
+  };
+  refused(RunCdm(synthesize + " --output " + absent + "/t1c.nii.gz"),
+          { "--output", absent + "/t1c.nii.gz", "does not exist" });
+  refused(RunCdm(synthesize + " --stream-divisions 2 --output " + absent + "/t1c.mha"),
+          { "--output", "does not exist" });
+  refused(RunCdm(synthesize + " --output " + s_Root + "/t1c.xyz"), { "--output", "t1c.xyz", "expected .nii.gz" });
+  refused(RunCdm(synthesize + " --output " + s_Root), { "--output", "is a folder" });
+  refused(RunCdm(synthesize + " --output " + s_Root + "/fine.nii.gz --uncertainty " + absent + "/spread.nii.gz"),
+          { "--uncertainty", "does not exist" });
+  refused(RunCdm(synthesize + " --output " + s_Root + "/fine.nii.gz --timing " + absent + "/timing.json"),
+          { "--timing", "does not exist" });
+  EXPECT_FALSE(fs::exists(s_Root + "/fine.nii.gz"));
+  refused(RunCdm("segment --model " + s_Model + " " + AllSources() + " --output " + absent + "/seg.nii.gz"),
+          { "--output", "does not exist" });
+  const Result train = RunCdm("train --data " + s_Root + "/data --target t1c --preset tiny --iterations 100 --seed 3 " +
+                              "--device cpu --out " + absent + "/model.cdm");
+  refused(train, { "--out", absent + "/model.cdm", "does not exist" });
+  EXPECT_FALSE(Contains(train.Output, "[cdm train]")) << train.Output; // no iteration ran
+}
+
 // ITK's NIfTI reader fills the voxels a cut-short file lacks with zeros, and reads a 4D series or complex voxels as if
 // they were a volume; each is refused naming the file (issue 14).
 TEST_F(CommandLine, CutShortFourDimensionalAndComplexImagesAreRefusedNamingTheFile)

@@ -2,6 +2,7 @@
  *  itk-cdm: Cross-conditioned Diffusion Model for ITK.
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
+#include "cdmAtomicFile.h"
 #include "cdmError.h"
 #include "cdmModelImpl.h"
 #include "cdmSafetensors.h"
@@ -161,5 +162,42 @@ TEST_F(ModelFile, HeaderClaimingHugeNetworksIsRefusedBeforeBuildingThem)
 TEST_F(ModelFile, MissingFileIsRefused)
 {
   ExpectRefused(m_Directory + "/absent.cdm", { "absent.cdm", "cannot be opened" });
+}
+
+TEST(AtomicFile, WritesUnderATemporaryNameAndRefusesAWriterThatMadeNoFile)
+{
+  const std::string directory = cdm::testing::MakeTemporaryDirectory("atomic");
+  const std::string path = directory + "/result.nii.gz";
+  std::string       temporary;
+  cdm::WriteAtomically(path, [&](const std::string & name) {
+    temporary = name;
+    WriteBytes(name, "new");
+  });
+  EXPECT_EQ(ReadBytes(path), "new");
+  EXPECT_NE(temporary, path);
+  EXPECT_EQ(temporary.substr(temporary.size() - 7), ".nii.gz"); // writers that choose a format by name still can
+  EXPECT_FALSE(fs::exists(temporary));
+  // A writer that reports its failure only on the console (ITK's NIfTI writer) made no file: an error naming the
+  // target, and the old file kept.
+  try
+  {
+    cdm::WriteAtomically(path, [](const std::string &) {});
+    ADD_FAILURE() << "a writer that made no file was not refused";
+  }
+  catch (const cdm::Error & e)
+  {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no file was made"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(ReadBytes(path), "new");
+  // A writer that throws leaves neither its temporary nor a changed file.
+  EXPECT_THROW(cdm::WriteAtomically(path,
+                                    [](const std::string & name) {
+                                      WriteBytes(name, "partial");
+                                      throw std::runtime_error("disk full");
+                                    }),
+               std::runtime_error);
+  EXPECT_EQ(ReadBytes(path), "new");
+  EXPECT_EQ(std::distance(fs::directory_iterator(directory), fs::directory_iterator{}), 1);
 }
 } // namespace
