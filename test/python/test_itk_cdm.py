@@ -338,6 +338,13 @@ def test_module_command_line(data_dir, model_path, tmp_path):
     assert "t1n,t2w,t2f -> t1c" in info
     refused = subprocess.run(command[:-6] + ["--source", "t1n=" + files["t1n"]], capture_output=True, text=True)
     assert refused.returncode == 1 and "t2w" in refused.stderr
+    absent = str(tmp_path / "no-such-folder" / "out.nii.gz")
+    unwritable = subprocess.run([absent if part == str(output) else part for part in command], capture_output=True,
+                                text=True)
+    assert unwritable.returncode == 1 and "--output" in unwritable.stderr and "does not exist" in unwritable.stderr
+    untrained = subprocess.run([sys.executable, "-m", "itk_cdm", "train", "--data", str(data_dir), "--target", "t1c",
+                                "--out", absent], capture_output=True, text=True)
+    assert untrained.returncode == 1 and "--out" in untrained.stderr and "does not exist" in untrained.stderr
     phantom = subprocess.run([sys.executable, "-m", "itk_cdm", "phantom", "--out", str(tmp_path / "p"), "--cases", "1",
                               "--anatomy", "procedural", "--size", "32,32,8", "--spacing", "4"], capture_output=True)
     assert phantom.returncode == 0 and (tmp_path / "p" / "PHANTOM-00000" / "PHANTOM-00000-t1c.nii.gz").exists()
