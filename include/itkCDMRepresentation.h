@@ -23,6 +23,14 @@ namespace itk
 namespace CDMConversion
 {
 
+/** The MetaDataDictionary key of a source's normalisation scale on a representation image (one spelling for the
+ *  writer and both readers). */
+inline std::string
+SourceScaleKey(const std::string & modality)
+{
+  return "CDM_SourceScale_" + modality;
+}
+
 /** Output information of a representation image computed from `input` (set on `output`, not allocated). */
 template <typename TInputImage, typename TRepresentationImage>
 void
@@ -78,7 +86,7 @@ FillRepresentation(const cdm::Representation & representation, bool samples, TRe
   MetaDataDictionary & dictionary = output->GetMetaDataDictionary();
   for (const auto & [name, scale] : representation.SourceScales)
   {
-    EncapsulateMetaData<double>(dictionary, "CDM_SourceScale_" + name, scale);
+    EncapsulateMetaData<double>(dictionary, SourceScaleKey(name), scale);
   }
   EncapsulateMetaData<int>(dictionary, "CDM_Samples", count);
   EncapsulateMetaData<std::string>(dictionary, "CDM_Target", representation.Target);
@@ -92,7 +100,7 @@ CarriesSourceScales(const TRepresentationImage * image, const std::vector<std::s
 {
   const MetaDataDictionary & dictionary = image->GetMetaDataDictionary();
   return std::all_of(sources.begin(), sources.end(), [&dictionary](const std::string & name) {
-    return dictionary.HasKey("CDM_SourceScale_" + name);
+    return dictionary.HasKey(SourceScaleKey(name));
   });
 }
 
@@ -130,7 +138,7 @@ ReadRepresentation(const TRepresentationImage * image, int representationDim, co
   for (const auto & name : sources)
   {
     double scale = 0.0;
-    if (ExposeMetaData<double>(dictionary, "CDM_SourceScale_" + name, scale))
+    if (ExposeMetaData<double>(dictionary, SourceScaleKey(name), scale))
     {
       representation.SourceScales[name] = scale;
     }
