@@ -183,10 +183,16 @@ ModelHandle::Synthesize(const ImageSet &    sources,
                         uint64_t            seed,
                         double              eta,
                         const std::string & precision,
-                        const std::string & target) const
+                        const std::string & target,
+                        int64_t             voxelsPerCall) const
 {
   SynthesisOptions options = MakeOptions(samples, seed, eta, precision);
   options.Target = target;
+  if (voxelsPerCall < 0)
+  {
+    throw InputError("voxels_per_call must be 0 (automatic) or positive, got " + std::to_string(voxelsPerCall));
+  }
+  options.VoxelsPerCall = voxelsPerCall;
   return SynthesisData(m_Model.Synthesize(sources.Volumes(), options));
 }
 

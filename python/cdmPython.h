@@ -156,14 +156,16 @@ public:
   std::string
   ConfigJson() const;
 
-  /** `target`: the modality to synthesize (empty: the model's, or the one a unified model's sources lack). */
+  /** `target`: the modality to synthesize (empty: the model's, or the one a unified model's sources lack).
+   *  `voxelsPerCall`: SynthesisOptions::VoxelsPerCall (0: automatic). */
   SynthesisData
   Synthesize(const ImageSet &    sources,
              int                 samples,
              uint64_t            seed,
              double              eta,
              const std::string & precision = "fp32",
-             const std::string & target = "") const;
+             const std::string & target = "",
+             int64_t             voxelsPerCall = 0) const;
 
   /** A segmenter's tumour labels (Model::Segment) as the result's image. */
   SynthesisData

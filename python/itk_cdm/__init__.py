@@ -161,7 +161,8 @@ def _to_output(array, reference, as_itk):
     return image
 
 
-def synthesize(model, sources, samples=1, seed=None, uncertainty=False, eta=None, precision="fp32", target=None):
+def synthesize(model, sources, samples=1, seed=None, uncertainty=False, eta=None, precision="fp32", target=None,
+               voxels_per_call=0):
     """Synthesizes ``target`` (one of ``model.targets``; ``None``: the model's target, or for a unified model the
     one of its targets the sources lack) from ``sources``, a mapping of modality names (``model.sources``) to
     ``itk.Image`` objects or NumPy arrays ([z, y, x] or [y, x]) of one shared grid.
@@ -170,6 +171,9 @@ def synthesize(model, sources, samples=1, seed=None, uncertainty=False, eta=None
     noise (the same seed gives the same image; ``None`` draws one); ``eta`` is DDIM's eta (``None``: the model's);
     ``precision`` is the networks' arithmetic: ``"fp32"``, or ``"bf16"`` / ``"fp16"`` (faster where the hardware has
     it, at a fidelity cost: bench/PRECISION.md).
+    ``voxels_per_call`` bounds memory as ``cdm synthesize --voxels-per-call``: the voxels one network call reads (a 2D
+    model's slices per call; a 3D model's slabs along z); 0 is automatic. Any value gives the same image to float
+    rounding.
     Returns an image like the sources (an ``itk.Image`` with their spacing, origin and direction, or a NumPy array),
     and with ``uncertainty=True`` a pair (image, standard deviation over samples; needs ``samples`` >= 2).
     Raises ``ValueError`` for a missing, unknown or mismatched source."""
@@ -178,7 +182,7 @@ def synthesize(model, sources, samples=1, seed=None, uncertainty=False, eta=None
                          + str(samples))
     image_set, reference, as_itk = _image_set(sources)
     result = model._handle.Synthesize(image_set, int(samples), _seed(seed), -1.0 if eta is None else float(eta),
-                                      str(precision), "" if target is None else str(target))
+                                      str(precision), "" if target is None else str(target), int(voxels_per_call))
     image = _to_output(result.TakeImage(), reference, as_itk)
     if not uncertainty:
         return image

@@ -40,7 +40,7 @@ def _synthesize(a):
             raise ValueError("--source '{}': expected MODALITY=FILE".format(item))
         sources[name] = itk.imread(path, itk.F)
     result = itk_cdm.synthesize(model, sources, samples=a.samples, seed=a.seed, uncertainty=bool(a.uncertainty),
-                                target=a.target)
+                                target=a.target, voxels_per_call=a.voxels_per_call)
     image, spread = result if a.uncertainty else (result, None)
     for picture, path in ((image, a.output), (spread, a.uncertainty)):
         if picture is not None:
@@ -87,6 +87,8 @@ def main(argv=None):
     s.add_argument("--samples", type=int, default=1)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--uncertainty", help="Also write the standard deviation over samples here")
+    s.add_argument("--voxels-per-call", type=int, default=0,
+                   help="Memory bound: voxels one network call reads (as cdm synthesize); 0: automatic")
     s.add_argument("--device", default="auto")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(run=_synthesize)

@@ -91,6 +91,17 @@ def test_samples_and_uncertainty(data_dir, model_path):
         itk_cdm.synthesize(model, arrays, samples=1, uncertainty=True)
 
 
+def test_voxels_per_call_bounds_memory_not_the_result(data_dir, model_path):
+    model = itk_cdm.load_model(model_path, device="cpu")
+    arrays = {m: itk.array_from_image(i) for m, i in read_sources(data_dir, model).items()}
+    whole = itk_cdm.synthesize(model, arrays, seed=3)  # every slice of this small case in one call
+    one_slice = arrays["t1n"].shape[1] * arrays["t1n"].shape[2]
+    sliced = itk_cdm.synthesize(model, arrays, seed=3, voxels_per_call=one_slice)  # a call per slice
+    assert np.abs(whole - sliced).max() <= 1e-5 * (whole.max() - whole.min())
+    with pytest.raises(ValueError, match="voxels_per_call"):
+        itk_cdm.synthesize(model, arrays, voxels_per_call=-1)
+
+
 def test_reduced_precision_is_close_to_float32(data_dir, model_path):
     model = itk_cdm.load_model(model_path, device="cpu")
     arrays = {m: itk.array_from_image(i) for m, i in read_sources(data_dir, model).items()}
