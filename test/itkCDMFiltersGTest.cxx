@@ -327,7 +327,18 @@ TEST_P(CDMEndToEndStreaming, NIfTISourcesAreReadInPiecesToo)
   std::string                                                   sources;
   for (const auto & [m, path] : files)
   {
-    itk::WriteImage(images[m], path, path.find(".gz") != std::string::npos);
+    if (m == "t2f") // BraTS ships 16-bit integers: read in pieces and converted to float piece by piece
+    {
+      auto toShort = itk::RescaleIntensityImageFilter<Image3, itk::Image<short, 3>>::New();
+      toShort->SetInput(images[m]);
+      toShort->SetOutputMinimum(0);
+      toShort->SetOutputMaximum(4000);
+      itk::WriteImage(toShort->GetOutput(), path, true);
+    }
+    else
+    {
+      itk::WriteImage(images[m], path, path.find(".gz") != std::string::npos);
+    }
     EXPECT_TRUE(cdm::ReadsInPieces(cdm::CheckImageFile(path))) << path;
     inMemory->SetSource(m, itk::ReadImage<Image3>(path)); // the reference: the same files read whole
     auto reader = itk::ImageFileReader<Image3>::New();
