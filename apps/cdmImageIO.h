@@ -39,9 +39,9 @@ CheckOutputFile(const std::string & path, const std::string & option);
 void
 CheckOutputImageFile(const std::string & path, const std::string & option);
 
-/** Whether ITK's reader reads the file of `io` (after CheckImageFile) piece by piece, holding only the region asked of
- * it: uncompressed MetaImage, and NIfTI of scalar voxels (.nii and .nii.gz; a .nii.gz piece is decompressed from the
- *  file's start up to it). Compressed MetaImage and NRRD are read whole. */
+/** Whether ITK's reader reads the file of `io` (after CheckImageFile) piece by piece, holding only the region asked
+ *  of it: uncompressed MetaImage, and NIfTI of scalar voxels (.nii and .nii.gz; a .nii.gz piece is decompressed from
+ *  the file's start up to it). Compressed MetaImage and NRRD are read whole. */
 bool
 ReadsInPieces(itk::ImageIOBase * io);
 

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
 # The streaming benchmark (issue 12): peak memory, wall time, updates of the filter and runs of the sampler when
 # itk::CDMImageFilter's output is streamed in 1, 3 and 8 divisions, for a 2D and a 3D `small` model, on one
-# BraTS-sized phantom case (240x240x155 at 1 mm), through three pipelines (the first two run
+# BraTS-sized phantom case (240x240x155 at 1 mm), through four pipelines (the first two run
 # examples/cdmStreamingExample.cxx):
 #   gather: the sources read whole (itk::ReadImage), the pieces gathered whole by itk::StreamingImageFilter;
 #   files:  MetaImage readers -> the filter -> a MetaImage writer in stream divisions (no image is ever whole);
 #   cli:    `cdm synthesize` on the MetaImage files: 1 division is its whole-image path (the engine on whole images),
 #           more are `--stream-divisions N` (the files pipeline inside the command line). Its base (libraries and
 #           model before any image) is not measured from outside, so its pipeline columns are left empty.
+#   brats:  `cdm synthesize` as cli, on BraTS's layout: the .nii.gz sources and a .nii.gz output (ITK reads NIfTI in
+#           pieces and writes it whole: with divisions the command gathers the pieces, then writes the file).
 # Each run is its own process, so each peak resident memory is its own; every output is checked against the
 # gathered unstreamed one. Prints a Markdown table and writes <work>/results.json.
 #
-#   bench/memory.sh [--work DIR] [--divisions 1,3,8] [--models 2d,3d] [--pipelines gather,files,cli]
+#   bench/memory.sh [--work DIR] [--divisions 1,3,8] [--models 2d,3d] [--pipelines gather,files,cli,brats]
 #                   [--size 240,240,155] [--tile N] [--malloc heap,tcmalloc]
 #
 # --malloc, the allocators the gather and files pipelines run under, each configuration under each in turn (a second
 # table compares them): heap (the example as it is: cdm::KeepWorkingMemoryInTheHeap), glibc (CDM_KEEP_MALLOC_DEFAULTS=1:
-# glibc's dynamic thresholds), tcmalloc (LD_PRELOAD of libtcmalloc_minimal.so.4). The cli pipeline runs `cdm` as
-# built (linked with tcmalloc when the build found it), under that name only.
+# glibc's dynamic thresholds), tcmalloc (LD_PRELOAD of libtcmalloc_minimal.so.4). The cli and brats pipelines run
+# `cdm` as built (linked with tcmalloc when the build found it), once per configuration, under that name.
 #
 # The 2D model is the bundled examples/models/t1c-small.cdm; the 3D model is a `small` 3D CDM trained for one step
 # per stage (its weights do not change what a pass costs). --tile N passes a C-UNet tile edge to the filter.
@@ -39,7 +41,7 @@ while (($#)); do
     --tile) TILE="$2"; shift ;;
     --pipelines) PIPELINES="$2"; shift ;;
     --malloc) MALLOC="$2"; shift ;;
-    -h|--help) sed -n 2,23p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,25p "$0"; exit 0 ;;
     *) echo "bench/memory.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -91,7 +93,7 @@ for entry in "${models[@]}"; do
   name="${entry%%:*}" model="${entry#*:}"
   for pipeline in "${pipeline_list[@]}"; do
     extension=nii.gz
-    [[ "$pipeline" != gather ]] && extension=mha
+    [[ "$pipeline" != gather && "$pipeline" != brats ]] && extension=mha
     for d in "${division_list[@]}"; do
      for allocator in "${malloc_list[@]}"; do
       case "$allocator" in
@@ -102,16 +104,20 @@ for entry in "${models[@]}"; do
           environment=(LD_PRELOAD="$TCMALLOC") ;;
         *) echo "bench/memory.sh: --malloc $allocator: expected heap, glibc or tcmalloc" >&2; exit 2 ;;
       esac
-      if [[ "$pipeline" == cli ]]; then
-        [[ "$allocator" == "$cli_allocator" ]] || continue # its allocator is the one it was built with
+      if [[ "$pipeline" == cli || "$pipeline" == brats ]]; then
+        # Once per configuration, under the allocator it was built with (whatever --malloc lists).
+        [[ "$allocator" == "${malloc_list[0]}" ]] || continue
+        allocator=$cli_allocator
         environment=()
       fi
       out="$WORK/$name-$pipeline-$d-$allocator.mha"
-      if [[ "$pipeline" == cli ]]; then
-        line=$(env "${environment[@]}" python3 bench/peak_rss.py "$WORK/cli.json" "$d" "$CDM" synthesize --quiet --device cpu \
-          --model "$model" --source t1n="$case_dir/MEMORY-00000-t1n.mha" --source t2w="$case_dir/MEMORY-00000-t2w.mha" \
-          --source t2f="$case_dir/MEMORY-00000-t2f.mha" --output "$out" --tile "${TILE:-0}" --timing "$WORK/cli.json" \
-          $( ((d > 1)) && echo --stream-divisions "$d"))
+      [[ "$pipeline" == brats ]] && out="$WORK/$name-$pipeline-$d-$allocator.nii.gz"
+      if [[ "$pipeline" == cli || "$pipeline" == brats ]]; then
+        line=$(env "${environment[@]}" python3 bench/peak_rss.py --pipeline "$pipeline" "$WORK/cli.json" "$d" "$CDM" \
+          synthesize --quiet --device cpu \
+          --model "$model" --source t1n="$case_dir/MEMORY-00000-t1n.$extension" \
+          --source t2w="$case_dir/MEMORY-00000-t2w.$extension" --source t2f="$case_dir/MEMORY-00000-t2f.$extension" \
+          --output "$out" --tile "${TILE:-0}" --timing "$WORK/cli.json" $( ((d > 1)) && echo --stream-divisions "$d"))
       else
         line=$(env "${environment[@]}" "$STREAM" "$model" "$case_dir/MEMORY-00000-t1n.$extension" "$case_dir/MEMORY-00000-t2w.$extension" \
           "$case_dir/MEMORY-00000-t2f.$extension" "$out" "$d" cpu "${TILE:-0}" "$pipeline" | tail -n 1)
@@ -124,9 +130,17 @@ for entry in "${models[@]}"; do
 done
 
 python3 - "$results" "$WORK" "$SIZE" "$(nproc)" <<'EOF'
-import array, json, os, sys, zlib
+import array, gzip, json, os, struct, sys, zlib
 rows = [json.loads(l) for l in open(sys.argv[1])]
 work, size, cores = sys.argv[2], sys.argv[3], sys.argv[4]
+
+def read_nifti(path):
+    """The voxels of a float .nii.gz written by ITK (the header's vox_offset, then little-endian floats)."""
+    data = gzip.open(path).read()
+    voxels = array.array("f")
+    voxels.frombytes(data[int(struct.unpack("<f", data[108:112])[0]):])
+    return voxels
+
 
 def read_mha(path):
     """The voxels of a float .mha written by ITK (header lines, then little-endian floats, zlib-compressed or raw)."""
@@ -147,11 +161,13 @@ for model in dict.fromkeys(r["model"] for r in rows):
     mine = [dict(r["result"], malloc=r.get("malloc", "heap")) for r in rows if r["model"] == model]
     base = next((r for r in mine if r["divisions"] == 1 and r.get("pipeline") == "gather" and r["malloc"] == "heap"),
                 next((r for r in mine if r["divisions"] == 1 and r.get("pipeline") == "gather"), mine[0]))
-    output = lambda r: os.path.join(work, f"{model}-{r.get('pipeline', 'gather')}-{r['divisions']}-{r['malloc']}.mha")
-    base_voxels = read_mha(output(base))
+    output = lambda r: os.path.join(work, f"{model}-{r.get('pipeline', 'gather')}-{r['divisions']}-{r['malloc']}" +
+                                    (".nii.gz" if r.get("pipeline") == "brats" else ".mha"))
+    read = lambda r: read_nifti(output(r)) if r.get("pipeline") == "brats" else read_mha(output(r))
+    base_voxels = read(base)
     base_range = (max(base_voxels) - min(base_voxels)) or 1.0
     for r in mine:
-        voxels = read_mha(output(r))
+        voxels = read(r)
         assert len(voxels) == len(base_voxels), output(r)
         diff = max(abs(a - b) for a, b in zip(voxels, base_voxels)) / base_range if r is not base else 0.0
         pipeline = r["peak_rss_mb"] - r["base_rss_mb"] if r.get("base_rss_mb") is not None else None

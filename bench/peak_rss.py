@@ -3,7 +3,9 @@
 (TIMING_JSON, which the command writes) and the division count it was given. The base memory of a command line is
 not visible from outside: base_rss_mb is null.
 
-    python3 bench/peak_rss.py TIMING_JSON DIVISIONS COMMAND [ARGUMENT ...]
+    python3 bench/peak_rss.py [--pipeline NAME] TIMING_JSON DIVISIONS COMMAND [ARGUMENT ...]
+
+NAME is the pipeline's name in the printed line (default: cli).
 """
 import json
 import resource
@@ -12,15 +14,19 @@ import sys
 
 
 def main():
-    if len(sys.argv) < 4:
+    arguments = sys.argv[1:]
+    pipeline = "cli"
+    if arguments[:1] == ["--pipeline"] and len(arguments) > 1:
+        pipeline, arguments = arguments[1], arguments[2:]
+    if len(arguments) < 3:
         sys.exit(__doc__)
-    timing_path, divisions, command = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    timing_path, divisions, command = arguments[0], int(arguments[1]), arguments[2:]
     finished = subprocess.run(command, stdout=subprocess.DEVNULL)
     if finished.returncode != 0:
         sys.exit(f"bench/peak_rss.py: {' '.join(command)} exited with {finished.returncode}")
     timing = json.load(open(timing_path))
     print(json.dumps({
-        "pipeline": "cli",
+        "pipeline": pipeline,
         "divisions": divisions,
         "updates": timing.get("pieces", 1),
         "sampler_runs": timing.get("sampler_runs", 1),
