@@ -328,35 +328,6 @@ CheckImageFile(const std::string & path)
 }
 
 void
-CheckOutputFile(const std::string & path, const std::string & option)
-{
-  namespace fs = std::filesystem;
-  const fs::path  file(path);
-  const fs::path  folder = file.has_parent_path() ? file.parent_path() : fs::path(".");
-  std::error_code error;
-  if (path.empty() || !file.has_filename())
-  {
-    throw InputError(option + " '" + path + "': expected a file name");
-  }
-  if (fs::is_directory(file, error))
-  {
-    throw InputError(option + " '" + path + "' is a folder; expected a file name");
-  }
-  if (!fs::exists(folder, error))
-  {
-    throw InputError(option + " '" + path + "': its folder '" + folder.string() + "' does not exist (create it first)");
-  }
-  if (!fs::is_directory(folder, error))
-  {
-    throw InputError(option + " '" + path + "': '" + folder.string() + "' is not a folder");
-  }
-  if (::access(folder.c_str(), W_OK) != 0) // the file is written under a temporary name in that folder, then renamed
-  {
-    throw InputError(option + " '" + path + "': its folder '" + folder.string() + "' is not writable by this user");
-  }
-}
-
-void
 CheckOutputImageFile(const std::string & path, const std::string & option)
 {
   CheckOutputFile(path, option);

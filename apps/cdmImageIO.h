@@ -28,14 +28,8 @@ RegisterImageIOFactories();
 itk::ImageIOBase::Pointer
 CheckImageFile(const std::string & path);
 
-/** Checks, before any work, that a file can be written at `path`: its folder exists and this user may write there,
- *  and `path` is not a folder. Throws InputError naming `option` (e.g. "--output"), the file and what was expected, so
- *  that a long run does not end in an error it could have given at its start. */
-void
-CheckOutputFile(const std::string & path, const std::string & option);
-
-/** CheckOutputFile, and that ITK writes an image format of that name (.nii.gz, .nii, .mha, .nrrd; .png for one
- *  slice). */
+/** CheckOutputFile (cdmAtomicFile.h), and that ITK writes an image format of that name (.nii.gz, .nii, .mha, .nrrd;
+ * .png for one slice). */
 void
 CheckOutputImageFile(const std::string & path, const std::string & option);
 

@@ -5,7 +5,8 @@
 #ifndef cdmAtomicFile_h
 #define cdmAtomicFile_h
 
-// Atomic file writes, used by every writer of the project (model files, checkpoints, images).
+// Atomic file writes, used by every writer of the project (model files, checkpoints, images), and the check of an
+// output path before the work that fills it.
 #include <functional>
 #include <string>
 
@@ -17,6 +18,12 @@ namespace cdm
  *  holds the old file or the whole new one. The temporary file is removed when `write` throws. */
 void
 WriteAtomically(const std::string & path, const std::function<void(const std::string & temporaryPath)> & write);
+
+/** Checks, before any work, that WriteAtomically can write `path`: its folder exists and this user may write there,
+ *  and `path` is not a folder. Throws InputError naming `option` (e.g. "--output"), the file and what was expected, so
+ *  that a long run does not end in an error it could have given at its start. */
+void
+CheckOutputFile(const std::string & path, const std::string & option);
 
 } // namespace cdm
 

@@ -3,6 +3,7 @@
  *  Licensed under the Apache License, Version 2.0.
  *=========================================================================*/
 #include "cdmTrainer.h"
+#include "cdmAtomicFile.h"
 #include "cdmDistributed.h"
 #include "cdmError.h"
 #include "cdmModelImpl.h"
@@ -168,6 +169,7 @@ StagesToRun(const Dataset & data, const TrainingOptions & options, std::vector<s
   {
     throw InputError("training: no output model file given (--out)");
   }
+  CheckOutputFile(options.Output, "training output (--out)"); // before the training, not at its first checkpoint
   if (options.Iterations < 1)
   {
     throw InputError("training: iterations must be at least 1, got " + std::to_string(options.Iterations));

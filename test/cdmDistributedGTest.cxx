@@ -21,6 +21,9 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -78,11 +81,29 @@ Read(const std::string & path)
   return { std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>() };
 }
 
-/** A port for this test process's group (tests run two at a time: each takes its own). */
+/** A port no process listens on now, chosen by the kernel (bind to port 0), for one group's rendezvous. Tests run two
+ *  at a time, and ports derived from the process id (20000 + pid % 20000 + an offset) could coincide: the likely cause
+ *  of both distributed tests failing together, within 1.5 s, in one full run. */
 int
-FreePort(int offset)
+FreePort()
 {
-  return 20000 + static_cast<int>(::getpid() % 20000) + offset;
+  const int   socket = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t  length = sizeof(address);
+  const bool bound = socket >= 0 && ::bind(socket, reinterpret_cast<sockaddr *>(&address), sizeof(address)) == 0 &&
+                     ::getsockname(socket, reinterpret_cast<sockaddr *>(&address), &length) == 0;
+  if (socket >= 0)
+  {
+    ::close(socket);
+  }
+  if (!bound)
+  {
+    throw std::runtime_error("no free port for the rendezvous");
+  }
+  return ntohs(address.sin_port);
 }
 
 /** The largest relative difference ||a - b|| / ||a|| over the tensors of two model files. */
@@ -167,14 +188,13 @@ TEST_F(DistributedTraining, TwoRanksWithHalfTheBatchEndWithTheWeightsOfOneRankWi
     { "segmenter", { "--model-kind", "segmenter", "--iterations", "4" } },
     { "ddim", { "--model-kind", "ddim", "--target", "t2f", "--iterations", "4" } }
   };
-  int offset = 0;
   for (const auto & [kind, options] : kinds)
   {
     const std::string single = m_Root + "/" + kind + "-single.cdm";
     const std::string split = m_Root + "/" + kind + "-two-ranks.cdm";
     ASSERT_EQ(Wait(Launch(Train(options, single), 0, 0, 0, m_Root + "/" + kind + "-single.log")), 0)
       << Read(m_Root + "/" + kind + "-single.log");
-    const int   port = FreePort(offset++);
+    const int   port = FreePort();
     const pid_t rank0 = Launch(Train(options, split), 0, 2, port, m_Root + "/" + kind + "-rank0.log");
     const pid_t rank1 = Launch(Train(options, split), 1, 2, port, m_Root + "/" + kind + "-rank1.log");
     ASSERT_EQ(Wait(rank0), 0) << Read(m_Root + "/" + kind + "-rank0.log");
@@ -193,7 +213,7 @@ TEST_F(DistributedTraining, ALostRankStopsTheOtherWithinTheTimeoutAndAResumeFini
   const std::string              output = m_Root + "/lost.cdm";
   std::vector<std::string>       run = Train(options, output);
   run.insert(run.end(), { "--iterations", "100000" });
-  const int   port = FreePort(7);
+  const int   port = FreePort();
   const pid_t rank0 = Launch(run, 0, 2, port, m_Root + "/lost-rank0.log");
   const pid_t rank1 = Launch(run, 1, 2, port, m_Root + "/lost-rank1.log");
   // Rank 1 dies (SIGKILL: nothing of it runs) once rank 0 has written a checkpoint.
@@ -225,7 +245,7 @@ TEST_F(DistributedTraining, ALostRankStopsTheOtherWithinTheTimeoutAndAResumeFini
   fs::copy_file(checkpoint, alone + ".ckpt");
   std::vector<std::string> together = Train(options, output);
   together.insert(together.end(), { "--iterations", total, "--resume" });
-  const int   resumePort = FreePort(8);
+  const int   resumePort = FreePort();
   const pid_t again0 = Launch(together, 0, 2, resumePort, m_Root + "/again0.log");
   const pid_t again1 = Launch(together, 1, 2, resumePort, m_Root + "/again1.log");
   ASSERT_EQ(Wait(again0), 0) << Read(m_Root + "/again0.log");
@@ -244,7 +264,7 @@ TEST_F(DistributedTraining, AGlobalBatchThatDoesNotSplitEvenlyIsRefused)
 {
   std::vector<std::string> run = Train({ "--model-kind", "unet", "--target", "t1c", "--iterations", "2" }, "x.cdm");
   run[6] = "3"; // --batch-size 3 over 2 ranks
-  const int   port = FreePort(9);
+  const int   port = FreePort();
   const pid_t rank0 = Launch(run, 0, 2, port, m_Root + "/odd0.log");
   const pid_t rank1 = Launch(run, 1, 2, port, m_Root + "/odd1.log");
   EXPECT_EQ(Wait(rank0), 1);

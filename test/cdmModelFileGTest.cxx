@@ -200,4 +200,28 @@ TEST(AtomicFile, WritesUnderATemporaryNameAndRefusesAWriterThatMadeNoFile)
   EXPECT_EQ(ReadBytes(path), "new");
   EXPECT_EQ(std::distance(fs::directory_iterator(directory), fs::directory_iterator{}), 1);
 }
+
+TEST(AtomicFile, OutputPathsAreCheckedBeforeTheWork)
+{
+  const std::string directory = cdm::testing::MakeTemporaryDirectory("output-check");
+  EXPECT_NO_THROW(cdm::CheckOutputFile(directory + "/model.cdm", "--out"));
+  const auto refusal = [](const std::string & path) {
+    try
+    {
+      cdm::CheckOutputFile(path, "--out");
+    }
+    catch (const cdm::InputError & e)
+    {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const std::string missing = refusal(directory + "/absent/model.cdm");
+  EXPECT_NE(missing.find("--out"), std::string::npos) << missing;
+  EXPECT_NE(missing.find(directory + "/absent' does not exist"), std::string::npos) << missing;
+  EXPECT_NE(refusal(directory).find("is a folder"), std::string::npos);
+  EXPECT_NE(refusal(directory + "/").find("expected a file name"), std::string::npos);
+  WriteBytes(directory + "/file", "a file where the folder should be");
+  EXPECT_NE(refusal(directory + "/file/model.cdm").find("is not a folder"), std::string::npos);
+}
 } // namespace

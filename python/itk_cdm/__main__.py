@@ -55,7 +55,6 @@ def _synthesize(a):
 
 
 def _train(a):
-    _check_output(a.out, "--out")
     stage_iterations = {}
     for item in filter(None, (a.stage_iterations or "").split(",")):
         stage, _, count = item.partition("=")

@@ -356,6 +356,8 @@ def test_module_command_line(data_dir, model_path, tmp_path):
     untrained = subprocess.run([sys.executable, "-m", "itk_cdm", "train", "--data", str(data_dir), "--target", "t1c",
                                 "--out", absent], capture_output=True, text=True)
     assert untrained.returncode == 1 and "--out" in untrained.stderr and "does not exist" in untrained.stderr
+    with pytest.raises(ValueError, match="does not exist"):  # the engine's check, before any iteration
+        itk_cdm.train(str(data_dir), "t1c", absent, preset="tiny", iterations=1000, progress=False)
     phantom = subprocess.run([sys.executable, "-m", "itk_cdm", "phantom", "--out", str(tmp_path / "p"), "--cases", "1",
                               "--anatomy", "procedural", "--size", "32,32,8", "--spacing", "4"], capture_output=True)
     assert phantom.returncode == 0 and (tmp_path / "p" / "PHANTOM-00000" / "PHANTOM-00000-t1c.nii.gz").exists()
