@@ -7,6 +7,7 @@
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #define SWIG_FILE_WITH_INIT
 #include <numpy/arrayobject.h>
+#include "cdmAtomicFile.h"
 #include "cdmError.h"
 #include "cdmPython.h"
 #include "cdmTrainer.h"
@@ -163,5 +164,7 @@ struct SegmentationDice
 };
 }
 
+%ignore cdm::WriteAtomically;
+%include "cdmAtomicFile.h"
 %include "cdmTrainer.h"
 %include "cdmPython.h"

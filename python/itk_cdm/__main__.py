@@ -14,24 +14,13 @@ import sys
 import itk_cdm
 
 
-def _check_output(path, option):
-    """Where a result goes, checked before the work (as ``cdm`` does): its folder exists and this user may write there,
-    and the name is not a folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ValueError("{} '{}' is a folder; expected a file name".format(option, path))
-    if not os.path.isdir(folder):
-        raise ValueError("{} '{}': its folder '{}' does not exist (create it first)".format(option, path, folder))
-    if not os.access(folder, os.W_OK):
-        raise ValueError("{} '{}': its folder '{}' is not writable by this user".format(option, path, folder))
-
-
 def _synthesize(a):
     import itk
 
-    _check_output(a.output, "--output")
+    # Where the results go, before the work: the engine's check (cdm::CheckOutputFile), as `cdm` does.
+    itk_cdm.engine.CheckOutputFile(a.output, "--output")
     if a.uncertainty:
-        _check_output(a.uncertainty, "--uncertainty")
+        itk_cdm.engine.CheckOutputFile(a.uncertainty, "--uncertainty")
     model = itk_cdm.load_model(a.model, device=a.device)
     sources = {}
     for item in a.source:
