@@ -1160,8 +1160,8 @@ main(int argc, char ** argv)
                  "Synthesize and write a 3D image in this many pieces through ITK's pipeline (itk::CDMImageFilter), "
                  "sampling z once: with NIfTI or uncompressed MetaImage (.mha) sources and an uncompressed .mha "
                  "output no whole image is held in memory; other sources are read whole, and another output is "
-                 "gathered from the pieces and written whole. 0: read, synthesize and write whole images. With "
-                 "--uncertainty the pieces are synthesized twice, once per written image")
+                 "gathered from the pieces and written whole. 0: read, synthesize and write whole images. Each "
+                 "piece makes the image and, with --uncertainty, its uncertainty")
     ->capture_default_str();
   synthesizeCommand
     ->add_option("--precision",

@@ -8,12 +8,15 @@
 #include "cdmImageIO.h"
 
 #include "itkCDMImageFilter.h"
+#include "itkImageAlgorithm.h"
 #include "itkImageFileReader.h"
 #include "itkImageFileWriter.h"
 #include "itkImageIOFactory.h"
-#include "itkStreamingImageFilter.h"
+#include "itkImageIORegion.h"
+#include "itkImageRegionSplitterSlowDimension.h"
 
 #include <chrono>
+#include <utility>
 
 namespace cdm
 {
@@ -53,30 +56,96 @@ WithoutITKPrefix(const std::string & description)
                                                                                         : description;
 }
 
-/** Writes `image` in `divisions` pieces, atomically. A format ITK writes whole (compressed, or not MetaImage) asks its
- *  input for the whole image at once, which would synthesize it in one piece from whole sources: the pieces are
- *  gathered first (itk::StreamingImageFilter), so that only the output is held whole. */
-void
-WriteInPieces(ImageType * image, const std::string & path, unsigned int divisions, bool inPieces)
+/** Where one output goes while the pieces are made. A file ITK writes in pieces (uncompressed MetaImage) gets each
+ *  piece written in place as it is made; any other (compressed, NIfTI, NRRD: ITK writes them whole, and its writer
+ *  would ask for the whole image in one request) is gathered in memory and written once every piece is made. */
+class PieceSink
 {
-  WriteAtomically(path, [&](const std::string & temporary) {
-    auto writer = itk::ImageFileWriter<ImageType>::New();
-    writer->SetFileName(temporary);
-    if (inPieces)
+public:
+  PieceSink(std::string path, bool inPieces)
+      : m_Path(std::move(path))
+      , m_InPieces(inPieces)
+  {}
+
+  /** Takes `piece` of `output`, which the filter has just made. */
+  void
+  Add(ImageType * output, const ImageType::RegionType & piece)
+  {
+    const ImageType::RegionType & largest = output->GetLargestPossibleRegion();
+    if (m_InPieces)
     {
-      writer->SetInput(image);
-      writer->SetNumberOfStreamDivisions(divisions);
+      // The writer finds the filter up to date for this region: it writes what the update made.
+      auto writer = itk::ImageFileWriter<ImageType>::New();
+      writer->SetInput(output);
+      writer->SetFileName(m_Path);
       writer->SetUseCompression(false);
+      itk::ImageIORegion region(ImageType::ImageDimension);
+      itk::ImageIORegionAdaptor<ImageType::ImageDimension>::Convert(piece, region, largest.GetIndex());
+      writer->SetIORegion(region);
       writer->Update();
       return;
     }
-    auto gather = itk::StreamingImageFilter<ImageType, ImageType>::New();
-    gather->SetInput(image);
-    gather->SetNumberOfStreamDivisions(divisions);
-    writer->SetInput(gather->GetOutput());
-    writer->SetUseCompression(true);
-    writer->Update();
-  });
+    if (!m_Whole)
+    {
+      m_Whole = ImageType::New();
+      m_Whole->CopyInformation(output);
+      m_Whole->SetRegions(largest);
+      m_Whole->Allocate();
+    }
+    itk::ImageAlgorithm::Copy(output, m_Whole.GetPointer(), piece, piece);
+  }
+
+  /** Writes a gathered image (compressed where the format can be). */
+  void
+  Finish()
+  {
+    if (m_Whole)
+    {
+      auto writer = itk::ImageFileWriter<ImageType>::New();
+      writer->SetInput(m_Whole);
+      writer->SetFileName(m_Path);
+      writer->SetUseCompression(true);
+      writer->Update();
+    }
+  }
+
+private:
+  std::string        m_Path;
+  bool               m_InPieces;
+  ImageType::Pointer m_Whole;
+};
+
+/** Updates `filter` for each of `divisions` pieces along the slowest axis (as ITK's streaming writers split) and hands
+ *  each piece of the image, and of the uncertainty when `uncertainty` is given, to its sink: one synthesis for both
+ *  images (two writers would each pull their own pieces, synthesizing the volume twice). */
+void
+SynthesizeEachPiece(itk::CDMImageFilter<ImageType> * filter,
+                    unsigned int                     divisions,
+                    PieceSink &                      image,
+                    PieceSink *                      uncertainty)
+{
+  filter->UpdateOutputInformation();
+  const ImageType::RegionType largest = filter->GetOutput()->GetLargestPossibleRegion();
+  auto                        splitter = itk::ImageRegionSplitterSlowDimension::New();
+  const unsigned int          count = splitter->GetNumberOfSplits(largest, divisions);
+  for (unsigned int i = 0; i < count; ++i)
+  {
+    ImageType::RegionType piece = largest;
+    splitter->GetSplit(i, count, piece);
+    filter->GetOutput()->SetRequestedRegion(piece);
+    filter->GetOutput()->PropagateRequestedRegion();
+    filter->GetOutput()->UpdateOutputData();
+    image.Add(filter->GetOutput(), piece);
+    if (uncertainty != nullptr)
+    {
+      uncertainty->Add(filter->GetUncertaintyOutput(), piece);
+    }
+  }
+  image.Finish();
+  if (uncertainty != nullptr)
+  {
+    uncertainty->Finish();
+  }
 }
 } // namespace
 
@@ -167,9 +236,8 @@ SynthesizeInPieces(const StreamedSynthesisRequest &                         requ
     report.WholeFiles.push_back(request.Uncertainty);
   }
 
-  // Progress: the filter's own (sampling, then its piece), spread over the pieces of every written image.
-  const unsigned int images = request.Uncertainty.empty() ? 1 : 2;
-  Clock::time_point  samplingStart;
+  // Progress: the filter's own (sampling, then its piece), spread over the pieces.
+  Clock::time_point samplingStart;
   filter->GetSampler()->AddObserver(itk::StartEvent(), [&](const itk::EventObject &) {
     samplingStart = Clock::now();
     ++report.SamplerRuns;
@@ -179,18 +247,26 @@ SynthesizeInPieces(const StreamedSynthesisRequest &                         requ
   filter->AddObserver(itk::StartEvent(), [&](const itk::EventObject &) { ++report.Pieces; });
   filter->AddObserver(itk::ProgressEvent(), [&](const itk::EventObject &) {
     const double done = report.Pieces > 0 ? report.Pieces - 1 : 0;
-    const double pieces = std::max<double>(done + 1, request.Divisions * images);
+    const double pieces = std::max<double>(done + 1, request.Divisions);
     progress((done + filter->GetProgress()) / pieces,
-             "piece " + std::to_string(report.Pieces) + "/" + std::to_string(request.Divisions * images));
+             "piece " + std::to_string(report.Pieces) + "/" + std::to_string(request.Divisions));
   });
 
   try
   {
-    WriteInPieces(filter->GetOutput(), request.Output, request.Divisions, outputInPieces);
-    if (!request.Uncertainty.empty())
-    {
-      WriteInPieces(filter->GetUncertaintyOutput(), request.Uncertainty, request.Divisions, uncertaintyInPieces);
-    }
+    // Each file under a temporary name until every piece is in it (the uncertainty is renamed first).
+    WriteAtomically(request.Output, [&](const std::string & outputTemporary) {
+      PieceSink image(outputTemporary, outputInPieces);
+      if (request.Uncertainty.empty())
+      {
+        SynthesizeEachPiece(filter, request.Divisions, image, nullptr);
+        return;
+      }
+      WriteAtomically(request.Uncertainty, [&](const std::string & uncertaintyTemporary) {
+        PieceSink uncertainty(uncertaintyTemporary, uncertaintyInPieces);
+        SynthesizeEachPiece(filter, request.Divisions, image, &uncertainty);
+      });
+    });
   }
   catch (const itk::ExceptionObject & e)
   {

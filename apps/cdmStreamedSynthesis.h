@@ -46,13 +46,12 @@ struct StreamedSynthesisReport
 };
 
 /** The image and, when asked, the uncertainty of `request.Sources` written in `request.Divisions` pieces: an ITK
- *  reader per source, itk::CDMImageFilter (sampling once, then each piece from the sources it needs), an ITK writer per
- *  output, atomically (a temporary name, then a rename). With NIfTI or uncompressed MetaImage (.mha) sources
- *  (ReadsInPieces) and uncompressed MetaImage outputs no whole image is held; an output ITK writes whole is gathered
- *  from the pieces first (the synthesis still goes in pieces). The result equals
- *  Model::SynthesizeRegion's to float rounding. An uncertainty file costs a second synthesis (each writer pulls its
- *  own pieces; the representation is reused). Throws InputError naming the file or option. `progress` gets
- *  (fraction, what). */
+ *  reader per source, itk::CDMImageFilter (sampling once, then each piece from the sources it needs), the pieces
+ *  written to each file as they are made, atomically (a temporary name, then a rename). Each piece is synthesized once,
+ *  for the image and the uncertainty together. With NIfTI or uncompressed MetaImage (.mha) sources (ReadsInPieces) and
+ *  uncompressed MetaImage outputs no whole image is held; an output ITK writes whole is gathered from the pieces and
+ *  written at the end. The result equals Model::SynthesizeRegion's to float rounding. Throws InputError naming the
+ *  file or option. `progress` gets (fraction, what). */
 StreamedSynthesisReport
 SynthesizeInPieces(const StreamedSynthesisRequest &                         request,
                    const std::function<void(double, const std::string &)> & progress);
