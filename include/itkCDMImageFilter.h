@@ -74,6 +74,9 @@ public:
   itkSetMacro(VoxelsPerRead, SizeValueType);
   itkGetConstMacro(VoxelsPerRead, SizeValueType);
 
+  /** The voxel-wise standard deviation over the samples (zero for one sample). Each update fills it for the same region
+   *  as the image: two writers, one per output, would synthesize every piece twice (cdm synthesize writes both from
+   *  one pass: apps/cdmStreamedSynthesis.cxx). */
   TOutputImage *
   GetUncertaintyOutput();
 
