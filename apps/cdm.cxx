@@ -1034,6 +1034,14 @@ main(int argc, char ** argv)
     ->capture_default_str();
   trainCommand->add_option("--learning-rate", train.Options.LearningRate, "Adam learning rate (0: the preset's)")
     ->capture_default_str();
+  trainCommand
+    ->add_option("--lr-decay-at",
+                 train.Options.LearningRateDecayAt,
+                 "From this fraction of each stage's iterations on, train at --lr-decay-factor times the learning rate "
+                 "(0: a constant rate)")
+    ->capture_default_str();
+  trainCommand->add_option("--lr-decay-factor", train.Options.LearningRateDecayFactor, "See --lr-decay-at")
+    ->capture_default_str();
   trainCommand->add_option("--validation-interval", train.Options.ValidationInterval, "Iterations between validations")
     ->check(CLI::PositiveNumber)
     ->capture_default_str();

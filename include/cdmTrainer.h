@@ -40,11 +40,16 @@ struct TrainingOptions
   int                        BatchSize{ 0 };
   int                        PatchSize{ 0 };
   double                     LearningRate{ 0.0 };
-  int                        ValidationInterval{ 50 };
-  int                        CheckpointInterval{ 50 };
-  double                     ValidationFraction{ 0.2 };
-  int                        SliceAxis{ 2 };
-  double                     SourceDropout{ 0.0 }; ///< > 0 trains for missing sources (availability masks)
+  /** A step down in each stage's learning rate: from this fraction of the stage's iterations on, the rate is
+   *  multiplied by LearningRateDecayFactor (0: a constant rate). CDM's own schedule already ends with its finetune
+   *  stage at 0.2x the rate; this gives a baseline the same kind of ending. */
+  double LearningRateDecayAt{ 0.0 };
+  double LearningRateDecayFactor{ 0.2 };
+  int    ValidationInterval{ 50 };
+  int    CheckpointInterval{ 50 };
+  double ValidationFraction{ 0.2 };
+  int    SliceAxis{ 2 };
+  double SourceDropout{ 0.0 }; ///< > 0 trains for missing sources (availability masks)
   /** Share of the training patches centred on a tumour voxel (cases with a `-seg` file); the rest are uniform. */
   double TumourFraction{ 0.5 };
   /** Extra weight of the synthesis loss inside the tumour: weighted 1 + w there (0 = unweighted). */

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -97,23 +98,29 @@ TrainingFingerprint(const Dataset &         data,
                     double                  learningRate)
 {
   const NormalizationRule & rule = data.Rule();
-  return { { "--seed", options.Seed },
-           { "--batch-size", batchSize },
-           { "--patch-size", patch },
-           { "--learning-rate", learningRate },
-           { "--slice-axis", options.SliceAxis },
-           { "--validation-fraction", options.ValidationFraction },
-           { "--source-dropout", options.SourceDropout },
-           { "--tumour-fraction", options.TumourFraction },
-           { "--tumour-loss-weight", options.TumourLossWeight },
-           { "--synthesis-loss", options.SynthesisLoss },
-           { "--teacher-encoder", options.TeacherEncoder },
-           { "--mdn-schedule", options.MdnSchedule },
-           { "--representation-noise", options.RepresentationNoise },
-           { "--film-init", options.FilmInit },
-           { "--intensity-rule",
-             rule.Method + " " + std::to_string(rule.UpperPercentile) + " " + std::to_string(rule.Clip) },
-           { "--data", std::to_string(data.Cases().size()) + " cases, digest " + DataDigest(data) } };
+  nlohmann::json            fingerprint = {
+               { "--seed", options.Seed },
+               { "--batch-size", batchSize },
+               { "--patch-size", patch },
+               { "--learning-rate", learningRate },
+               { "--slice-axis", options.SliceAxis },
+               { "--validation-fraction", options.ValidationFraction },
+               { "--source-dropout", options.SourceDropout },
+               { "--tumour-fraction", options.TumourFraction },
+               { "--tumour-loss-weight", options.TumourLossWeight },
+               { "--synthesis-loss", options.SynthesisLoss },
+               { "--teacher-encoder", options.TeacherEncoder },
+               { "--mdn-schedule", options.MdnSchedule },
+               { "--representation-noise", options.RepresentationNoise },
+               { "--film-init", options.FilmInit },
+               { "--intensity-rule", rule.Method + " " + std::to_string(rule.UpperPercentile) + " " + std::to_string(rule.Clip) },
+               { "--data", std::to_string(data.Cases().size()) + " cases, digest " + DataDigest(data) }
+  };
+  // Checkpoints from before the option carry no such key and resume unchecked on it (CheckResumeFingerprint).
+  fingerprint["--lr-decay"] = options.LearningRateDecayAt > 0.0 ? std::to_string(options.LearningRateDecayAt) + " x" +
+                                                                    std::to_string(options.LearningRateDecayFactor)
+                                                                : std::string("off");
+  return fingerprint;
 }
 
 /** Throws InputError naming the first option whose value differs between the checkpoint's run and this one. */
@@ -173,6 +180,13 @@ StagesToRun(const Dataset & data, const TrainingOptions & options, std::vector<s
   if (options.Iterations < 1)
   {
     throw InputError("training: iterations must be at least 1, got " + std::to_string(options.Iterations));
+  }
+  if (!(options.LearningRateDecayAt >= 0.0 && options.LearningRateDecayAt < 1.0) ||
+      !(options.LearningRateDecayFactor >= 0.0))
+  {
+    throw InputError("training: --lr-decay-at " + std::to_string(options.LearningRateDecayAt) +
+                     " / --lr-decay-factor " + std::to_string(options.LearningRateDecayFactor) +
+                     ": expected a fraction of the iterations in [0, 1) and a factor >= 0");
   }
   if (options.MdnSchedule != "diffir" && options.MdnSchedule != "linear")
   {
@@ -584,6 +598,14 @@ Train(const Dataset &                                       data,
         cropSeeds.push_back(MixSeed(seed, static_cast<uint64_t>(item), 1));
         drawSeeds.push_back(MixSeed(seed, static_cast<uint64_t>(item), 2));
       }
+      // The step in the learning rate (LearningRateDecayAt), set for every iteration so that a resumed run has it too.
+      const bool decayed = options.LearningRateDecayAt > 0.0 &&
+                           iteration >= static_cast<int>(std::ceil(options.LearningRateDecayAt * iterations));
+      for (auto & parameterGroup : optimizer.param_groups())
+      {
+        static_cast<torch::optim::AdamOptions &>(parameterGroup.options())
+          .lr(learningRate * stage.LearningRateFactor * (decayed ? options.LearningRateDecayFactor : 1.0));
+      }
       const Batch    batch = trainSampler.Sample(cropSeeds, options.SourceDropout).To(impl.Device);
       ItemGenerators generators(drawSeeds);
       optimizer.zero_grad();
@@ -699,6 +721,11 @@ Train(const Dataset &                                       data,
   provenance["batch_size"] = batchSize;
   provenance["patch_size"] = patch;
   provenance["learning_rate"] = learningRate;
+  if (options.LearningRateDecayAt > 0.0)
+  {
+    provenance["learning_rate_decay_at"] = options.LearningRateDecayAt;
+    provenance["learning_rate_decay_factor"] = options.LearningRateDecayFactor;
+  }
   provenance["source_dropout"] = options.SourceDropout;
   provenance["tumour_fraction"] = options.TumourFraction;
   provenance["tumour_loss_weight"] = options.TumourLossWeight;

@@ -151,6 +151,9 @@ TEST(Training, InterruptedAndResumedRunEndsWithTheSameWeights)
   auto otherRate = interrupted;
   otherRate.LearningRate = 0.123;
   refusalNames(data, otherRate, "--learning-rate");
+  auto decayed = interrupted;
+  decayed.LearningRateDecayAt = 0.5;
+  refusalNames(data, decayed, "--lr-decay");
   refusalNames(cdm::testing::MakeDataset(4, 8), interrupted, "--data");
   // Training longer is what resuming is for: more iterations are accepted.
   auto longer = interrupted;
@@ -207,6 +210,41 @@ TEST(Training, StageIterationsSplitOneBudgetOverTheStages)
   fs::remove_all(directory);
 }
 
+TEST(Training, ALearningRateStepToZeroFreezesTheWeightsFromItsIteration)
+{
+  // Adam at a zero rate moves nothing: 4 iterations that step to 0 after half of them end with the weights of 2.
+  const std::string  directory = cdm::testing::MakeTemporaryDirectory("lr-step");
+  const cdm::Dataset data = cdm::testing::MakeDataset(4, 9);
+  auto               stepped = TinyOptions(directory + "/stepped.cdm", 4);
+  stepped.ModelKind = "unet";
+  stepped.LearningRateDecayAt = 0.5;
+  stepped.LearningRateDecayFactor = 0.0;
+  auto shorter = stepped;
+  shorter.Output = directory + "/shorter.cdm";
+  shorter.Iterations = 2;
+  shorter.ValidationInterval = 2;
+  shorter.LearningRateDecayAt = 0.0;
+  auto constant = stepped;
+  constant.Output = directory + "/constant.cdm";
+  constant.LearningRateDecayAt = 0.0;
+  for (const auto * options : { &stepped, &shorter, &constant })
+  {
+    ASSERT_FALSE(cdm::Train(data, *options).Interrupted);
+  }
+  const auto a = cdm::safetensors::Read(stepped.Output);
+  const auto b = cdm::safetensors::Read(shorter.Output);
+  const auto c = cdm::safetensors::Read(constant.Output);
+  ASSERT_EQ(a.size(), b.size());
+  bool anyMoved = false; // the constant rate's last two iterations do move the weights
+  for (size_t i = 0; i < a.size(); ++i)
+  {
+    EXPECT_TRUE(a[i].second.equal(b[i].second)) << a[i].first << " moved at a zero learning rate";
+    anyMoved = anyMoved || !a[i].second.equal(c[i].second);
+  }
+  EXPECT_TRUE(anyMoved);
+  fs::remove_all(directory);
+}
+
 TEST(Training, BadOptionsAreRefused)
 {
   const cdm::Dataset data = cdm::testing::MakeDataset(2, 1);
@@ -222,6 +260,12 @@ TEST(Training, BadOptionsAreRefused)
   options.StageIterations = { { "decoder", 3 } };
   EXPECT_THROW(cdm::Train(data, options), cdm::InputError);
   options.StageIterations = { { "cunet", 0 } };
+  EXPECT_THROW(cdm::Train(data, options), cdm::InputError);
+  options = TinyOptions("/tmp/cdm-never.cdm", 5);
+  options.LearningRateDecayAt = 1.0; // a fraction of the iterations: 1 would never decay
+  EXPECT_THROW(cdm::Train(data, options), cdm::InputError);
+  options.LearningRateDecayAt = 0.5;
+  options.LearningRateDecayFactor = -0.2;
   EXPECT_THROW(cdm::Train(data, options), cdm::InputError);
   options = TinyOptions("/tmp/cdm-never.cdm", 5);
   options.Device = "cuda:7";
